@@ -1,0 +1,3 @@
+fn main() {
+    println!("socksify {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,400 @@
+//! A chain of proxies, each hop CONNECTing to the next, run on a socket the caller owns.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::TargetAddr;
+use crate::error::SocksError;
+use crate::proxy::{fill_unspecified, Command, Host, Proxy};
+use crate::sys::{self, FdStream};
+
+/// How the hops of a chain are picked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainMode {
+    /// Every hop, in order; any failure fails the chain.
+    #[default]
+    Strict,
+    /// Every live hop, in order; dead hops are skipped.
+    Dynamic,
+    /// `chain_len` live hops in random order.
+    Random,
+    /// `chain_len` live hops, each connection starting where the previous one stopped.
+    RoundRobin,
+}
+
+/// Where a chain failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Resolving the first hop's name locally.
+    Resolve,
+    /// Opening the TCP connection to the first hop.
+    Reach,
+    /// The handshake with this hop, asking it to reach the next hop (1-based) of the chain.
+    NextHop(usize),
+    /// The handshake with the last hop, asking it to reach the destination.
+    Destination(TargetAddr),
+}
+
+/// Why a chain could not be built. Each names the hop (1-based, as in the configuration) and the
+/// proxy (without its password).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("no proxy is configured")]
+    Empty,
+    #[error("{}", describe(*.hop, .proxy, .stage, .source))]
+    Hop {
+        hop: usize,
+        proxy: String,
+        stage: Stage,
+        source: SocksError,
+    },
+    #[error("no usable chain: {needed} live proxies needed, {alive} left; last failure: {last}")]
+    NotEnoughAlive {
+        needed: usize,
+        alive: usize,
+        last: Box<ChainError>,
+    },
+    #[error("the program's socket: {0}")]
+    Socket(std::io::Error),
+}
+
+fn describe(hop: usize, proxy: &str, stage: &Stage, source: &SocksError) -> String {
+    let what = match stage {
+        Stage::Resolve => "cannot resolve the proxy's name".to_owned(),
+        Stage::Reach => "cannot connect to the proxy".to_owned(),
+        Stage::NextHop(next) => format!("could not reach hop {next}"),
+        Stage::Destination(target) => format!("could not reach {target}"),
+    };
+    format!("hop {hop} ({proxy}): {what}: {source}")
+}
+
+impl ChainError {
+    /// The errno a hooked call reports.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ChainError::Empty => libc::ECONNREFUSED,
+            ChainError::Hop { source, .. } => source.errno(),
+            ChainError::NotEnoughAlive { last, .. } => last.errno(),
+            ChainError::Socket(e) => crate::error::io_errno(e),
+        }
+    }
+}
+
+/// A chain that was built: which hops (indices into the configured list) it went through, the
+/// address the last hop reported, and the first hop's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Established {
+    pub path: Vec<usize>,
+    pub bound: TargetAddr,
+    pub first_hop: SocketAddr,
+}
+
+/// Connect and read timeouts: the first for the TCP connection to the first hop, the second for
+/// each hop's whole handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(8000),
+            read: Duration::from_millis(15000),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Chain {
+    proxies: Vec<Proxy>,
+    mode: ChainMode,
+    chain_len: usize,
+    timeouts: Timeouts,
+    next: AtomicUsize,
+}
+
+/// A failed attempt: the hop to leave out of the next attempt (None when the chain worked but
+/// the destination did not), and the error.
+type Attempt = Result<Established, (Option<usize>, ChainError)>;
+
+impl Chain {
+    pub fn new(proxies: Vec<Proxy>, mode: ChainMode, chain_len: usize, timeouts: Timeouts) -> Self {
+        Chain {
+            proxies,
+            mode,
+            chain_len: chain_len.max(1),
+            timeouts,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn proxies(&self) -> &[Proxy] {
+        &self.proxies
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Builds the chain on `fd`, a TCP socket that is not connected, and has the last hop
+    /// CONNECT to `target`.
+    pub fn connect(&self, fd: RawFd, target: &TargetAddr) -> Result<Established, ChainError> {
+        self.establish(fd, Command::Connect, target)
+    }
+
+    /// Builds the chain on `fd` and sends `cmd` for `target` to the last hop. Dead hops are left
+    /// out and the chain built again on the same descriptor, except in strict mode.
+    pub fn establish(
+        &self,
+        fd: RawFd,
+        cmd: Command,
+        target: &TargetAddr,
+    ) -> Result<Established, ChainError> {
+        if self.proxies.is_empty() {
+            return Err(ChainError::Empty);
+        }
+        let family = sys::family(fd).map_err(ChainError::Socket)?;
+        let mut dead = vec![false; self.proxies.len()];
+        let mut last: Option<ChainError> = None;
+        loop {
+            let path = match self.select(&dead) {
+                Ok(path) => path,
+                Err((needed, alive)) => {
+                    let last = Box::new(last.unwrap_or(ChainError::Empty));
+                    return Err(ChainError::NotEnoughAlive {
+                        needed,
+                        alive,
+                        last,
+                    });
+                }
+            };
+            match self.attempt(fd, family, &path, cmd, target) {
+                Ok(est) => return Ok(est),
+                Err((Some(culprit), e)) if self.mode != ChainMode::Strict => {
+                    dead[culprit] = true;
+                    last = Some(e);
+                    // Ready the same descriptor for the next attempt; an error here shows in it.
+                    let _ = sys::disconnect(fd);
+                }
+                Err((_, e)) => return Err(e),
+            }
+        }
+    }
+
+    /// The hops of the next attempt, or how many were needed and how many are alive.
+    fn select(&self, dead: &[bool]) -> Result<Vec<usize>, (usize, usize)> {
+        let n = self.proxies.len();
+        let alive: Vec<usize> = (0..n).filter(|&i| !dead[i]).collect();
+        let needed = match self.mode {
+            ChainMode::Strict => return Ok((0..n).collect()),
+            ChainMode::Dynamic => 1,
+            ChainMode::Random | ChainMode::RoundRobin => self.chain_len.min(n),
+        };
+        if alive.len() < needed {
+            return Err((needed, alive.len()));
+        }
+        Ok(match self.mode {
+            ChainMode::Strict | ChainMode::Dynamic => alive,
+            ChainMode::Random => {
+                let mut picked = alive;
+                fastrand::shuffle(&mut picked);
+                picked.truncate(needed);
+                picked
+            }
+            ChainMode::RoundRobin => {
+                let start = self.next.fetch_add(needed, Ordering::Relaxed) % n;
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(|&i| !dead[i])
+                    .take(needed)
+                    .collect()
+            }
+        })
+    }
+
+    fn hop_error(&self, index: usize, stage: Stage, source: SocksError) -> ChainError {
+        ChainError::Hop {
+            hop: index + 1,
+            proxy: self.proxies[index].to_string(),
+            stage,
+            source,
+        }
+    }
+
+    fn attempt(
+        &self,
+        fd: RawFd,
+        family: libc::c_int,
+        path: &[usize],
+        cmd: Command,
+        target: &TargetAddr,
+    ) -> Attempt {
+        let first = path[0];
+        let first_addr = resolve(&self.proxies[first], family)
+            .map_err(|e| (Some(first), self.hop_error(first, Stage::Resolve, e)))?;
+        sys::connect_timeout(fd, &first_addr, self.timeouts.connect)
+            .map_err(|e| (Some(first), self.hop_error(first, Stage::Reach, e.into())))?;
+
+        let mut stream = FdStream::new(fd);
+        for pair in path.windows(2) {
+            let (hop, next) = (pair[0], pair[1]);
+            stream.set_timeout(Some(self.timeouts.read));
+            if let Err(e) = self.proxies[hop].request(
+                &mut stream,
+                Command::Connect,
+                &self.proxies[next].target(),
+            ) {
+                // A proxy that answered with a refusal works; the hop it could not reach doesn't.
+                let culprit = if e.is_refusal() { next } else { hop };
+                return Err((
+                    Some(culprit),
+                    self.hop_error(hop, Stage::NextHop(next + 1), e),
+                ));
+            }
+        }
+
+        let last = *path.last().expect("a path has at least one hop");
+        stream.set_timeout(Some(self.timeouts.read));
+        let bound = self.proxies[last]
+            .request(&mut stream, cmd, target)
+            .map_err(|e| {
+                let culprit = if e.is_refusal() { None } else { Some(last) };
+                (
+                    culprit,
+                    self.hop_error(last, Stage::Destination(target.clone()), e),
+                )
+            })?;
+        let last_addr = match self.proxies[last].host {
+            _ if path.len() == 1 => Some(first_addr),
+            Host::Ip(ip) => Some(SocketAddr::new(ip, self.proxies[last].port)),
+            Host::Name(_) => None,
+        };
+        let bound = match last_addr {
+            Some(addr) => fill_unspecified(bound, addr),
+            None => bound,
+        };
+        Ok(Established {
+            path: path.to_vec(),
+            bound,
+            first_hop: first_addr,
+        })
+    }
+}
+
+/// The address of the first hop for a socket of `family`: an IPv6 socket reaches an IPv4 proxy
+/// through an IPv4-mapped address; an IPv4 socket cannot reach an IPv6 proxy.
+fn resolve(proxy: &Proxy, family: libc::c_int) -> Result<SocketAddr, SocksError> {
+    let fit = |ip: IpAddr| -> Option<SocketAddr> {
+        let ip = match (family, ip) {
+            (libc::AF_INET, IpAddr::V4(_)) | (libc::AF_INET6, IpAddr::V6(_)) => ip,
+            (libc::AF_INET6, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, proxy.port))
+    };
+    let wrong_family = SocksError::Unsupported(
+        "the program's IPv4 socket cannot reach an IPv6 proxy: give the proxy an IPv4 address",
+    );
+    match &proxy.host {
+        Host::Ip(ip) => fit(*ip).ok_or(wrong_family),
+        Host::Name(name) => {
+            let addrs: Vec<SocketAddr> = (name.as_str(), proxy.port).to_socket_addrs()?.collect();
+            // Prefer the socket's own family, then whatever else fits.
+            let native = addrs
+                .iter()
+                .find(|a| (family == libc::AF_INET6) == a.is_ipv6());
+            native
+                .or(addrs.first())
+                .and_then(|a| fit(a.ip()))
+                .ok_or(wrong_family)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(mode: ChainMode, n: usize, len: usize) -> Chain {
+        let proxies = (0..n)
+            .map(|i| format!("socks5://127.0.0.{}:1080", i + 1).parse().unwrap())
+            .collect();
+        Chain::new(proxies, mode, len, Timeouts::default())
+    }
+
+    #[test]
+    fn strict_uses_every_hop_even_dead_ones() {
+        let c = chain(ChainMode::Strict, 3, 2);
+        assert_eq!(c.select(&[false, true, false]).unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn dynamic_skips_dead_hops_and_fails_when_none_is_left() {
+        let c = chain(ChainMode::Dynamic, 3, 2);
+        assert_eq!(c.select(&[false, true, false]).unwrap(), vec![0, 2]);
+        assert_eq!(c.select(&[true, true, true]).unwrap_err(), (1, 0));
+    }
+
+    #[test]
+    fn random_picks_chain_len_distinct_live_hops() {
+        let c = chain(ChainMode::Random, 5, 3);
+        for _ in 0..100 {
+            let mut p = c.select(&[false, false, true, false, false]).unwrap();
+            assert_eq!(p.len(), 3);
+            assert!(!p.contains(&2));
+            p.sort();
+            p.dedup();
+            assert_eq!(p.len(), 3);
+        }
+        assert_eq!(
+            c.select(&[true, true, true, false, false]).unwrap_err(),
+            (3, 2)
+        );
+    }
+
+    #[test]
+    fn round_robin_rotates() {
+        let c = chain(ChainMode::RoundRobin, 3, 2);
+        let ok = [false; 3];
+        assert_eq!(c.select(&ok).unwrap(), vec![0, 1]);
+        assert_eq!(c.select(&ok).unwrap(), vec![2, 0]);
+        assert_eq!(c.select(&ok).unwrap(), vec![1, 2]);
+        assert_eq!(c.select(&[false, true, false]).unwrap(), vec![0, 2]);
+    }
+
+    #[test]
+    fn errors_name_the_hop_and_the_reason() {
+        let c = chain(ChainMode::Strict, 2, 2);
+        let e = c.hop_error(
+            1,
+            Stage::NextHop(3),
+            SocksError::Socks5(crate::error::Socks5Reply(5)),
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "hop 2 (socks5://127.0.0.2:1080): could not reach hop 3: SOCKS5 reply 0x05"
+            ),
+            "{text}"
+        );
+        assert_eq!(e.errno(), libc::ECONNREFUSED);
+    }
+
+    #[test]
+    fn an_ipv4_socket_cannot_use_an_ipv6_proxy() {
+        let p: Proxy = "socks5://[::1]:1080".parse().unwrap();
+        assert!(resolve(&p, libc::AF_INET).is_err());
+        let p: Proxy = "socks5://127.0.0.1:1080".parse().unwrap();
+        assert_eq!(
+            resolve(&p, libc::AF_INET6).unwrap(),
+            "[::ffff:127.0.0.1]:1080".parse().unwrap()
+        );
+    }
+}

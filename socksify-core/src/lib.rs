@@ -1,0 +1,19 @@
+//! The core of socksify: a blocking SOCKS4 / SOCKS4a / SOCKS5 client that runs on a socket the
+//! caller owns, proxy chains, and the configuration. It has no hooks: the preload library and
+//! the CLI both build on it.
+
+pub mod addr;
+pub mod chain;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod sys;
+pub mod v4;
+pub mod v5;
+mod wire;
+
+pub use addr::TargetAddr;
+pub use chain::{Chain, ChainError, ChainMode, Established, Timeouts};
+pub use config::{Config, ConfigError, DnsMode};
+pub use error::SocksError;
+pub use proxy::{Command, Credentials, Host, Proxy, ProxyKind};

@@ -1,0 +1,359 @@
+//! One proxy of a chain: what it speaks, where it is, how to log in, parsed from a URL such as
+//! `socks5://user:pass@[2001:db8::1]:1080`.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use percent_encoding::percent_decode_str;
+
+use crate::addr::TargetAddr;
+use crate::error::SocksError;
+use crate::{v4, v5};
+
+/// A SOCKS command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Connect = 1,
+    Bind = 2,
+    UdpAssociate = 3,
+}
+
+/// The protocol a proxy speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    Socks4,
+    Socks4a,
+    /// `socks5://` and `socks5h://` alike: names always go to the proxy.
+    Socks5,
+}
+
+/// A username and password (SOCKS5) or a user id (SOCKS4, where the password is empty).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub pass: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, pass: <redacted> }}",
+            self.user
+        )
+    }
+}
+
+/// Where a proxy is: an address, or a name that the previous hop resolves (or, for the first
+/// hop, the local resolver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A proxy, parsed from its URL. `Display` never shows the password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy {
+    pub kind: ProxyKind,
+    pub scheme: &'static str,
+    pub host: Host,
+    pub port: u16,
+    pub creds: Option<Credentials>,
+}
+
+pub const DEFAULT_PORT: u16 = 1080;
+
+/// Why a proxy URL was refused; the message never contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
+
+impl FromStr for Proxy {
+    type Err = UrlError;
+
+    fn from_str(url: &str) -> Result<Self, UrlError> {
+        let err = |what: &str| UrlError(format!("proxy URL `{}`: {what}", redact_url(url)));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| err("expected scheme://host:port, e.g. socks5://127.0.0.1:1080"))?;
+        let (kind, scheme) = match scheme.to_ascii_lowercase().as_str() {
+            "socks4" => (ProxyKind::Socks4, "socks4"),
+            "socks4a" => (ProxyKind::Socks4a, "socks4a"),
+            "socks5" => (ProxyKind::Socks5, "socks5"),
+            "socks5h" => (ProxyKind::Socks5, "socks5h"),
+            _ => {
+                return Err(err(
+                    "unknown scheme; use socks4, socks4a, socks5 or socks5h",
+                ))
+            }
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let creds = match userinfo {
+            None => None,
+            Some(info) => {
+                let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+                let decode = |s: &str, what: &str| {
+                    percent_decode_str(s)
+                        .decode_utf8()
+                        .map(|c| c.into_owned())
+                        .map_err(|_| {
+                            err(&format!(
+                                "the {what} is not valid UTF-8 once percent-decoded"
+                            ))
+                        })
+                };
+                let (user, pass) = (decode(user, "user name")?, decode(pass, "password")?);
+                if user.is_empty() {
+                    return Err(err("empty user name before `@`"));
+                }
+                if user.len() > 255 || pass.len() > 255 {
+                    return Err(err("user name and password must be at most 255 bytes each"));
+                }
+                if user.contains('\0') {
+                    return Err(err("the user name contains NUL"));
+                }
+                if kind != ProxyKind::Socks5 && !pass.is_empty() {
+                    return Err(err(
+                        "SOCKS4 has a user id but no password; drop `:password`",
+                    ));
+                }
+                Some(Credentials { user, pass })
+            }
+        };
+        if hostport.contains('/') || hostport.contains('?') || hostport.contains('#') {
+            return Err(err("a proxy URL has no path, query or fragment"));
+        }
+        let (host, port) = split_host_port(hostport).map_err(&err)?;
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => return Err(err("the port must be a number from 1 to 65535")),
+            },
+        };
+        Ok(Proxy {
+            kind,
+            scheme,
+            host,
+            port,
+            creds,
+        })
+    }
+}
+
+fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or("missing `]` after an IPv6 address")?;
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| "bad IPv6 address in brackets")?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
+        };
+        return Ok((Host::Ip(IpAddr::V6(ip)), port));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    if host.contains(':') {
+        return Err("IPv6 addresses go in brackets: socks5://[::1]:1080");
+    }
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Ok((Host::Ip(IpAddr::V4(ip)), port));
+    }
+    let valid = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err("the host is neither an IP address nor a valid host name");
+    }
+    Ok((Host::Name(host.to_ascii_lowercase()), port))
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((info, host)) => match info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://", self.scheme)?;
+        if let Some(c) = &self.creds {
+            write!(f, "{}@", c.user)?;
+        }
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl Proxy {
+    /// How the previous hop of a chain names this proxy: an address, or a name for it to resolve.
+    pub fn target(&self) -> TargetAddr {
+        match &self.host {
+            Host::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, self.port)),
+            Host::Name(name) => TargetAddr::Domain(name.clone(), self.port),
+        }
+    }
+
+    /// Runs one handshake on a stream already connected to this proxy: the greeting (and
+    /// authentication) where the protocol has one, then `cmd` for `target`. Returns the address
+    /// the proxy reports (BND.ADDR:BND.PORT).
+    pub fn request<S: Read + Write>(
+        &self,
+        stream: &mut S,
+        cmd: Command,
+        target: &TargetAddr,
+    ) -> Result<TargetAddr, SocksError> {
+        match self.kind {
+            ProxyKind::Socks5 => {
+                v5::negotiate(stream, self.creds.as_ref())?;
+                v5::request(stream, cmd, target)
+            }
+            ProxyKind::Socks4 | ProxyKind::Socks4a => {
+                let user = self.creds.as_ref().map_or("", |c| c.user.as_str());
+                v4::request(stream, cmd, target, user, self.kind == ProxyKind::Socks4a)
+            }
+        }
+    }
+
+    /// Reads the second reply of a BIND: the address of the peer that connected.
+    pub fn read_bind_reply<S: Read>(&self, stream: &mut S) -> Result<TargetAddr, SocksError> {
+        match self.kind {
+            ProxyKind::Socks5 => v5::read_reply(stream),
+            ProxyKind::Socks4 | ProxyKind::Socks4a => v4::read_reply(stream),
+        }
+    }
+
+    /// True when this proxy can be asked to reach a host by name.
+    pub fn resolves_names(&self) -> bool {
+        self.kind != ProxyKind::Socks4
+    }
+}
+
+/// A reply's BND.ADDR of 0.0.0.0 or :: means "the address you reached me at": put the proxy's
+/// own address in its place (UDP relays and SOCKS4 BIND replies do this).
+pub fn fill_unspecified(bound: TargetAddr, proxy: SocketAddr) -> TargetAddr {
+    match bound {
+        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => {
+            let ip = match proxy.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                v4 => v4,
+            };
+            TargetAddr::Ip(SocketAddr::new(ip, sa.port()))
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Proxy, UrlError> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_each_scheme() {
+        let p = parse("socks5://127.0.0.1:1080").unwrap();
+        assert_eq!(
+            (p.kind, p.host, p.port, p.creds),
+            (
+                ProxyKind::Socks5,
+                Host::Ip("127.0.0.1".parse().unwrap()),
+                1080,
+                None
+            )
+        );
+        assert_eq!(parse("socks5h://h:1").unwrap().kind, ProxyKind::Socks5);
+        assert_eq!(parse("socks4://h:1").unwrap().kind, ProxyKind::Socks4);
+        assert_eq!(parse("SOCKS4A://h:1").unwrap().kind, ProxyKind::Socks4a);
+        assert_eq!(parse("socks5://proxy.example").unwrap().port, 1080);
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        let p = parse("socks5://us%40er:p%3Ass%40w@[2001:db8::1]:9050/").unwrap();
+        let c = p.creds.clone().unwrap();
+        assert_eq!((c.user.as_str(), c.pass.as_str()), ("us@er", "p:ss@w"));
+        assert_eq!(p.host, Host::Ip("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.to_string(), "socks5://us@er@[2001:db8::1]:9050");
+        assert!(!format!("{p:?}").contains("p:ss@w"));
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong_without_the_password() {
+        for (url, needle) in [
+            ("127.0.0.1:1080", "scheme://"),
+            ("http://h:1", "unknown scheme"),
+            ("socks5://::1:1080", "brackets"),
+            ("socks5://[::1:1080", "`]`"),
+            ("socks5://h:0", "port"),
+            ("socks5://h:70000", "port"),
+            ("socks5://h:x", "port"),
+            ("socks5://:1080", "missing host"),
+            ("socks5://bad_host!:1", "host"),
+            ("socks5://h:1/path", "path"),
+            ("socks4://u:secret@h:1", "no password"),
+            ("socks5://:secret@h:1", "empty user"),
+        ] {
+            let e = parse(url).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn unspecified_bound_address_becomes_the_proxys() {
+        let proxy: SocketAddr = "192.0.2.5:1080".parse().unwrap();
+        let b = fill_unspecified(TargetAddr::Ip("0.0.0.0:4000".parse().unwrap()), proxy);
+        assert_eq!(b, TargetAddr::Ip("192.0.2.5:4000".parse().unwrap()));
+        let b = fill_unspecified(
+            TargetAddr::Ip("[::]:4000".parse().unwrap()),
+            "[::1]:1080".parse().unwrap(),
+        );
+        assert_eq!(b, TargetAddr::Ip("[::1]:4000".parse().unwrap()));
+        let b = fill_unspecified(
+            TargetAddr::Ip("[::]:4000".parse().unwrap()),
+            "[::ffff:10.1.1.1]:1080".parse().unwrap(),
+        );
+        assert_eq!(b, TargetAddr::Ip("10.1.1.1:4000".parse().unwrap()));
+        let keep = TargetAddr::Ip("198.51.100.1:4000".parse().unwrap());
+        assert_eq!(fill_unspecified(keep.clone(), proxy), keep);
+    }
+}

@@ -1,0 +1,253 @@
+//! Every system call the client makes, in one place.
+//!
+//! They are issued with `syscall(2)` rather than through libc's wrappers: a preload library
+//! that embeds this crate exports hooks named `connect`, `recv`, `close`…, and a call through
+//! libc's symbol would land back in those hooks. A raw system call cannot.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use socket2::SockAddr;
+
+/// Turns a -1 return into the calling thread's errno.
+macro_rules! syscall {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {{
+        // SAFETY: a raw system call with arguments the caller has checked; the kernel validates
+        // every pointer and descriptor and reports bad ones through errno, never by faulting.
+        let r = unsafe { libc::syscall($nr $(, $arg)*) };
+        if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    }};
+}
+
+fn get_flags(fd: RawFd) -> io::Result<libc::c_long> {
+    syscall!(libc::SYS_fcntl, fd, libc::F_GETFL)
+}
+
+fn set_flags(fd: RawFd, flags: libc::c_long) -> io::Result<()> {
+    syscall!(libc::SYS_fcntl, fd, libc::F_SETFL, flags).map(drop)
+}
+
+/// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`). Interrupted
+/// waits resume with the time that is left.
+pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: left.subsec_nanos() as _,
+            }
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        match syscall!(
+            libc::SYS_ppoll,
+            &mut pfd as *mut libc::pollfd,
+            1,
+            ts_ptr,
+            std::ptr::null::<u8>(),
+            0
+        ) {
+            Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects `fd` to `addr` within `timeout`, whatever the socket's blocking mode. A blocking
+/// socket is switched to non-blocking for the wait and its exact flags are put back.
+pub fn connect_timeout(fd: RawFd, addr: &SocketAddr, timeout: Duration) -> io::Result<()> {
+    let addr = SockAddr::from(*addr);
+    let flags = get_flags(fd)?;
+    let blocking = flags & libc::O_NONBLOCK as libc::c_long == 0;
+    if blocking {
+        set_flags(fd, flags | libc::O_NONBLOCK as libc::c_long)?;
+    }
+    let result = match syscall!(libc::SYS_connect, fd, addr.as_ptr(), addr.len()) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINPROGRESS) | Some(libc::EINTR)
+            ) =>
+        {
+            wait(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|()| take_error(fd))
+        }
+        Err(e) => Err(e),
+    };
+    if blocking {
+        set_flags(fd, flags)?;
+    }
+    result
+}
+
+/// The pending error of a socket (SO_ERROR), as a result.
+pub fn take_error(fd: RawFd) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        &mut err as *mut libc::c_int,
+        &mut len as *mut libc::socklen_t
+    )?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(err))
+    }
+}
+
+/// Drops a TCP socket's connection so that it can connect again (connect to AF_UNSPEC): how a
+/// chain retries on the program's own descriptor.
+pub fn disconnect(fd: RawFd) -> io::Result<()> {
+    let mut sa: libc::sockaddr = zeroed_sockaddr();
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    syscall!(
+        libc::SYS_connect,
+        fd,
+        &sa as *const libc::sockaddr,
+        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t
+    )
+    .map(drop)
+}
+
+fn zeroed_sockaddr() -> libc::sockaddr {
+    // SAFETY: sockaddr is plain old data; all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn sock_name(nr: libc::c_long, fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(
+        nr,
+        fd,
+        &mut storage as *mut _ as *mut libc::sockaddr,
+        &mut len as *mut libc::socklen_t
+    )?;
+    // SAFETY: the kernel wrote a socket address of `len` bytes into `storage`.
+    let addr = unsafe { SockAddr::new(storage, len) };
+    addr.as_socket()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+}
+
+/// The local address of a socket.
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    sock_name(libc::SYS_getsockname, fd)
+}
+
+/// The address a socket is connected to.
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    sock_name(libc::SYS_getpeername, fd)
+}
+
+/// The address family of a socket (AF_INET, AF_INET6, …).
+pub fn family(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_DOMAIN,
+        &mut domain as *mut libc::c_int,
+        &mut len as *mut libc::socklen_t
+    )?;
+    Ok(domain)
+}
+
+/// A borrowed socket descriptor read and written with a deadline, whatever its blocking mode,
+/// and without touching its flags: every call is `MSG_DONTWAIT` and waits in `ppoll`.
+/// Writes use `MSG_NOSIGNAL`, so a proxy that hangs up never raises SIGPIPE in the program.
+#[derive(Debug)]
+pub struct FdStream {
+    fd: RawFd,
+    deadline: Option<Instant>,
+}
+
+impl FdStream {
+    /// Borrows `fd`; the caller keeps it open for the stream's life and closes it.
+    pub fn new(fd: RawFd) -> Self {
+        FdStream { fd, deadline: None }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Every read and write after this fails with `TimedOut` once `deadline` has passed.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Sets the deadline `timeout` from now.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.deadline = timeout.map(|t| Instant::now() + t);
+    }
+}
+
+impl Read for FdStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = syscall!(
+                libc::SYS_recvfrom,
+                self.fd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>()
+            );
+            match r {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(self.fd, libc::POLLIN, self.deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for FdStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let r = syscall!(
+                libc::SYS_sendto,
+                self.fd,
+                buf.as_ptr(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                std::ptr::null::<libc::sockaddr>(),
+                0
+            );
+            match r {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(self.fd, libc::POLLOUT, self.deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
