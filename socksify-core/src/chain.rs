@@ -36,8 +36,8 @@ pub enum Stage {
     Reach,
     /// The handshake with this hop, asking it to reach the next hop (1-based) of the chain.
     NextHop(usize),
-    /// The handshake with the last hop, asking it to reach the destination.
-    Destination(TargetAddr),
+    /// The handshake with the last hop, sending the program's request.
+    Request(Command, TargetAddr),
 }
 
 /// Why a chain could not be built. Each names the hop (1-based, as in the configuration) and the
@@ -68,7 +68,11 @@ fn describe(hop: usize, proxy: &str, stage: &Stage, source: &SocksError) -> Stri
         Stage::Resolve => "cannot resolve the proxy's name".to_owned(),
         Stage::Reach => "cannot connect to the proxy".to_owned(),
         Stage::NextHop(next) => format!("could not reach hop {next}"),
-        Stage::Destination(target) => format!("could not reach {target}"),
+        Stage::Request(Command::Connect, target) => format!("could not reach {target}"),
+        Stage::Request(Command::Bind, target) => {
+            format!("BIND for a connection from {target} failed")
+        }
+        Stage::Request(Command::UdpAssociate, _) => "UDP ASSOCIATE failed".to_owned(),
     };
     format!("hop {hop} ({proxy}): {what}: {source}")
 }
@@ -268,7 +272,7 @@ impl Chain {
                 let culprit = if e.is_refusal() { None } else { Some(last) };
                 (
                     culprit,
-                    self.hop_error(last, Stage::Destination(target.clone()), e),
+                    self.hop_error(last, Stage::Request(cmd, target.clone()), e),
                 )
             })?;
         let last_addr = match self.proxies[last].host {

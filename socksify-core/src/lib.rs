@@ -6,6 +6,8 @@ pub mod addr;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod fakedns;
+pub mod hosts;
 pub mod proxy;
 pub mod sys;
 pub mod v4;
