@@ -1,3 +1,212 @@
-fn main() {
-    println!("socksify {}", env!("CARGO_PKG_VERSION"));
+//! `socksify`: checks the configuration, prepares the environment for the preload library and
+//! `exec`s the program, so that the exit status is the program's own.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::Parser;
+use socksify_core::config::{self, Config};
+
+const LIBRARY: &str = "libsocksify_preload.so";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "socksify",
+    version,
+    about = "Run a program with its TCP connections and DNS lookups sent through SOCKS proxies",
+    after_help = concat!(
+        "Configuration file, the first that exists:\n",
+        "  -f FILE, else $SOCKSIFY_CONFIG, else $XDG_CONFIG_HOME/socksify/config.toml\n",
+        "  (~/.config/socksify/config.toml), else /etc/socksify/config.toml.\n",
+        "\nExamples:\n",
+        "  socksify -p socks5://127.0.0.1:1080 curl https://example.org/\n",
+        "  socksify -p socks5://10.0.0.1:1080 -p socks4a://10.0.0.2:9050 ssh host\n",
+        "  socksify -f ~/work-proxies.toml git clone https://example.org/repo.git\n",
+        "  alias ssh='socksify ssh'"
+    )
+)]
+struct Cli {
+    /// Configuration file (TOML)
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Proxy URL, repeatable, in chain order; replaces the configuration's proxies
+    /// (socks4://, socks4a://, socks5://, socks5h://, with optional user:pass@)
+    #[arg(short = 'p', long = "proxy", value_name = "URL")]
+    proxy: Vec<String>,
+    /// Log nothing, not even failed connections
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log every proxied connection with its path through the chain
+    #[arg(short, long)]
+    verbose: bool,
+    /// The program to run, and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match prepare(&cli) {
+        Ok(cmd) => run(cmd, &cli.command[0]),
+        Err(message) => {
+            eprintln!("socksify: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Everything checked before the program runs; any error stops here with exit status 2.
+fn prepare(cli: &Cli) -> Result<Command, String> {
+    let path = config::locate(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    let mut config = match &path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if !cli.proxy.is_empty() {
+        config = config.with_proxies(&cli.proxy).map_err(|e| e.to_string())?;
+    }
+    if config.proxies.is_empty() {
+        let origin = path.as_ref().map_or("no configuration file was found".to_owned(), |p| {
+            format!("{} lists no [[proxy]]", p.display())
+        });
+        return Err(format!(
+            "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\" or pass -p URL"
+        ));
+    }
+    let library = find_library()?;
+    if cli.verbose {
+        let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
+        eprintln!(
+            "socksify: {} chain: {}; DNS {}; library {}",
+            format!("{:?}", config.chain).to_lowercase(),
+            hops.join(" -> "),
+            if config.dns == config::DnsMode::Remote { "through the proxies" } else { "local" },
+            library.display()
+        );
+    }
+    warn_if_preload_ignored(&cli.command[0]);
+
+    let mut cmd = Command::new(&cli.command[0]);
+    cmd.args(&cli.command[1..]);
+    cmd.env("LD_PRELOAD", preload_value(&library, std::env::var_os("LD_PRELOAD")));
+    match &path {
+        Some(p) => cmd.env(config::CONFIG_ENV, p),
+        None => cmd.env_remove(config::CONFIG_ENV),
+    };
+    if cli.proxy.is_empty() {
+        cmd.env_remove("SOCKSIFY_PROXIES");
+    } else {
+        cmd.env("SOCKSIFY_PROXIES", cli.proxy.join("\n"));
+    }
+    let level = if cli.quiet {
+        "quiet"
+    } else if cli.verbose {
+        "verbose"
+    } else {
+        "normal"
+    };
+    cmd.env("SOCKSIFY_LOG", level);
+    Ok(cmd)
+}
+
+fn run(mut cmd: Command, program: &OsStr) -> ExitCode {
+    let err = cmd.exec();
+    eprintln!("socksify: cannot run {}: {err}", program.to_string_lossy());
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// The library next to this executable, else in `../lib/socksify/`; always an absolute path,
+/// never searched for in the current directory.
+fn find_library() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the socksify executable: {e}"))?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let dir = exe.parent().ok_or("the socksify executable has no directory")?;
+    let candidates = [dir.join(LIBRARY), dir.join("../lib/socksify").join(LIBRARY)];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!("cannot find {LIBRARY} in {} or {}", candidates[0].display(), candidates[1].display())
+        })
+}
+
+/// The library first, then whatever was preloaded already (once).
+fn preload_value(library: &Path, existing: Option<OsString>) -> OsString {
+    let mut value = OsString::from(library);
+    if let Some(existing) = existing {
+        for entry in existing.as_bytes().split(|&b| b == b':' || b == b' ').filter(|e| !e.is_empty()) {
+            if entry != library.as_os_str().as_bytes() {
+                value.push(":");
+                value.push(OsStr::from_bytes(entry));
+            }
+        }
+    }
+    value
+}
+
+/// The loader ignores LD_PRELOAD for setuid, setgid and file-capability programs: say so.
+fn warn_if_preload_ignored(program: &OsStr) {
+    let Some(path) = which(program) else { return };
+    let Ok(meta) = path.metadata() else { return };
+    let mode = meta.permissions().mode();
+    let why = if mode & 0o4000 != 0 {
+        Some("setuid")
+    } else if mode & 0o2000 != 0 {
+        Some("setgid")
+    } else if has_file_capabilities(&path) {
+        Some("has file capabilities")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        eprintln!(
+            "socksify: warning: {} is {why}: the loader ignores LD_PRELOAD for it, so its traffic will NOT go through the proxies",
+            path.display()
+        );
+    }
+}
+
+fn which(program: &OsStr) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+fn has_file_capabilities(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: getxattr with a NUL-terminated path and name, asking only for the size.
+    let n = unsafe { libc::getxattr(c.as_ptr(), c"security.capability".as_ptr(), std::ptr::null_mut(), 0) };
+    n > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_is_prepended_once() {
+        let lib = Path::new("/opt/s/libsocksify_preload.so");
+        assert_eq!(preload_value(lib, None), OsString::from("/opt/s/libsocksify_preload.so"));
+        assert_eq!(
+            preload_value(lib, Some("/a.so /opt/s/libsocksify_preload.so:/b.so".into())),
+            OsString::from("/opt/s/libsocksify_preload.so:/a.so:/b.so")
+        );
+    }
+
+    #[test]
+    fn options_stop_at_the_command() {
+        let cli = Cli::try_parse_from(["socksify", "-p", "socks5://h:1", "curl", "-v", "-p", "x"]).unwrap();
+        assert_eq!(cli.proxy, vec!["socks5://h:1"]);
+        assert_eq!(cli.command, vec!["curl", "-v", "-p", "x"]);
+        assert!(!cli.verbose);
+        let cli = Cli::try_parse_from(["socksify", "-v", "--", "-weird"]).unwrap();
+        assert_eq!(cli.command, vec!["-weird"]);
+    }
 }

@@ -47,18 +47,9 @@ pub enum ChainError {
     #[error("no proxy is configured")]
     Empty,
     #[error("{}", describe(*.hop, .proxy, .stage, .source))]
-    Hop {
-        hop: usize,
-        proxy: String,
-        stage: Stage,
-        source: SocksError,
-    },
+    Hop { hop: usize, proxy: String, stage: Stage, source: SocksError },
     #[error("no usable chain: {needed} live proxies needed, {alive} left; last failure: {last}")]
-    NotEnoughAlive {
-        needed: usize,
-        alive: usize,
-        last: Box<ChainError>,
-    },
+    NotEnoughAlive { needed: usize, alive: usize, last: Box<ChainError> },
     #[error("the program's socket: {0}")]
     Socket(std::io::Error),
 }
@@ -108,10 +99,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_millis(8000),
-            read: Duration::from_millis(15000),
-        }
+        Timeouts { connect: Duration::from_millis(8000), read: Duration::from_millis(15000) }
     }
 }
 
@@ -130,13 +118,7 @@ type Attempt = Result<Established, (Option<usize>, ChainError)>;
 
 impl Chain {
     pub fn new(proxies: Vec<Proxy>, mode: ChainMode, chain_len: usize, timeouts: Timeouts) -> Self {
-        Chain {
-            proxies,
-            mode,
-            chain_len: chain_len.max(1),
-            timeouts,
-            next: AtomicUsize::new(0),
-        }
+        Chain { proxies, mode, chain_len: chain_len.max(1), timeouts, next: AtomicUsize::new(0) }
     }
 
     pub fn proxies(&self) -> &[Proxy] {
@@ -155,12 +137,7 @@ impl Chain {
 
     /// Builds the chain on `fd` and sends `cmd` for `target` to the last hop. Dead hops are left
     /// out and the chain built again on the same descriptor, except in strict mode.
-    pub fn establish(
-        &self,
-        fd: RawFd,
-        cmd: Command,
-        target: &TargetAddr,
-    ) -> Result<Established, ChainError> {
+    pub fn establish(&self, fd: RawFd, cmd: Command, target: &TargetAddr) -> Result<Established, ChainError> {
         if self.proxies.is_empty() {
             return Err(ChainError::Empty);
         }
@@ -172,11 +149,7 @@ impl Chain {
                 Ok(path) => path,
                 Err((needed, alive)) => {
                     let last = Box::new(last.unwrap_or(ChainError::Empty));
-                    return Err(ChainError::NotEnoughAlive {
-                        needed,
-                        alive,
-                        last,
-                    });
+                    return Err(ChainError::NotEnoughAlive { needed, alive, last });
                 }
             };
             match self.attempt(fd, family, &path, cmd, target) {
@@ -214,22 +187,13 @@ impl Chain {
             }
             ChainMode::RoundRobin => {
                 let start = self.next.fetch_add(needed, Ordering::Relaxed) % n;
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .filter(|&i| !dead[i])
-                    .take(needed)
-                    .collect()
+                (0..n).map(|k| (start + k) % n).filter(|&i| !dead[i]).take(needed).collect()
             }
         })
     }
 
     fn hop_error(&self, index: usize, stage: Stage, source: SocksError) -> ChainError {
-        ChainError::Hop {
-            hop: index + 1,
-            proxy: self.proxies[index].to_string(),
-            stage,
-            source,
-        }
+        ChainError::Hop { hop: index + 1, proxy: self.proxies[index].to_string(), stage, source }
     }
 
     fn attempt(
@@ -250,31 +214,21 @@ impl Chain {
         for pair in path.windows(2) {
             let (hop, next) = (pair[0], pair[1]);
             stream.set_timeout(Some(self.timeouts.read));
-            if let Err(e) = self.proxies[hop].request(
-                &mut stream,
-                Command::Connect,
-                &self.proxies[next].target(),
-            ) {
+            if let Err(e) =
+                self.proxies[hop].request(&mut stream, Command::Connect, &self.proxies[next].target())
+            {
                 // A proxy that answered with a refusal works; the hop it could not reach doesn't.
                 let culprit = if e.is_refusal() { next } else { hop };
-                return Err((
-                    Some(culprit),
-                    self.hop_error(hop, Stage::NextHop(next + 1), e),
-                ));
+                return Err((Some(culprit), self.hop_error(hop, Stage::NextHop(next + 1), e)));
             }
         }
 
         let last = *path.last().expect("a path has at least one hop");
         stream.set_timeout(Some(self.timeouts.read));
-        let bound = self.proxies[last]
-            .request(&mut stream, cmd, target)
-            .map_err(|e| {
-                let culprit = if e.is_refusal() { None } else { Some(last) };
-                (
-                    culprit,
-                    self.hop_error(last, Stage::Request(cmd, target.clone()), e),
-                )
-            })?;
+        let bound = self.proxies[last].request(&mut stream, cmd, target).map_err(|e| {
+            let culprit = if e.is_refusal() { None } else { Some(last) };
+            (culprit, self.hop_error(last, Stage::Request(cmd, target.clone()), e))
+        })?;
         let last_addr = match self.proxies[last].host {
             _ if path.len() == 1 => Some(first_addr),
             Host::Ip(ip) => Some(SocketAddr::new(ip, self.proxies[last].port)),
@@ -284,11 +238,7 @@ impl Chain {
             Some(addr) => fill_unspecified(bound, addr),
             None => bound,
         };
-        Ok(Established {
-            path: path.to_vec(),
-            bound,
-            first_hop: first_addr,
-        })
+        Ok(Established { path: path.to_vec(), bound, first_hop: first_addr })
     }
 }
 
@@ -311,13 +261,8 @@ fn resolve(proxy: &Proxy, family: libc::c_int) -> Result<SocketAddr, SocksError>
         Host::Name(name) => {
             let addrs: Vec<SocketAddr> = (name.as_str(), proxy.port).to_socket_addrs()?.collect();
             // Prefer the socket's own family, then whatever else fits.
-            let native = addrs
-                .iter()
-                .find(|a| (family == libc::AF_INET6) == a.is_ipv6());
-            native
-                .or(addrs.first())
-                .and_then(|a| fit(a.ip()))
-                .ok_or(wrong_family)
+            let native = addrs.iter().find(|a| (family == libc::AF_INET6) == a.is_ipv6());
+            native.or(addrs.first()).and_then(|a| fit(a.ip())).ok_or(wrong_family)
         }
     }
 }
@@ -327,9 +272,7 @@ mod tests {
     use super::*;
 
     fn chain(mode: ChainMode, n: usize, len: usize) -> Chain {
-        let proxies = (0..n)
-            .map(|i| format!("socks5://127.0.0.{}:1080", i + 1).parse().unwrap())
-            .collect();
+        let proxies = (0..n).map(|i| format!("socks5://127.0.0.{}:1080", i + 1).parse().unwrap()).collect();
         Chain::new(proxies, mode, len, Timeouts::default())
     }
 
@@ -357,10 +300,7 @@ mod tests {
             p.dedup();
             assert_eq!(p.len(), 3);
         }
-        assert_eq!(
-            c.select(&[true, true, true, false, false]).unwrap_err(),
-            (3, 2)
-        );
+        assert_eq!(c.select(&[true, true, true, false, false]).unwrap_err(), (3, 2));
     }
 
     #[test]
@@ -376,16 +316,10 @@ mod tests {
     #[test]
     fn errors_name_the_hop_and_the_reason() {
         let c = chain(ChainMode::Strict, 2, 2);
-        let e = c.hop_error(
-            1,
-            Stage::NextHop(3),
-            SocksError::Socks5(crate::error::Socks5Reply(5)),
-        );
+        let e = c.hop_error(1, Stage::NextHop(3), SocksError::Socks5(crate::error::Socks5Reply(5)));
         let text = e.to_string();
         assert!(
-            text.starts_with(
-                "hop 2 (socks5://127.0.0.2:1080): could not reach hop 3: SOCKS5 reply 0x05"
-            ),
+            text.starts_with("hop 2 (socks5://127.0.0.2:1080): could not reach hop 3: SOCKS5 reply 0x05"),
             "{text}"
         );
         assert_eq!(e.errno(), libc::ECONNREFUSED);
@@ -396,9 +330,6 @@ mod tests {
         let p: Proxy = "socks5://[::1]:1080".parse().unwrap();
         assert!(resolve(&p, libc::AF_INET).is_err());
         let p: Proxy = "socks5://127.0.0.1:1080".parse().unwrap();
-        assert_eq!(
-            resolve(&p, libc::AF_INET6).unwrap(),
-            "[::ffff:127.0.0.1]:1080".parse().unwrap()
-        );
+        assert_eq!(resolve(&p, libc::AF_INET6).unwrap(), "[::ffff:127.0.0.1]:1080".parse().unwrap());
     }
 }

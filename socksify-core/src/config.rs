@@ -3,10 +3,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -34,6 +34,9 @@ struct RawConfig {
     connect_timeout_ms: Option<Spanned<i64>>,
     read_timeout_ms: Option<Spanned<i64>>,
     direct: Option<Vec<Spanned<String>>>,
+    fake_ipv4_range: Option<Spanned<String>>,
+    fake_ipv6_range: Option<Spanned<String>>,
+    log_file: Option<Spanned<String>>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
 }
@@ -52,8 +55,16 @@ pub struct Config {
     pub dns: DnsMode,
     pub timeouts: Timeouts,
     pub direct: Vec<IpNet>,
+    pub fake_ipv4_range: Ipv4Net,
+    pub fake_ipv6_range: Ipv6Net,
+    pub log_file: Option<PathBuf>,
     pub proxies: Vec<Proxy>,
 }
+
+/// Fake addresses for remote DNS: 240.0.0.0/4 is reserved (RFC 1112) and 100::/64 is the
+/// discard-only prefix (RFC 6666); neither carries real traffic.
+pub const DEFAULT_FAKE_IPV4: &str = "240.0.0.0/8";
+pub const DEFAULT_FAKE_IPV6: &str = "100::/64";
 
 pub const DEFAULT_CHAIN_LEN: usize = 2;
 pub const DEFAULT_DIRECT: [&str; 2] = ["127.0.0.0/8", "::1/128"];
@@ -66,10 +77,10 @@ impl Default for Config {
             chain_len: DEFAULT_CHAIN_LEN,
             dns: DnsMode::Remote,
             timeouts: Timeouts::default(),
-            direct: DEFAULT_DIRECT
-                .iter()
-                .map(|s| s.parse().expect("valid default"))
-                .collect(),
+            direct: DEFAULT_DIRECT.iter().map(|s| s.parse().expect("valid default")).collect(),
+            fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
+            fake_ipv6_range: DEFAULT_FAKE_IPV6.parse().expect("valid default"),
+            log_file: None,
             proxies: Vec::new(),
         }
     }
@@ -107,19 +118,10 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .bytes()
-            .filter(|&b| b == b'\n')
-            .count()
-            + 1
+        self.text[..offset.min(self.text.len())].bytes().filter(|&b| b == b'\n').count() + 1
     }
 
-    fn at(
-        &self,
-        span: std::ops::Range<usize>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    fn at(&self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             origin: self.origin.clone(),
             line: Some(self.line_of(span.start)),
@@ -131,18 +133,11 @@ impl Source<'_> {
     /// A serde/TOML error: its span gives the line, and the key is what stands before `=` there.
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let line = e.span().map(|s| self.line_of(s.start));
-        let key = line
-            .and_then(|l| self.text.lines().nth(l - 1))
-            .and_then(|text| {
-                let key = text.split('=').next()?.trim();
-                (text.contains('=') && !key.is_empty()).then(|| key.trim_matches('"').to_owned())
-            });
-        ConfigError {
-            origin: self.origin.clone(),
-            line,
-            key,
-            message: e.message().trim().to_owned(),
-        }
+        let key = line.and_then(|l| self.text.lines().nth(l - 1)).and_then(|text| {
+            let key = text.split('=').next()?.trim();
+            (text.contains('=') && !key.is_empty()).then(|| key.trim_matches('"').to_owned())
+        });
+        ConfigError { origin: self.origin.clone(), line, key, message: e.message().trim().to_owned() }
     }
 }
 
@@ -160,10 +155,7 @@ impl Config {
 
     /// Parses and checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let src = Source {
-            origin: origin.to_owned(),
-            text,
-        };
+        let src = Source { origin: origin.to_owned(), text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let defaults = Config::default();
 
@@ -172,32 +164,19 @@ impl Config {
             Some(s) if (1..=MAX_TIMEOUT_MS).contains(s.get_ref()) => {
                 Ok(Duration::from_millis(*s.get_ref() as u64))
             }
-            Some(s) => Err(src.at(
-                s.span(),
-                key,
-                format!("expected milliseconds from 1 to {MAX_TIMEOUT_MS}"),
-            )),
+            Some(s) => {
+                Err(src.at(s.span(), key, format!("expected milliseconds from 1 to {MAX_TIMEOUT_MS}")))
+            }
         };
         let timeouts = Timeouts {
-            connect: ms(
-                &raw.connect_timeout_ms,
-                "connect_timeout_ms",
-                defaults.timeouts.connect,
-            )?,
-            read: ms(
-                &raw.read_timeout_ms,
-                "read_timeout_ms",
-                defaults.timeouts.read,
-            )?,
+            connect: ms(&raw.connect_timeout_ms, "connect_timeout_ms", defaults.timeouts.connect)?,
+            read: ms(&raw.read_timeout_ms, "read_timeout_ms", defaults.timeouts.read)?,
         };
 
         let mut proxies = Vec::with_capacity(raw.proxy.len());
         for p in &raw.proxy {
-            let proxy = p
-                .url
-                .get_ref()
-                .parse::<Proxy>()
-                .map_err(|e| src.at(p.url.span(), "proxy.url", e.0))?;
+            let proxy =
+                p.url.get_ref().parse::<Proxy>().map_err(|e| src.at(p.url.span(), "proxy.url", e.0))?;
             proxies.push(proxy);
         }
 
@@ -207,61 +186,100 @@ impl Config {
                 .iter()
                 .map(|s| {
                     parse_net(s.get_ref()).ok_or_else(|| {
-                        src.at(s.span(), "direct", format!("`{}` is not an address or CIDR range such as 10.0.0.0/8 or fd00::/8", s.get_ref()))
+                        src.at(
+                            s.span(),
+                            "direct",
+                            format!(
+                                "`{}` is not an address or CIDR range such as 10.0.0.0/8 or fd00::/8",
+                                s.get_ref()
+                            ),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
+        };
+
+        let fake_ipv4_range = match &raw.fake_ipv4_range {
+            None => defaults.fake_ipv4_range,
+            Some(s) => match s.get_ref().parse::<Ipv4Net>() {
+                Ok(net) if net.prefix_len() <= 24 => net.trunc(),
+                _ => {
+                    return Err(src.at(
+                        s.span(),
+                        "fake_ipv4_range",
+                        "expected an IPv4 CIDR range of /24 or larger, e.g. 240.0.0.0/8",
+                    ))
+                }
+            },
+        };
+        let fake_ipv6_range = match &raw.fake_ipv6_range {
+            None => defaults.fake_ipv6_range,
+            Some(s) => match s.get_ref().parse::<Ipv6Net>() {
+                Ok(net) if net.prefix_len() <= 120 => net.trunc(),
+                _ => {
+                    return Err(src.at(
+                        s.span(),
+                        "fake_ipv6_range",
+                        "expected an IPv6 CIDR range of /120 or larger, e.g. 100::/64",
+                    ))
+                }
+            },
+        };
+        let log_file = match &raw.log_file {
+            None => None,
+            Some(s) if Path::new(s.get_ref()).is_absolute() => Some(PathBuf::from(s.get_ref())),
+            Some(s) => return Err(src.at(s.span(), "log_file", "expected an absolute path")),
         };
 
         let chain = raw.chain.unwrap_or_default();
         let chain_len = match &raw.chain_len {
             None => DEFAULT_CHAIN_LEN,
             Some(s) if *s.get_ref() >= 1 => *s.get_ref() as usize,
-            Some(s) => {
-                return Err(src.at(
-                    s.span(),
-                    "chain_len",
-                    "expected a number of hops, 1 or more",
-                ))
-            }
+            Some(s) => return Err(src.at(s.span(), "chain_len", "expected a number of hops, 1 or more")),
         };
-        if matches!(chain, ChainMode::Random | ChainMode::RoundRobin)
-            && !proxies.is_empty()
-            && chain_len > proxies.len()
-        {
-            let (line, key) = match &raw.chain_len {
-                Some(s) => (Some(src.line_of(s.span().start)), "chain_len"),
-                None => (None, "chain_len"),
-            };
-            return Err(ConfigError {
-                origin: src.origin.clone(),
-                line,
-                key: Some(key.to_owned()),
-                message: format!(
-                    "chain_len is {chain_len} but only {} proxies are listed",
-                    proxies.len()
-                ),
-            });
-        }
-
-        Ok(Config {
+        let config = Config {
             chain,
             chain_len,
             dns: raw.dns.unwrap_or_default(),
             timeouts,
             direct,
+            fake_ipv4_range,
+            fake_ipv6_range,
+            log_file,
             proxies,
-        })
+        };
+        config.check_chain_len().map_err(|message| ConfigError {
+            origin: src.origin.clone(),
+            line: raw.chain_len.as_ref().map(|s| src.line_of(s.span().start)),
+            key: Some("chain_len".to_owned()),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check_chain_len(&self) -> Result<(), String> {
+        let n = self.proxies.len();
+        if matches!(self.chain, ChainMode::Random | ChainMode::RoundRobin) && n > 0 && self.chain_len > n {
+            return Err(format!("chain_len is {} but only {n} proxies are listed", self.chain_len));
+        }
+        Ok(())
+    }
+
+    /// Replaces the proxies with `urls` (the command line's `--proxy`), checked as the file's are.
+    pub fn with_proxies<S: AsRef<str>>(mut self, urls: &[S]) -> Result<Config, ConfigError> {
+        let err =
+            |message: String| ConfigError { origin: "--proxy".to_owned(), line: None, key: None, message };
+        self.proxies = urls
+            .iter()
+            .map(|u| u.as_ref().parse::<Proxy>().map_err(|e| err(e.0)))
+            .collect::<Result<_, _>>()?;
+        self.check_chain_len().map_err(err)?;
+        Ok(self)
     }
 
     /// The chain this configuration describes.
     pub fn chain(&self) -> Chain {
-        Chain::new(
-            self.proxies.clone(),
-            self.chain,
-            self.chain_len,
-            self.timeouts,
-        )
+        Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts)
     }
 
     /// True when connections to `addr` bypass the proxies.
@@ -274,10 +292,45 @@ impl Config {
     }
 }
 
+/// The environment variable that names the configuration file.
+pub const CONFIG_ENV: &str = "SOCKSIFY_CONFIG";
+/// The system-wide configuration file.
+pub const SYSTEM_CONFIG: &str = "/etc/socksify/config.toml";
+
+/// The configuration file to use: `explicit` (the command line's `-f`), else `$SOCKSIFY_CONFIG`,
+/// else the user's (`$XDG_CONFIG_HOME/socksify/config.toml`, by default
+/// `~/.config/socksify/config.toml`), else the system's (`/etc/socksify/config.toml`). A file
+/// named explicitly or by the variable must exist; the others are optional.
+pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    let named = explicit.map(|p| (p.to_path_buf(), "-f"));
+    let named = named.or_else(|| {
+        std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(|v| (PathBuf::from(v), CONFIG_ENV))
+    });
+    if let Some((path, how)) = named {
+        if !path.is_file() {
+            return Err(ConfigError {
+                origin: path.display().to_string(),
+                line: None,
+                key: None,
+                message: format!("no such configuration file (named by {how})"),
+            });
+        }
+        return Ok(Some(std::path::absolute(&path).unwrap_or(path)));
+    }
+    Ok(user_config().into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]).find(|p| p.is_file()))
+}
+
+/// The user's configuration file, whether or not it exists.
+pub fn user_config() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("socksify").join("config.toml"))
+}
+
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[cfg(test)]
@@ -326,10 +379,7 @@ url = "socks4://relay.example:9050"
         assert_eq!(c.proxies[1].kind, ProxyKind::Socks4a);
         assert!(c.is_direct(&"10.9.9.9:1".parse().unwrap()));
         assert!(c.is_direct(&"192.0.2.7:1".parse().unwrap()));
-        assert!(
-            !c.is_direct(&"127.0.0.1:1".parse().unwrap()),
-            "the list replaces the default"
-        );
+        assert!(!c.is_direct(&"127.0.0.1:1".parse().unwrap()), "the list replaces the default");
     }
 
     fn err(text: &str) -> ConfigError {
@@ -341,11 +391,7 @@ url = "socks4://relay.example:9050"
         let e = err("chain = \"strict\"\nchian_len = 3\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("chian_len")));
         assert!(e.message.contains("unknown field"), "{e}");
-        assert!(
-            e.to_string()
-                .starts_with("my.toml, line 2, key `chian_len`: "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("my.toml, line 2, key `chian_len`: "), "{e}");
 
         let e = err("\nchain = \"fastest\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("chain")));
@@ -355,17 +401,11 @@ url = "socks4://relay.example:9050"
         assert_eq!(e.key.as_deref(), Some("connect_timeout_ms"));
 
         let e = err("read_timeout_ms = 0\n");
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(1), Some("read_timeout_ms"))
-        );
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("read_timeout_ms")));
 
         let e = err("[[proxy]]\nurl = \"socks5://a:b@h:99999\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("proxy.url")));
-        assert!(
-            e.message.contains("port") && !e.message.contains(":b@"),
-            "{e}"
-        );
+        assert!(e.message.contains("port") && !e.message.contains(":b@"), "{e}");
 
         let e = err("[[proxy]]\nurl = \"socks5://h:1\"\nuser = \"x\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("user")));
@@ -376,6 +416,11 @@ url = "socks4://relay.example:9050"
         let e = err("chain = \"round_robin\"\nchain_len = 3\n[[proxy]]\nurl = \"socks5://h:1\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("chain_len")));
 
+        let e = err("fake_ipv4_range = \"10.0.0.0/30\"");
+        assert_eq!(e.key.as_deref(), Some("fake_ipv4_range"));
+        let e = err("log_file = \"relative.log\"");
+        assert_eq!(e.key.as_deref(), Some("log_file"));
+
         let e = err("chain_len = 0");
         assert_eq!(e.key.as_deref(), Some("chain_len"));
 
@@ -384,12 +429,19 @@ url = "socks4://relay.example:9050"
     }
 
     #[test]
+    fn command_line_proxies_replace_the_files_and_are_checked() {
+        let c = Config::parse("chain = \"random\"\nchain_len = 2\n", "t").unwrap();
+        let c2 = c.clone().with_proxies(&["socks5://a:1", "socks4://b:2"]).unwrap();
+        assert_eq!(c2.proxies.len(), 2);
+        let e = c.clone().with_proxies(&["socks5://a:1"]).unwrap_err();
+        assert!(e.to_string().starts_with("--proxy: chain_len is 2"), "{e}");
+        let e = c.with_proxies(&["socks9://a:1"]).unwrap_err();
+        assert!(e.to_string().contains("unknown scheme"), "{e}");
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let e = Config::load(Path::new("/nonexistent/socksify.toml")).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("/nonexistent/socksify.toml: cannot read"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("/nonexistent/socksify.toml: cannot read"), "{e}");
     }
 }

@@ -168,9 +168,7 @@ mod tests {
         for (code, errno) in want {
             let e = SocksError::Socks5(Socks5Reply(code));
             assert_eq!(e.errno(), errno, "code {code:#x}");
-            assert!(e
-                .to_string()
-                .starts_with(&format!("SOCKS5 reply {code:#04x}: ")));
+            assert!(e.to_string().starts_with(&format!("SOCKS5 reply {code:#04x}: ")));
             assert!(e.is_refusal());
         }
         assert_eq!(Socks5Reply(0).message(), "succeeded");

@@ -53,16 +53,10 @@ impl FakeDns {
     /// Maps a table for up to `capacity` names (fewer if a range is smaller).
     pub fn new(v4: Ipv4Net, v6: Ipv6Net, capacity: u32) -> io::Result<Self> {
         let v4_room = (1u64 << (32 - v4.prefix_len())).saturating_sub(2);
-        let v6_room = 1u64
-            .checked_shl(128 - v6.prefix_len() as u32)
-            .unwrap_or(u64::MAX)
-            .saturating_sub(2);
+        let v6_room = 1u64.checked_shl(128 - v6.prefix_len() as u32).unwrap_or(u64::MAX).saturating_sub(2);
         let capacity = (capacity as u64).min(v4_room).min(v6_room) as u32;
         if capacity == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "fake address range too small",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "fake address range too small"));
         }
         let len = HEADER + 2 * capacity as usize * 4 + capacity as usize * ENTRY;
         // SAFETY: a fresh anonymous shared mapping; the kernel picks the address.
@@ -79,13 +73,7 @@ impl FakeDns {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(FakeDns {
-            base: base.cast(),
-            len,
-            capacity,
-            v4,
-            v6,
-        })
+        Ok(FakeDns { base: base.cast(), len, capacity, v4, v6 })
     }
 
     pub fn capacity(&self) -> u32 {
@@ -116,12 +104,7 @@ impl FakeDns {
         debug_assert!(idx < self.capacity);
         let at = HEADER + 2 * self.capacity as usize * 4 + idx as usize * ENTRY;
         // SAFETY: entry idx of capacity, inside the mapping; the length is 2-byte aligned.
-        unsafe {
-            (
-                &*(self.base.add(at) as *const AtomicU16),
-                self.base.add(at + 2),
-            )
-        }
+        unsafe { (&*(self.base.add(at) as *const AtomicU16), self.base.add(at + 2)) }
     }
 
     /// The name of entry `idx`, once it is published.
@@ -234,9 +217,7 @@ fn normalize(name: &str) -> Result<String, FakeDnsError> {
 
 fn hash(bytes: &[u8]) -> u64 {
     // FNV-1a: short keys, no allocation, no seed to share between processes.
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 #[cfg(test)]
@@ -244,12 +225,7 @@ mod tests {
     use super::*;
 
     fn table(cap: u32) -> FakeDns {
-        FakeDns::new(
-            "240.0.0.0/8".parse().unwrap(),
-            "100::/64".parse().unwrap(),
-            cap,
-        )
-        .unwrap()
+        FakeDns::new("240.0.0.0/8".parse().unwrap(), "100::/64".parse().unwrap(), cap).unwrap()
     }
 
     #[test]
@@ -262,10 +238,7 @@ mod tests {
         assert_eq!(t.ipv4(a), Ipv4Addr::new(240, 0, 0, 1));
         assert_eq!(t.name_of(IpAddr::V4(t.ipv4(a))), Some("example.org"));
         assert_eq!(t.name_of(IpAddr::V6(t.ipv6(b))), Some("other.example"));
-        assert_eq!(
-            t.name_of(IpAddr::V6(t.ipv4(b).to_ipv6_mapped())),
-            Some("other.example")
-        );
+        assert_eq!(t.name_of(IpAddr::V6(t.ipv4(b).to_ipv6_mapped())), Some("other.example"));
         assert_eq!(t.name_of("240.0.0.99".parse().unwrap()), None);
         assert!(t.is_fake("240.0.0.99".parse().unwrap()));
         assert!(!t.is_fake("192.0.2.1".parse().unwrap()));
@@ -299,9 +272,7 @@ mod tests {
             .map(|_| {
                 let t = t.clone();
                 std::thread::spawn(move || {
-                    (0..500)
-                        .map(|i| t.insert(&format!("h{i}")).unwrap())
-                        .collect::<Vec<_>>()
+                    (0..500).map(|i| t.insert(&format!("h{i}")).unwrap()).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -310,10 +281,7 @@ mod tests {
             assert_eq!(r, &results[0]);
         }
         for (i, idx) in results[0].iter().enumerate() {
-            assert_eq!(
-                t.name_of(IpAddr::V4(t.ipv4(*idx))),
-                Some(format!("h{i}").as_str())
-            );
+            assert_eq!(t.name_of(IpAddr::V4(t.ipv4(*idx))), Some(format!("h{i}").as_str()));
         }
     }
 

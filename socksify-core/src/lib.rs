@@ -9,6 +9,7 @@ pub mod error;
 pub mod fakedns;
 pub mod hosts;
 pub mod proxy;
+pub mod router;
 pub mod sys;
 pub mod v4;
 pub mod v5;

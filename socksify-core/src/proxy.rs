@@ -38,11 +38,7 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Credentials {{ user: {:?}, pass: <redacted> }}",
-            self.user
-        )
+        write!(f, "Credentials {{ user: {:?}, pass: <redacted> }}", self.user)
     }
 }
 
@@ -94,11 +90,7 @@ impl FromStr for Proxy {
             "socks4a" => (ProxyKind::Socks4a, "socks4a"),
             "socks5" => (ProxyKind::Socks5, "socks5"),
             "socks5h" => (ProxyKind::Socks5, "socks5h"),
-            _ => {
-                return Err(err(
-                    "unknown scheme; use socks4, socks4a, socks5 or socks5h",
-                ))
-            }
+            _ => return Err(err("unknown scheme; use socks4, socks4a, socks5 or socks5h")),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -113,11 +105,7 @@ impl FromStr for Proxy {
                     percent_decode_str(s)
                         .decode_utf8()
                         .map(|c| c.into_owned())
-                        .map_err(|_| {
-                            err(&format!(
-                                "the {what} is not valid UTF-8 once percent-decoded"
-                            ))
-                        })
+                        .map_err(|_| err(&format!("the {what} is not valid UTF-8 once percent-decoded")))
                 };
                 let (user, pass) = (decode(user, "user name")?, decode(pass, "password")?);
                 if user.is_empty() {
@@ -130,9 +118,7 @@ impl FromStr for Proxy {
                     return Err(err("the user name contains NUL"));
                 }
                 if kind != ProxyKind::Socks5 && !pass.is_empty() {
-                    return Err(err(
-                        "SOCKS4 has a user id but no password; drop `:password`",
-                    ));
+                    return Err(err("SOCKS4 has a user id but no password; drop `:password`"));
                 }
                 Some(Credentials { user, pass })
             }
@@ -148,21 +134,13 @@ impl FromStr for Proxy {
                 _ => return Err(err("the port must be a number from 1 to 65535")),
             },
         };
-        Ok(Proxy {
-            kind,
-            scheme,
-            host,
-            port,
-            creds,
-        })
+        Ok(Proxy { kind, scheme, host, port, creds })
     }
 }
 
 fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (ip, after) = rest
-            .split_once(']')
-            .ok_or("missing `]` after an IPv6 address")?;
+        let (ip, after) = rest.split_once(']').ok_or("missing `]` after an IPv6 address")?;
         let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| "bad IPv6 address in brackets")?;
         let port = match after {
             "" => None,
@@ -187,9 +165,7 @@ fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid {
         return Err("the host is neither an IP address nor a valid host name");
@@ -293,12 +269,7 @@ mod tests {
         let p = parse("socks5://127.0.0.1:1080").unwrap();
         assert_eq!(
             (p.kind, p.host, p.port, p.creds),
-            (
-                ProxyKind::Socks5,
-                Host::Ip("127.0.0.1".parse().unwrap()),
-                1080,
-                None
-            )
+            (ProxyKind::Socks5, Host::Ip("127.0.0.1".parse().unwrap()), 1080, None)
         );
         assert_eq!(parse("socks5h://h:1").unwrap().kind, ProxyKind::Socks5);
         assert_eq!(parse("socks4://h:1").unwrap().kind, ProxyKind::Socks4);
@@ -343,10 +314,7 @@ mod tests {
         let proxy: SocketAddr = "192.0.2.5:1080".parse().unwrap();
         let b = fill_unspecified(TargetAddr::Ip("0.0.0.0:4000".parse().unwrap()), proxy);
         assert_eq!(b, TargetAddr::Ip("192.0.2.5:4000".parse().unwrap()));
-        let b = fill_unspecified(
-            TargetAddr::Ip("[::]:4000".parse().unwrap()),
-            "[::1]:1080".parse().unwrap(),
-        );
+        let b = fill_unspecified(TargetAddr::Ip("[::]:4000".parse().unwrap()), "[::1]:1080".parse().unwrap());
         assert_eq!(b, TargetAddr::Ip("[::1]:4000".parse().unwrap()));
         let b = fill_unspecified(
             TargetAddr::Ip("[::]:4000".parse().unwrap()),

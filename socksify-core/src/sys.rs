@@ -33,29 +33,13 @@ fn set_flags(fd: RawFd, flags: libc::c_long) -> io::Result<()> {
 /// waits resume with the time that is left.
 pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
         let ts = deadline.map(|d| {
             let left = d.saturating_duration_since(Instant::now());
-            libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as _,
-            }
+            libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as _ }
         });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        match syscall!(
-            libc::SYS_ppoll,
-            &mut pfd as *mut libc::pollfd,
-            1,
-            ts_ptr,
-            std::ptr::null::<u8>(),
-            0
-        ) {
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        match syscall!(libc::SYS_ppoll, &mut pfd as *mut libc::pollfd, 1, ts_ptr, std::ptr::null::<u8>(), 0) {
             Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -75,12 +59,7 @@ pub fn connect_timeout(fd: RawFd, addr: &SocketAddr, timeout: Duration) -> io::R
     }
     let result = match syscall!(libc::SYS_connect, fd, addr.as_ptr(), addr.len()) {
         Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINPROGRESS) | Some(libc::EINTR)
-            ) =>
-        {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
             wait(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|()| take_error(fd))
         }
         Err(e) => Err(e),
@@ -133,16 +112,10 @@ fn sock_name(nr: libc::c_long, fd: RawFd) -> io::Result<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(
-        nr,
-        fd,
-        &mut storage as *mut _ as *mut libc::sockaddr,
-        &mut len as *mut libc::socklen_t
-    )?;
+    syscall!(nr, fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len as *mut libc::socklen_t)?;
     // SAFETY: the kernel wrote a socket address of `len` bytes into `storage`.
     let addr = unsafe { SockAddr::new(storage, len) };
-    addr.as_socket()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+    addr.as_socket().ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 
 /// The local address of a socket.

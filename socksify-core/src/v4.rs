@@ -21,26 +21,19 @@ pub fn request<S: Read + Write>(
     socks4a: bool,
 ) -> Result<TargetAddr, SocksError> {
     if cmd == Command::UdpAssociate {
-        return Err(SocksError::Unsupported(
-            "SOCKS4 has no UDP; use a socks5:// proxy",
-        ));
+        return Err(SocksError::Unsupported("SOCKS4 has no UDP; use a socks5:// proxy"));
     }
     if user_id.len() > 255 || user_id.as_bytes().contains(&0) {
-        return Err(SocksError::Unsupported(
-            "a SOCKS4 user id must be at most 255 bytes, no NUL",
-        ));
+        return Err(SocksError::Unsupported("a SOCKS4 user id must be at most 255 bytes, no NUL"));
     }
     let mut msg = Msg::new();
-    msg.push(&[VERSION, cmd as u8])
-        .push(&target.port().to_be_bytes());
+    msg.push(&[VERSION, cmd as u8]).push(&target.port().to_be_bytes());
     match target {
         TargetAddr::Ip(SocketAddr::V4(sa)) => {
             msg.push(&sa.ip().octets()).push(user_id.as_bytes()).byte(0);
         }
         TargetAddr::Ip(SocketAddr::V6(_)) => {
-            return Err(SocksError::Unsupported(
-                "SOCKS4 cannot carry IPv6 addresses; use a socks5:// proxy",
-            ))
+            return Err(SocksError::Unsupported("SOCKS4 cannot carry IPv6 addresses; use a socks5:// proxy"))
         }
         TargetAddr::Domain(name, _) => {
             if !socks4a {
@@ -63,19 +56,13 @@ pub fn read_reply<S: Read>(stream: &mut S) -> Result<TargetAddr, SocksError> {
     read_exact(stream, &mut reply)?;
     // The reply's VN is 0; some servers echo 4. Anything else is not SOCKS4.
     if reply[0] != 0 && reply[0] != VERSION {
-        return Err(SocksError::BadVersion {
-            expected: 0,
-            got: reply[0],
-        });
+        return Err(SocksError::BadVersion { expected: 0, got: reply[0] });
     }
     if reply[1] != GRANTED {
         return Err(SocksError::Socks4(Socks4Reply(reply[1])));
     }
     let ip = IpAddr::V4(wire::ipv4(&reply[4..8]));
-    Ok(TargetAddr::Ip(SocketAddr::new(
-        ip,
-        wire::port(&reply[2..4]),
-    )))
+    Ok(TargetAddr::Ip(SocketAddr::new(ip, wire::port(&reply[2..4]))))
 }
 
 #[cfg(test)]
@@ -112,23 +99,15 @@ mod tests {
         let e = request(&mut s, Command::Connect, &t, "", false).unwrap_err();
         assert!(e.to_string().contains("socks4a"));
         let t6 = TargetAddr::Ip("[::1]:80".parse().unwrap());
-        assert_eq!(
-            request(&mut s, Command::Connect, &t6, "", true)
-                .unwrap_err()
-                .errno(),
-            libc::EAFNOSUPPORT
-        );
+        assert_eq!(request(&mut s, Command::Connect, &t6, "", true).unwrap_err().errno(), libc::EAFNOSUPPORT);
         assert!(s.written.is_empty());
     }
 
     #[test]
     fn every_reply_code_is_mapped() {
-        for (code, errno) in [
-            (0x5b, libc::ECONNREFUSED),
-            (0x5c, libc::EACCES),
-            (0x5d, libc::EACCES),
-            (0x00, libc::EPROTO),
-        ] {
+        for (code, errno) in
+            [(0x5b, libc::ECONNREFUSED), (0x5c, libc::EACCES), (0x5d, libc::EACCES), (0x00, libc::EPROTO)]
+        {
             let mut s = Scripted::new(&[0, code, 0, 0, 0, 0, 0, 0]);
             let e = read_reply(&mut s).unwrap_err();
             assert_eq!(e.errno(), errno, "{code:#x}");
@@ -138,16 +117,10 @@ mod tests {
     #[test]
     fn wrong_version_and_truncation_are_errors() {
         let mut s = Scripted::new(&[5, 0x5a, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(
-            read_reply(&mut s),
-            Err(SocksError::BadVersion { .. })
-        ));
+        assert!(matches!(read_reply(&mut s), Err(SocksError::BadVersion { .. })));
         for cut in 0..8 {
             let mut s = Scripted::new(&GRANT[..cut]);
-            assert!(
-                matches!(read_reply(&mut s), Err(SocksError::Closed)),
-                "cut {cut}"
-            );
+            assert!(matches!(read_reply(&mut s), Err(SocksError::Closed)), "cut {cut}");
         }
     }
 

@@ -23,10 +23,7 @@ const AUTH_VERSION: u8 = 0x01;
 
 /// Greets the proxy and authenticates. Username/password is offered only when credentials are
 /// configured, and sent only when the proxy picks it.
-pub fn negotiate<S: Read + Write>(
-    stream: &mut S,
-    creds: Option<&Credentials>,
-) -> Result<(), SocksError> {
+pub fn negotiate<S: Read + Write>(stream: &mut S, creds: Option<&Credentials>) -> Result<(), SocksError> {
     let mut greeting = Msg::new();
     match creds {
         Some(_) => greeting.push(&[VERSION, 2, METHOD_NO_AUTH, METHOD_USER_PASS]),
@@ -40,9 +37,7 @@ pub fn negotiate<S: Read + Write>(
     match (choice[1], creds) {
         (METHOD_NO_AUTH, _) => Ok(()),
         (METHOD_USER_PASS, Some(creds)) => authenticate(stream, creds),
-        (METHOD_NONE_ACCEPTABLE, c) => Err(SocksError::NoAcceptableMethods {
-            offered_auth: c.is_some(),
-        }),
+        (METHOD_NONE_ACCEPTABLE, c) => Err(SocksError::NoAcceptableMethods { offered_auth: c.is_some() }),
         (other, _) => Err(SocksError::MethodNotOffered(other)),
     }
 }
@@ -63,10 +58,7 @@ fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> Result<
     read_exact(stream, &mut status)?;
     // RFC 1929 says version 1; a few servers answer with 5. Both are accepted.
     if status[0] != AUTH_VERSION && status[0] != VERSION {
-        return Err(SocksError::BadVersion {
-            expected: AUTH_VERSION,
-            got: status[0],
-        });
+        return Err(SocksError::BadVersion { expected: AUTH_VERSION, got: status[0] });
     }
     match status[1] {
         0 => Ok(()),
@@ -102,10 +94,7 @@ pub fn read_reply<S: Read>(stream: &mut S) -> Result<TargetAddr, SocksError> {
             let rest = &mut rest[..5];
             read_exact(stream, rest)?;
             let ip = wire::ipv4(&[head[4], rest[0], rest[1], rest[2]]);
-            Ok(TargetAddr::Ip(SocketAddr::new(
-                IpAddr::V4(ip),
-                wire::port(&rest[3..]),
-            )))
+            Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), wire::port(&rest[3..]))))
         }
         ATYP_IPV6 => {
             let rest = &mut rest[..17];
@@ -114,10 +103,7 @@ pub fn read_reply<S: Read>(stream: &mut S) -> Result<TargetAddr, SocksError> {
             octets[0] = head[4];
             octets[1..].copy_from_slice(&rest[..15]);
             let ip = wire::ipv6(&octets);
-            Ok(TargetAddr::Ip(SocketAddr::new(
-                IpAddr::V6(ip),
-                wire::port(&rest[15..]),
-            )))
+            Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V6(ip), wire::port(&rest[15..]))))
         }
         ATYP_DOMAIN => {
             let len = head[4] as usize;
@@ -129,10 +115,7 @@ pub fn read_reply<S: Read>(stream: &mut S) -> Result<TargetAddr, SocksError> {
             let name = std::str::from_utf8(&rest[..len])
                 .map_err(|_| SocksError::BadReply("domain name is not UTF-8"))?;
             validate_domain(name).map_err(|_| SocksError::BadReply("domain name contains NUL"))?;
-            Ok(TargetAddr::Domain(
-                name.to_owned(),
-                wire::port(&rest[len..]),
-            ))
+            Ok(TargetAddr::Domain(name.to_owned(), wire::port(&rest[len..])))
         }
         _ => Err(SocksError::BadReply("unknown address type (ATYP)")),
     }
@@ -142,10 +125,7 @@ fn check_version(got: u8) -> Result<(), SocksError> {
     if got == VERSION {
         Ok(())
     } else {
-        Err(SocksError::BadVersion {
-            expected: VERSION,
-            got,
-        })
+        Err(SocksError::BadVersion { expected: VERSION, got })
     }
 }
 
@@ -159,9 +139,7 @@ fn push_addr(msg: &mut Msg, target: &TargetAddr) -> Result<(), SocksError> {
         }
         TargetAddr::Domain(name, _) => {
             validate_domain(name)?;
-            msg.byte(ATYP_DOMAIN)
-                .byte(name.len() as u8)
-                .push(name.as_bytes());
+            msg.byte(ATYP_DOMAIN).byte(name.len() as u8).push(name.as_bytes());
         }
     }
     msg.push(&target.port().to_be_bytes());
@@ -209,17 +187,11 @@ pub fn decode_udp(datagram: &[u8]) -> Result<(TargetAddr, usize), SocksError> {
     let (addr, end) = match datagram[3] {
         ATYP_IPV4 if datagram.len() >= 10 => {
             let ip = IpAddr::V4(wire::ipv4(&datagram[4..8]));
-            (
-                TargetAddr::Ip(SocketAddr::new(ip, wire::port(&datagram[8..10]))),
-                10,
-            )
+            (TargetAddr::Ip(SocketAddr::new(ip, wire::port(&datagram[8..10]))), 10)
         }
         ATYP_IPV6 if datagram.len() >= 22 => {
             let ip = IpAddr::V6(wire::ipv6(&datagram[4..20]));
-            (
-                TargetAddr::Ip(SocketAddr::new(ip, wire::port(&datagram[20..22]))),
-                22,
-            )
+            (TargetAddr::Ip(SocketAddr::new(ip, wire::port(&datagram[20..22]))), 22)
         }
         ATYP_DOMAIN if datagram.len() >= 5 => {
             let len = datagram[4] as usize;
@@ -229,17 +201,10 @@ pub fn decode_udp(datagram: &[u8]) -> Result<(TargetAddr, usize), SocksError> {
             }
             let name = std::str::from_utf8(&datagram[5..5 + len])
                 .map_err(|_| SocksError::BadReply("domain name is not UTF-8"))?;
-            (
-                TargetAddr::Domain(name.to_owned(), wire::port(&datagram[5 + len..end])),
-                end,
-            )
+            (TargetAddr::Domain(name.to_owned(), wire::port(&datagram[5 + len..end])), end)
         }
         ATYP_IPV4 | ATYP_IPV6 | ATYP_DOMAIN => return Err(short),
-        _ => {
-            return Err(SocksError::BadReply(
-                "unknown address type (ATYP) in UDP header",
-            ))
-        }
+        _ => return Err(SocksError::BadReply("unknown address type (ATYP) in UDP header")),
     };
     Ok((addr, end))
 }
@@ -250,10 +215,7 @@ mod tests {
     use crate::wire::testing::Scripted;
 
     fn creds() -> Credentials {
-        Credentials {
-            user: "alice".into(),
-            pass: "s3cret".into(),
-        }
+        Credentials { user: "alice".into(), pass: "s3cret".into() }
     }
 
     fn ok_v4_reply() -> Vec<u8> {
@@ -300,9 +262,7 @@ mod tests {
     fn no_acceptable_methods_is_clear() {
         let mut s = Scripted::new(&[5, 0xff]);
         let e = negotiate(&mut s, None).unwrap_err();
-        assert!(e
-            .to_string()
-            .contains("none of the offered authentication methods"));
+        assert!(e.to_string().contains("none of the offered authentication methods"));
         assert!(e.to_string().contains("username"));
         assert_eq!(e.errno(), libc::EACCES);
     }
@@ -311,32 +271,17 @@ mod tests {
     fn a_method_that_was_not_offered_is_refused() {
         // user/pass picked although no credentials were offered
         let mut s = Scripted::new(&[5, 2]);
-        assert!(matches!(
-            negotiate(&mut s, None),
-            Err(SocksError::MethodNotOffered(2))
-        ));
+        assert!(matches!(negotiate(&mut s, None), Err(SocksError::MethodNotOffered(2))));
         let mut s = Scripted::new(&[5, 1]);
-        assert!(matches!(
-            negotiate(&mut s, Some(&creds())),
-            Err(SocksError::MethodNotOffered(1))
-        ));
+        assert!(matches!(negotiate(&mut s, Some(&creds())), Err(SocksError::MethodNotOffered(1))));
     }
 
     #[test]
     fn wrong_version_is_refused() {
         let mut s = Scripted::new(&[4, 0]);
-        assert!(matches!(
-            negotiate(&mut s, None),
-            Err(SocksError::BadVersion {
-                expected: 5,
-                got: 4
-            })
-        ));
+        assert!(matches!(negotiate(&mut s, None), Err(SocksError::BadVersion { expected: 5, got: 4 })));
         let mut s = Scripted::new(&[0x48, 0x54, 0x54, 0x50, 0x2f, 0x31]);
-        assert!(matches!(
-            read_reply(&mut s),
-            Err(SocksError::BadVersion { .. })
-        ));
+        assert!(matches!(read_reply(&mut s), Err(SocksError::BadVersion { .. })));
     }
 
     #[test]
@@ -356,12 +301,7 @@ mod tests {
         let t6 = TargetAddr::Ip("[2001:db8::1]:443".parse().unwrap());
         request(&mut s, Command::Connect, &t6).unwrap();
         let mut want = vec![5, 1, 0, 4];
-        want.extend(
-            "2001:db8::1"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
-        );
+        want.extend("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
         want.extend([1, 0xbb]);
         assert_eq!(s.written, want);
 
@@ -380,20 +320,14 @@ mod tests {
         input.extend("::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
         input.extend([0, 22]);
         let mut s = Scripted::new(&input);
-        assert_eq!(
-            read_reply(&mut s).unwrap(),
-            TargetAddr::Ip("[::1]:22".parse().unwrap())
-        );
+        assert_eq!(read_reply(&mut s).unwrap(), TargetAddr::Ip("[::1]:22".parse().unwrap()));
         assert_eq!(s.reads, 2);
 
         let mut input = vec![5, 0, 0, 3, 4];
         input.extend(b"host");
         input.extend([0, 21, 0xaa]);
         let mut s = Scripted::new(&input);
-        assert_eq!(
-            read_reply(&mut s).unwrap(),
-            TargetAddr::Domain("host".into(), 21)
-        );
+        assert_eq!(read_reply(&mut s).unwrap(), TargetAddr::Domain("host".into(), 21));
         assert_eq!(s.unread(), 1, "bytes after the reply belong to the program");
     }
 
@@ -417,10 +351,7 @@ mod tests {
         let full = ok_v4_reply();
         for cut in 0..full.len() {
             let mut s = Scripted::new(&full[..cut]);
-            assert!(
-                matches!(read_reply(&mut s), Err(SocksError::Closed)),
-                "cut {cut}"
-            );
+            assert!(matches!(read_reply(&mut s), Err(SocksError::Closed)), "cut {cut}");
         }
     }
 
@@ -428,10 +359,7 @@ mod tests {
     fn oversized_names_are_rejected_before_sending() {
         let mut s = Scripted::new(&ok_v4_reply());
         let t = TargetAddr::Domain("a".repeat(256), 80);
-        assert!(matches!(
-            request(&mut s, Command::Connect, &t),
-            Err(SocksError::BadDomain(256))
-        ));
+        assert!(matches!(request(&mut s, Command::Connect, &t), Err(SocksError::BadDomain(256))));
         assert!(s.written.is_empty());
     }
 
@@ -455,12 +383,9 @@ mod tests {
         let mut frag = encode_udp(&TargetAddr::Ip("192.0.2.9:53".parse().unwrap()), b"x").unwrap();
         frag[2] = 1;
         assert!(matches!(decode_udp(&frag), Err(SocksError::Fragment(1))));
-        for bad in [
-            &[0u8, 0, 0][..],
-            &[0, 0, 0, 1, 1],
-            &[0, 0, 0, 7, 1, 2, 3, 4, 0, 0],
-            &[0, 0, 0, 3, 9, b'a'],
-        ] {
+        for bad in
+            [&[0u8, 0, 0][..], &[0, 0, 0, 1, 1], &[0, 0, 0, 7, 1, 2, 3, 4, 0, 0], &[0, 0, 0, 3, 9, b'a']]
+        {
             assert!(decode_udp(bad).is_err(), "{bad:?}");
         }
     }

@@ -19,10 +19,7 @@ pub(crate) struct Msg {
 
 impl Msg {
     pub(crate) fn new() -> Self {
-        Msg {
-            buf: [0; MAX_MESSAGE],
-            len: 0,
-        }
+        Msg { buf: [0; MAX_MESSAGE], len: 0 }
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> &mut Self {
@@ -87,12 +84,7 @@ pub(crate) mod testing {
 
     impl Scripted {
         pub fn new(input: &[u8]) -> Self {
-            Scripted {
-                input: input.to_vec(),
-                pos: 0,
-                written: Vec::new(),
-                reads: 0,
-            }
+            Scripted { input: input.to_vec(), pos: 0, written: Vec::new(), reads: 0 }
         }
 
         pub fn unread(&self) -> usize {

@@ -1,2 +1,31 @@
-//! The LD_PRELOAD library. Its hooks arrive with the transparent-TCP work; for now it is an
-//! empty shared object that the CLI can already locate.
+//! socksify's LD_PRELOAD library. Its hooks are thin: they turn C arguments into calls of
+//! `socksify-core` (the router decides, the chain connects) and the answers back into C return
+//! values and errno. Every hook catches panics and fails closed; none ever falls back to a
+//! direct connection.
+
+mod dns;
+mod fdtable;
+mod hook;
+mod log;
+mod net;
+mod real;
+mod sock;
+mod state;
+
+/// Runs when the library is loaded: resolves the real functions and reads the configuration,
+/// so that no hook pays for it (and no lazy initialisation can be caught by a `fork()`).
+extern "C" fn init() {
+    let Some(_guard) = hook::Guard::enter() else { return };
+    real::resolve_all();
+    // SAFETY: registering fork handlers that take and release the fd table's lock.
+    unsafe {
+        libc::pthread_atfork(Some(fdtable::before_fork), Some(fdtable::after_fork), Some(fdtable::after_fork))
+    };
+    let _ = std::panic::catch_unwind(|| {
+        let _ = state::get();
+    });
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;

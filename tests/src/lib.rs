@@ -51,16 +51,8 @@ pub fn proxy(url: &str) -> Proxy {
 
 /// A chain with test-friendly timeouts.
 pub fn chain(urls: &[&str], mode: ChainMode, chain_len: usize) -> Chain {
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(3),
-        read: Duration::from_secs(5),
-    };
-    Chain::new(
-        urls.iter().map(|u| proxy(u)).collect(),
-        mode,
-        chain_len,
-        timeouts,
-    )
+    let timeouts = Timeouts { connect: Duration::from_secs(3), read: Duration::from_secs(5) };
+    Chain::new(urls.iter().map(|u| proxy(u)).collect(), mode, chain_len, timeouts)
 }
 
 /// A TCP socket of the family of `like`, not yet connected.
@@ -82,9 +74,7 @@ pub fn connect_through(
 
 /// Writes `msg` and reads the echo back.
 pub fn assert_echo(stream: &mut TcpStream, msg: &[u8]) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(msg).unwrap();
     let mut back = vec![0u8; msg.len()];
     stream.read_exact(&mut back).expect("echo");
@@ -137,9 +127,5 @@ pub fn udp_echo_server(bind: &str) -> SocketAddr {
 
 /// A port on which nothing listens (bound, then released).
 pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,0 +1,168 @@
+//! What happens to a connection or a name lookup: the decisions a preload library makes, kept
+//! here so that its hooks only translate between C and these answers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::addr::TargetAddr;
+use crate::config::{Config, DnsMode};
+use crate::fakedns::{FakeDns, FakeDnsError};
+use crate::hosts::Hosts;
+
+/// Where a connection to an address goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Not proxied: the address is in `direct`.
+    Direct,
+    /// Through the chain, to this target (a name when the address is a fake one).
+    Proxy(TargetAddr),
+    /// A fake address that was never handed out: there is no name to send.
+    UnknownFake,
+}
+
+/// How a name resolves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Let the system resolver answer (local DNS).
+    System,
+    /// These addresses, from the hosts file or `localhost`.
+    Local(Vec<IpAddr>),
+    /// The fake addresses that stand for the name.
+    Fake { v4: IpAddr, v6: IpAddr },
+    /// No answer.
+    Fail(FakeDnsError),
+}
+
+pub struct Router {
+    config: Config,
+    hosts: Hosts,
+    fake: Option<FakeDns>,
+}
+
+impl Router {
+    /// A router for `config`; remote DNS maps a fake-address table of `capacity` names.
+    pub fn new(config: Config, hosts: Hosts, capacity: u32) -> std::io::Result<Router> {
+        let fake = match config.dns {
+            DnsMode::Remote => Some(FakeDns::new(config.fake_ipv4_range, config.fake_ipv6_range, capacity)?),
+            DnsMode::Local => None,
+        };
+        Ok(Router { config, hosts, fake })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn remote_dns(&self) -> bool {
+        self.fake.is_some()
+    }
+
+    /// Where a connection to `dest` goes. Fake addresses are checked before `direct`, so a fake
+    /// range inside a direct one still reaches the proxy.
+    pub fn route(&self, dest: SocketAddr) -> Route {
+        let dest = match TargetAddr::Ip(dest).unmapped() {
+            TargetAddr::Ip(sa) => sa,
+            TargetAddr::Domain(..) => unreachable!("unmapped keeps an address"),
+        };
+        if let Some(fake) = &self.fake {
+            if fake.is_fake(dest.ip()) {
+                return match fake.name_of(dest.ip()) {
+                    Some(name) => Route::Proxy(TargetAddr::Domain(name.to_owned(), dest.port())),
+                    None => Route::UnknownFake,
+                };
+            }
+        }
+        if self.config.is_direct(&dest) {
+            Route::Direct
+        } else {
+            Route::Proxy(TargetAddr::Ip(dest))
+        }
+    }
+
+    /// How `name` (not a numeric address) resolves.
+    pub fn resolve(&self, name: &str) -> Resolution {
+        let Some(fake) = &self.fake else { return Resolution::System };
+        let local = self.hosts.lookup(name);
+        if !local.is_empty() {
+            return Resolution::Local(local);
+        }
+        match fake.insert(name) {
+            Ok(idx) => Resolution::Fake { v4: IpAddr::V4(fake.ipv4(idx)), v6: IpAddr::V6(fake.ipv6(idx)) },
+            Err(e) => Resolution::Fail(e),
+        }
+    }
+
+    /// The name behind an address for a reverse lookup under remote DNS: a fake address's name,
+    /// or the hosts file's; `None` when there is none (the system resolver is never asked).
+    /// Under local DNS it is always `None`, and the caller asks libc.
+    pub fn reverse(&self, ip: IpAddr) -> Option<String> {
+        let fake = self.fake.as_ref()?;
+        if let Some(name) = fake.name_of(ip) {
+            return Some(name.to_owned());
+        }
+        self.hosts.name_of(ip).map(str::to_owned)
+    }
+
+    /// True when `ip` is one of this process's fake addresses (handed out or not).
+    pub fn is_fake(&self, ip: IpAddr) -> bool {
+        self.fake.as_ref().is_some_and(|f| f.is_fake(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(dns: &str) -> Router {
+        let config =
+            Config::parse(&format!("dns = \"{dns}\"\n[[proxy]]\nurl = \"socks5://192.0.2.1:1080\""), "t")
+                .unwrap();
+        Router::new(config, Hosts::parse("192.0.2.50 build.lan\n"), 64).unwrap()
+    }
+
+    #[test]
+    fn names_become_fake_addresses_that_route_back_to_the_name() {
+        let r = router("remote");
+        let Resolution::Fake { v4, v6 } = r.resolve("Example.org") else { panic!() };
+        assert_eq!(
+            r.route(SocketAddr::new(v4, 443)),
+            Route::Proxy(TargetAddr::Domain("example.org".into(), 443))
+        );
+        assert_eq!(
+            r.route(SocketAddr::new(v6, 80)),
+            Route::Proxy(TargetAddr::Domain("example.org".into(), 80))
+        );
+        assert_eq!(r.reverse(v4).as_deref(), Some("example.org"));
+        assert_eq!(r.route("240.0.0.200:80".parse().unwrap()), Route::UnknownFake);
+    }
+
+    #[test]
+    fn hosts_file_and_localhost_resolve_locally() {
+        let r = router("remote");
+        assert_eq!(r.resolve("build.lan"), Resolution::Local(vec!["192.0.2.50".parse().unwrap()]));
+        assert!(matches!(r.resolve("localhost"), Resolution::Local(_)));
+        assert_eq!(r.reverse("192.0.2.50".parse().unwrap()).as_deref(), Some("build.lan"));
+        assert_eq!(r.reverse("192.0.2.51".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn direct_destinations_bypass_and_others_are_proxied() {
+        let r = router("remote");
+        assert_eq!(r.route("127.0.0.1:80".parse().unwrap()), Route::Direct);
+        assert_eq!(r.route("[::ffff:127.0.0.1]:80".parse().unwrap()), Route::Direct);
+        assert_eq!(
+            r.route("[::ffff:192.0.2.9]:80".parse().unwrap()),
+            Route::Proxy(TargetAddr::Ip("192.0.2.9:80".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn local_dns_uses_the_system_resolver() {
+        let r = router("local");
+        assert_eq!(r.resolve("example.org"), Resolution::System);
+        assert!(!r.remote_dns());
+        assert_eq!(
+            r.route("240.0.0.1:80".parse().unwrap()),
+            Route::Proxy(TargetAddr::Ip("240.0.0.1:80".parse().unwrap()))
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Log lines, to stderr or to the configured file; never to stdout. Written with raw system
+//! calls, one `write` a line, so lines from threads and processes do not interleave.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+
+/// How much is logged: `SOCKSIFY_LOG` = quiet | normal | verbose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+pub const LEVEL_ENV: &str = "SOCKSIFY_LOG";
+
+pub struct Logger {
+    level: Level,
+    file: Option<CString>,
+}
+
+impl Logger {
+    pub fn from_env(file: Option<&std::path::Path>) -> Logger {
+        let level = match std::env::var(LEVEL_ENV).as_deref() {
+            Ok("quiet") => Level::Quiet,
+            Ok("verbose") => Level::Verbose,
+            _ => Level::Normal,
+        };
+        let file = file.and_then(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok());
+        Logger { level, file }
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.level >= Level::Verbose
+    }
+
+    /// A failure the user should see (hidden by `--quiet`).
+    pub fn error(&self, args: fmt::Arguments) {
+        if self.level >= Level::Normal {
+            self.write(args);
+        }
+    }
+
+    /// A line per proxied connection, with `--verbose`.
+    pub fn info(&self, args: fmt::Arguments) {
+        if self.level >= Level::Verbose {
+            self.write(args);
+        }
+    }
+
+    fn write(&self, args: fmt::Arguments) {
+        // SAFETY: getpid has no preconditions.
+        let line = format!("socksify[{}]: {args}\n", unsafe { libc::getpid() });
+        let fd = match &self.file {
+            // SAFETY: a NUL-terminated path; the descriptor is closed below.
+            Some(path) => unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                    0o600,
+                )
+            },
+            None => 2,
+        };
+        if fd < 0 {
+            return;
+        }
+        let _ = write_all(fd, line.as_bytes());
+        if fd != 2 {
+            // SAFETY: `fd` was opened above and is closed once.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+    }
+}
+
+fn write_all(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: writes from a live slice.
+        let n = unsafe { libc::syscall(libc::SYS_write, fd, bytes.as_ptr(), bytes.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}
+
+/// Called when a hook's body panicked (the panic message itself went to stderr already).
+pub fn panic_caught() {
+    if let Ok(state) = crate::state::get() {
+        state.log.error(format_args!("internal error in a hook; the call failed (nothing went direct)"));
+    }
+}

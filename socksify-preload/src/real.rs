@@ -1,0 +1,73 @@
+//! The real libc functions behind the hooks, found with `dlsym(RTLD_NEXT)` on first use.
+
+use std::ffi::{c_void, CStr};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// A libc function resolved lazily and cached. `F` is its `unsafe extern "C" fn` type.
+pub struct Real<F> {
+    name: &'static CStr,
+    ptr: AtomicPtr<c_void>,
+    _f: PhantomData<F>,
+}
+
+impl<F: Copy> Real<F> {
+    pub const fn new(name: &'static CStr) -> Self {
+        Real { name, ptr: AtomicPtr::new(std::ptr::null_mut()), _f: PhantomData }
+    }
+
+    /// The next definition of the symbol after this library's own, or `None` if there is none.
+    pub fn get(&self) -> Option<F> {
+        let mut p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() {
+            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT skips this library's own hook.
+            p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
+            if p.is_null() {
+                return None;
+            }
+            self.ptr.store(p, Ordering::Release);
+        }
+        debug_assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+        // SAFETY: `F` is the C signature of the symbol `name`, a function pointer the size of a
+        // data pointer on every Linux ABI.
+        Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+    }
+}
+
+macro_rules! reals {
+    ($($name:ident: fn($($arg:ty),*) -> $ret:ty;)*) => {
+        $(
+            #[allow(non_upper_case_globals)]
+            pub static $name: Real<unsafe extern "C" fn($($arg),*) -> $ret> =
+                Real::new(match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("symbol name"),
+                });
+        )*
+
+        /// Resolves every real function now (from the constructor), so that later hooks only
+        /// load a pointer.
+        pub fn resolve_all() {
+            $( let _ = $name.get(); )*
+        }
+    };
+}
+
+use libc::{addrinfo, c_char, c_int, hostent, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+reals! {
+    connect: fn(c_int, *const sockaddr, socklen_t) -> c_int;
+    getpeername: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+    sendto: fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t;
+    sendmsg: fn(c_int, *const msghdr, c_int) -> ssize_t;
+    sendmmsg: fn(c_int, *mut mmsghdr, libc::c_uint, c_int) -> c_int;
+    getaddrinfo: fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
+    freeaddrinfo: fn(*mut addrinfo) -> ();
+    getnameinfo: fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int;
+    gethostbyname: fn(*const c_char) -> *mut hostent;
+    gethostbyname2: fn(*const c_char, c_int) -> *mut hostent;
+    gethostbyname_r: fn(*const c_char, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int;
+    gethostbyname2_r: fn(*const c_char, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int;
+    gethostbyaddr: fn(*const c_void, socklen_t, c_int) -> *mut hostent;
+    gethostbyaddr_r: fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int;
+}
