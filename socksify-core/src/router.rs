@@ -26,8 +26,9 @@ pub enum Resolution {
     System,
     /// These addresses, from the hosts file or `localhost`.
     Local(Vec<IpAddr>),
-    /// The fake addresses that stand for the name.
-    Fake { v4: IpAddr, v6: IpAddr },
+    /// The fake addresses that stand for the name; `unspec` is the one to hand out when the
+    /// program asks for any family.
+    Fake { v4: IpAddr, v6: IpAddr, unspec: IpAddr },
     /// No answer.
     Fail(FakeDnsError),
 }
@@ -36,6 +37,7 @@ pub struct Router {
     config: Config,
     hosts: Hosts,
     fake: Option<FakeDns>,
+    prefer_v6: bool,
 }
 
 impl Router {
@@ -45,7 +47,11 @@ impl Router {
             DnsMode::Remote => Some(FakeDns::new(config.fake_ipv4_range, config.fake_ipv6_range, capacity)?),
             DnsMode::Local => None,
         };
-        Ok(Router { config, hosts, fake })
+        // The handshake runs on the program's own socket, so its family must reach the first
+        // hop: with only IPv6 proxies, a lookup for any family gets the IPv6 fake address.
+        let prefer_v6 = !config.proxies.is_empty()
+            && config.proxies.iter().all(|p| matches!(p.host, crate::proxy::Host::Ip(IpAddr::V6(_))));
+        Ok(Router { config, hosts, fake, prefer_v6 })
     }
 
     pub fn config(&self) -> &Config {
@@ -86,7 +92,10 @@ impl Router {
             return Resolution::Local(local);
         }
         match fake.insert(name) {
-            Ok(idx) => Resolution::Fake { v4: IpAddr::V4(fake.ipv4(idx)), v6: IpAddr::V6(fake.ipv6(idx)) },
+            Ok(idx) => {
+                let (v4, v6) = (IpAddr::V4(fake.ipv4(idx)), IpAddr::V6(fake.ipv6(idx)));
+                Resolution::Fake { v4, v6, unspec: if self.prefer_v6 { v6 } else { v4 } }
+            }
             Err(e) => Resolution::Fail(e),
         }
     }
@@ -122,7 +131,8 @@ mod tests {
     #[test]
     fn names_become_fake_addresses_that_route_back_to_the_name() {
         let r = router("remote");
-        let Resolution::Fake { v4, v6 } = r.resolve("Example.org") else { panic!() };
+        let Resolution::Fake { v4, v6, unspec } = r.resolve("Example.org") else { panic!() };
+        assert_eq!(unspec, v4);
         assert_eq!(
             r.route(SocketAddr::new(v4, 443)),
             Route::Proxy(TargetAddr::Domain("example.org".into(), 443))
@@ -133,6 +143,14 @@ mod tests {
         );
         assert_eq!(r.reverse(v4).as_deref(), Some("example.org"));
         assert_eq!(r.route("240.0.0.200:80".parse().unwrap()), Route::UnknownFake);
+    }
+
+    #[test]
+    fn ipv6_only_proxies_get_ipv6_fake_addresses_for_any_family() {
+        let config = Config::parse("[[proxy]]\nurl = \"socks5://[2001:db8::1]:1080\"", "t").unwrap();
+        let r = Router::new(config, Hosts::default(), 8).unwrap();
+        let Resolution::Fake { v6, unspec, .. } = r.resolve("example.org") else { panic!() };
+        assert_eq!(unspec, v6);
     }
 
     #[test]

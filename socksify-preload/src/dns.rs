@@ -125,7 +125,11 @@ unsafe fn getaddrinfo_flow(
     let addrs = match resolution {
         Resolution::System => return Flow::Bypass,
         Resolution::Local(addrs) => addrs,
-        Resolution::Fake { v4, v6 } => vec![if h.ai_family == libc::AF_INET6 { v6 } else { v4 }],
+        Resolution::Fake { v4, v6, unspec } => vec![match h.ai_family {
+            libc::AF_INET => v4,
+            libc::AF_INET6 => v6,
+            _ => unspec,
+        }],
         Resolution::Fail(FakeDnsError::Full(_)) => return Flow::Done(libc::EAI_MEMORY),
         Resolution::Fail(FakeDnsError::BadName) => return Flow::Done(libc::EAI_NONAME),
     };
@@ -263,7 +267,7 @@ fn host_addrs(name: &str, af: c_int) -> Option<Result<Vec<IpAddr>, c_int>> {
                 Ok(fit)
             }
         }
-        Resolution::Fake { v4, v6 } => Ok(vec![if af == libc::AF_INET6 { v6 } else { v4 }]),
+        Resolution::Fake { v4, v6, .. } => Ok(vec![if af == libc::AF_INET6 { v6 } else { v4 }]),
         Resolution::Fail(_) => Err(HOST_NOT_FOUND),
     })
 }

@@ -4,6 +4,8 @@
 //! A test whose server is not running fails with a message that says how to start it: nothing
 //! is skipped in silence.
 
+pub mod lab;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
