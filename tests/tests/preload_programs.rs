@@ -214,13 +214,13 @@ fn a_shell_runs_several_socksified_children() {
 #[test]
 fn a_dead_proxy_fails_fast_and_nothing_goes_direct() {
     let c = Client::new();
-    let cfg = config_for("socks5://10.77.0.2:1999");
+    let cfg = config_for("socks5://10.77.0.2:1089");
     let start = Instant::now();
     let out = c.socksify(&cfg, &["curl", "-sS", "--max-time", "20", "http://www.socksify.test:8080/hello.txt"]);
     assert!(!out.status.success());
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hop 1 (socks5://10.77.0.2:1999): cannot connect to the proxy"), "{err}");
+    assert!(err.contains("hop 1 (socks5://10.77.0.2:1089): cannot connect to the proxy"), "{err}");
     let counters = c.counters();
     assert_eq!((counters.leaked, counters.leaked_dns), (0, 0), "{counters:?}");
 }
@@ -261,7 +261,7 @@ fn verbose_logs_the_path_and_quiet_logs_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("www.socksify.test:8080 via socks5://socksuser@10.77.0.2:1081 -> socks5://10.77.0.2:1082"), "{err}");
     assert!(!err.contains("socks-pass"), "passwords never appear: {err}");
-    let out = c.socksify(&config_for("socks5://10.77.0.2:1999"), &["-q", "curl", "-s", "http://10.77.0.2:8080/"]);
+    let out = c.socksify(&config_for("socks5://10.77.0.2:1089"), &["-q", "curl", "-s", "http://10.77.0.2:8080/"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("socksify"), "quiet");
     c.assert_no_leak();
 }
