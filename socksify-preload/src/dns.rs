@@ -29,6 +29,9 @@ fn set_h_errno(v: c_int) {
 
 /// Resolution of a name for the hooks: `None` to let libc answer (local DNS or a numeric host).
 fn resolve(name: &str) -> Option<Result<Resolution, ()>> {
+    if is_numeric(name) {
+        return None;
+    }
     let st = match state::get() {
         Ok(st) => st,
         Err(_) => {
@@ -36,7 +39,7 @@ fn resolve(name: &str) -> Option<Result<Resolution, ()>> {
             return Some(Err(()));
         }
     };
-    if !st.router.remote_dns() || is_numeric(name) {
+    if !st.router.remote_dns() {
         return None;
     }
     let r = st.router.resolve(name);

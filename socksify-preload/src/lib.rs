@@ -8,6 +8,7 @@ mod fdtable;
 mod hook;
 mod log;
 mod net;
+mod rawdns;
 mod real;
 mod sock;
 mod state;

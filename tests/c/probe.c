@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <resolv.h>
+#include <arpa/nameser.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +137,11 @@ int main(int argc, char **argv) {
         if (memcmp(&((struct sockaddr_in *)&got)->sin_addr, &((struct sockaddr_in *)&want)->sin_addr, 4)
             || ((struct sockaddr_in *)&got)->sin_port != ((struct sockaddr_in *)&want)->sin_port)
             return fail("getpeername is the address the program connected to");
+        puts("ok");
+    } else if (!strcmp(cmd, "resquery")) {
+        unsigned char answer[512];
+        if (res_query(host, ns_c_in, ns_t_a, answer, sizeof answer) != -1) return fail("res_query answered");
+        if (res_search(host, ns_c_in, ns_t_mx, answer, sizeof answer) != -1) return fail("res_search answered");
         puts("ok");
     } else if (!strcmp(cmd, "refused")) {
         struct addrinfo hints = {0}, *res;

@@ -22,7 +22,8 @@ fn lab_script() -> PathBuf {
 
 /// The built `socksify` binary (its library sits beside it); `scripts/test` builds both first.
 pub fn socksify_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let bin = target.join(profile).join("socksify");
     assert!(
@@ -67,14 +68,16 @@ impl Client {
         // Claim a number atomically with a directory: test binaries may run side by side.
         let base = std::env::temp_dir().join("socksify-lab-clients");
         std::fs::create_dir_all(&base).unwrap();
-        let start = (std::process::id() % 150) + NEXT.fetch_add(1, Ordering::Relaxed);
-        for k in 0..200 {
-            let n = (start + k) % 200 + 1;
+        // Numbers 181-200 are left to scripts/bench and scripts/demo.
+        let start = (std::process::id() % 180) + NEXT.fetch_add(1, Ordering::Relaxed);
+        for k in 0..180 {
+            let n = (start + k) % 180 + 1;
             let dir = base.join(n.to_string());
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
-            let out = Command::new(lab_script()).arg("client").arg(n.to_string()).args(extra).output().unwrap();
+            let out =
+                Command::new(lab_script()).arg("client").arg(n.to_string()).args(extra).output().unwrap();
             assert!(out.status.success(), "netns-lab client {n}: {}", String::from_utf8_lossy(&out.stderr));
             return Client { n, dir };
         }

@@ -37,7 +37,11 @@ fn curl_by_address_and_by_name_through_each_server() {
         let c = Client::new();
         let cfg = config_for(proxy);
         assert_eq!(curl(&c, &cfg, "http://10.77.0.2:8080/hello.txt").trim(), HELLO, "{proxy} by address");
-        assert_eq!(curl(&c, &cfg, "http://www.socksify.test:8080/hello.txt").trim(), HELLO, "{proxy} by name");
+        assert_eq!(
+            curl(&c, &cfg, "http://www.socksify.test:8080/hello.txt").trim(),
+            HELLO,
+            "{proxy} by name"
+        );
         c.assert_no_leak();
     }
 }
@@ -47,7 +51,8 @@ fn socks4_carries_addresses_but_fails_closed_on_names() {
     let c = Client::new();
     let cfg = config_for(DANTE4);
     assert_eq!(curl(&c, &cfg, "http://10.77.0.2:8080/hello.txt").trim(), HELLO);
-    let out = c.socksify(&cfg, &["curl", "-sS", "--max-time", "10", "http://www.socksify.test:8080/hello.txt"]);
+    let out =
+        c.socksify(&cfg, &["curl", "-sS", "--max-time", "10", "http://www.socksify.test:8080/hello.txt"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("socks4a"), "the log says what to use instead");
     c.assert_no_leak();
@@ -61,7 +66,10 @@ fn ipv6_by_address_and_by_name() {
         assert_eq!(curl(&c, &cfg, "http://[fd77::2]:8080/hello.txt").trim(), HELLO, "{proxy}");
         assert_eq!(curl(&c, &cfg, "http://www6.socksify.test:8080/hello.txt").trim(), HELLO, "{proxy}");
         // An IPv6-only lookup gets an IPv6 fake address, still carried as a name.
-        let out = c.socksify(&cfg, &["curl", "-6", "-sS", "--max-time", "20", "http://www6.socksify.test:8080/hello.txt"]);
+        let out = c.socksify(
+            &cfg,
+            &["curl", "-6", "-sS", "--max-time", "20", "http://www6.socksify.test:8080/hello.txt"],
+        );
         assert_eq!(stdout_ok(&out).trim(), HELLO);
         c.assert_no_leak();
     }
@@ -74,7 +82,20 @@ fn a_chain_of_three_different_servers() {
         "[[proxy]]\nurl = \"{DANTE}\"\n[[proxy]]\nurl = \"{MICROSOCKS}\"\n[[proxy]]\nurl = \"{SSH_D4A}\"\n"
     );
     assert_eq!(curl(&c, &cfg, "http://www.socksify.test:8080/hello.txt").trim(), HELLO);
-    let out = c.socksify(&cfg, &["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://10.77.0.2:8080/big.bin"]);
+    let out = c.socksify(
+        &cfg,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "http://10.77.0.2:8080/big.bin",
+        ],
+    );
     assert_eq!(stdout_ok(&out), "1048576");
     c.assert_no_leak();
 }
@@ -82,7 +103,10 @@ fn a_chain_of_three_different_servers() {
 #[test]
 fn wget_by_name() {
     let c = Client::new();
-    let out = c.socksify(&config_for(MICROSOCKS), &["wget", "-q", "-O", "-", "http://www.socksify.test:8080/hello.txt"]);
+    let out = c.socksify(
+        &config_for(MICROSOCKS),
+        &["wget", "-q", "-O", "-", "http://www.socksify.test:8080/hello.txt"],
+    );
     assert_eq!(stdout_ok(&out).trim(), HELLO);
     c.assert_no_leak();
 }
@@ -133,8 +157,22 @@ fn ssh_by_name_through_the_proxy() {
     let out = c.socksify(
         &config_for(MICROSOCKS),
         &[
-            "ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
-            "BatchMode=yes", "-o", "ConnectTimeout=20", "-F", "none", "root@www.socksify.test", "echo", "ssh-ok",
+            "ssh",
+            "-i",
+            key,
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=20",
+            "-F",
+            "none",
+            "root@www.socksify.test",
+            "echo",
+            "ssh-ok",
         ],
     );
     assert_eq!(stdout_ok(&out).trim(), "ssh-ok");
@@ -146,7 +184,10 @@ fn git_clone_over_http_by_name() {
     let c = Client::new();
     let dest = std::env::temp_dir().join(format!("socksify-git-{}", c.n));
     let _ = std::fs::remove_dir_all(&dest);
-    let out = c.socksify(&config_for(DANTE), &["git", "clone", "-q", "http://git.socksify.test:8080/repo.git", dest.to_str().unwrap()]);
+    let out = c.socksify(
+        &config_for(DANTE),
+        &["git", "clone", "-q", "http://git.socksify.test:8080/repo.git", dest.to_str().unwrap()],
+    );
     stdout_ok(&out);
     assert_eq!(std::fs::read_to_string(dest.join("README.txt")).unwrap().trim(), "lab repo");
     let _ = std::fs::remove_dir_all(&dest);
@@ -216,7 +257,8 @@ fn a_dead_proxy_fails_fast_and_nothing_goes_direct() {
     let c = Client::new();
     let cfg = config_for("socks5://10.77.0.2:1089");
     let start = Instant::now();
-    let out = c.socksify(&cfg, &["curl", "-sS", "--max-time", "20", "http://www.socksify.test:8080/hello.txt"]);
+    let out =
+        c.socksify(&cfg, &["curl", "-sS", "--max-time", "20", "http://www.socksify.test:8080/hello.txt"]);
     assert!(!out.status.success());
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -230,7 +272,11 @@ fn a_bad_config_stops_before_the_program_runs() {
     let c = Client::new();
     let marker = std::env::temp_dir().join(format!("socksify-marker-{}", c.n));
     let _ = std::fs::remove_file(&marker);
-    for bad in ["chain = \"sideways\"\n[[proxy]]\nurl = \"socks5://10.77.0.2:1080\"\n", "[[proxy]]\nurl = \"socks5://10.77.0.2:99999\"\n", ""] {
+    for bad in [
+        "chain = \"sideways\"\n[[proxy]]\nurl = \"socks5://10.77.0.2:1080\"\n",
+        "[[proxy]]\nurl = \"socks5://10.77.0.2:99999\"\n",
+        "",
+    ] {
         let out = c.socksify(bad, &["touch", marker.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         assert!(!marker.exists(), "the program ran with {bad:?}");
@@ -259,9 +305,15 @@ fn verbose_logs_the_path_and_quiet_logs_nothing() {
     let cfg = format!("[[proxy]]\nurl = \"{DANTE_AUTH}\"\n[[proxy]]\nurl = \"{MICROSOCKS}\"\n");
     let out = c.socksify(&cfg, &["-v", "curl", "-sS", "http://www.socksify.test:8080/hello.txt"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("www.socksify.test:8080 via socks5://socksuser@10.77.0.2:1081 -> socks5://10.77.0.2:1082"), "{err}");
+    assert!(
+        err.contains(
+            "www.socksify.test:8080 via socks5://socksuser@10.77.0.2:1081 -> socks5://10.77.0.2:1082"
+        ),
+        "{err}"
+    );
     assert!(!err.contains("socks-pass"), "passwords never appear: {err}");
-    let out = c.socksify(&config_for("socks5://10.77.0.2:1089"), &["-q", "curl", "-s", "http://10.77.0.2:8080/"]);
+    let out =
+        c.socksify(&config_for("socks5://10.77.0.2:1089"), &["-q", "curl", "-s", "http://10.77.0.2:8080/"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("socksify"), "quiet");
     c.assert_no_leak();
 }

@@ -14,7 +14,13 @@ fn probe() -> &'static str {
         .get_or_init(|| {
             let src = repo_root().join("tests/c/probe.c");
             let out = std::env::temp_dir().join(format!("socksify-probe-{}", std::process::id()));
-            let status = Command::new("cc").args(["-Wall", "-O1", "-o"]).arg(&out).arg(&src).status().expect("cc");
+            let status = Command::new("cc")
+                .args(["-Wall", "-O1", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .arg("-lresolv")
+                .status()
+                .expect("cc");
             assert!(status.success(), "cannot compile {}", src.display());
             out
         })
@@ -52,6 +58,11 @@ fn hostent_calls_and_reverse_lookups_answer_without_the_resolver() {
 }
 
 #[test]
+fn raw_resolver_queries_fail_instead_of_leaking() {
+    assert_eq!(run_probe("socks5://10.77.0.2:1080", "resquery", "www.socksify.test"), "ok");
+}
+
+#[test]
 fn getpeername_gives_the_address_the_program_connected_to() {
     assert_eq!(run_probe("socks5://10.77.0.2:1080", "peer", "www.socksify.test"), "ok");
     assert_eq!(run_probe("socks5://10.77.0.2:1080", "peer", "10.77.0.2"), "ok");
@@ -65,7 +76,8 @@ fn a_refused_destination_reports_econnrefused() {
     let text = stdout_ok(&out);
     // dante answers "host unreachable" or "connection refused" for an address with no host.
     assert!(
-        text.trim() == format!("errno={}", libc::EHOSTUNREACH) || text.trim() == format!("errno={}", libc::ECONNREFUSED),
+        text.trim() == format!("errno={}", libc::EHOSTUNREACH)
+            || text.trim() == format!("errno={}", libc::ECONNREFUSED),
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
