@@ -156,6 +156,12 @@ impl Client {
     }
 }
 
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = Command::new(lab_script()).args(["client-del", &self.n.to_string()]).output();
