@@ -62,6 +62,9 @@ fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
         }
         Route::Proxy(target) => target,
     };
+    if st.test_panic {
+        panic!("SOCKSIFY_TEST_PANIC: connect to {target}");
+    }
     match st.chain.connect(fd, &target) {
         Ok(est) => {
             if st.log.verbose() {

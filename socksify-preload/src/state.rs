@@ -19,6 +19,9 @@ pub struct State {
     pub router: Router,
     pub chain: Chain,
     pub log: Logger,
+    /// `SOCKSIFY_TEST_PANIC=1`: proxied connects panic inside the hook, so that the test suite
+    /// can show that a panic fails the call and never reaches the real `connect`.
+    pub test_panic: bool,
 }
 
 static STATE: OnceLock<Result<State, (Logger, String)>> = OnceLock::new();
@@ -61,5 +64,6 @@ fn build() -> Result<State, (Logger, String)> {
     let chain = config.chain();
     let router = Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
         .map_err(|e| fail(format!("cannot map the fake address table: {e}")))?;
-    Ok(State { router, chain, log })
+    let test_panic = std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
+    Ok(State { router, chain, log, test_panic })
 }

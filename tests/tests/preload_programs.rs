@@ -321,3 +321,51 @@ fn verbose_logs_the_path_and_quiet_logs_nothing() {
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
 }
+
+#[test]
+fn a_panic_inside_a_hook_fails_the_call_and_nothing_goes_direct() {
+    let c = Client::new();
+    let out = c
+        .socksify_command(
+            &config_for(DANTE),
+            &["curl", "-sS", "--max-time", "10", "http://10.77.0.2:8080/hello.txt"],
+        )
+        .env("SOCKSIFY_TEST_PANIC", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "curl: could not connect");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("internal error in a hook; the call failed (nothing went direct)"), "{err}");
+    let counters = c.counters();
+    assert_eq!((counters.leaked, counters.leaked_dns), (0, 0), "{counters:?}");
+}
+
+#[test]
+fn ipv4_mapped_destinations_and_localhost() {
+    let c = Client::new();
+    let py = r#"
+import socket
+s = socket.socket(socket.AF_INET6)
+s.connect(('::ffff:10.77.0.2', 7))
+s.sendall(b'mapped\n'); print(s.recv(16) == b'mapped\n')
+print(sorted({a[4][0] for a in socket.getaddrinfo('localhost', 80)}))
+"#;
+    let out = stdout_ok(&c.socksify(&config_for(DANTE), &["python3", "-c", py]));
+    assert_eq!(out.trim(), "True\n['127.0.0.1', '::1']");
+    c.assert_no_leak();
+}
+
+#[test]
+fn failures_go_to_the_configured_log_file() {
+    let c = Client::new();
+    let log = std::env::temp_dir().join(format!("socksify-log-{}.log", c.n));
+    let _ = std::fs::remove_file(&log);
+    let cfg = format!("log_file = \"{}\"\n{}", log.display(), config_for("socks5://10.77.0.2:1089"));
+    let out = c.socksify(&cfg, &["curl", "-s", "http://10.77.0.2:8080/hello.txt"]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("socksify["), "nothing on stderr");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("connect to 10.77.0.2:8080 failed: hop 1 (socks5://10.77.0.2:1089)"), "{logged}");
+    let _ = std::fs::remove_file(&log);
+}
