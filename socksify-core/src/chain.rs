@@ -52,6 +52,8 @@ pub enum ChainError {
     NotEnoughAlive { needed: usize, alive: usize, last: Box<ChainError> },
     #[error("the program's socket: {0}")]
     Socket(std::io::Error),
+    #[error("UDP cannot go through a chain of {0} hops: a SOCKS5 proxy relays UDP only for its own client; use one proxy (or chain_len = 1)")]
+    UdpNeedsOneHop(usize),
 }
 
 fn describe(hop: usize, proxy: &str, stage: &Stage, source: &SocksError) -> String {
@@ -76,6 +78,7 @@ impl ChainError {
             ChainError::Hop { source, .. } => source.errno(),
             ChainError::NotEnoughAlive { last, .. } => last.errno(),
             ChainError::Socket(e) => crate::error::io_errno(e),
+            ChainError::UdpNeedsOneHop(_) => libc::EOPNOTSUPP,
         }
     }
 }
@@ -133,6 +136,28 @@ impl Chain {
     /// CONNECT to `target`.
     pub fn connect(&self, fd: RawFd, target: &TargetAddr) -> Result<Established, ChainError> {
         self.establish(fd, Command::Connect, target)
+    }
+
+    /// How many hops one connection goes through.
+    pub fn hops_per_connection(&self) -> usize {
+        match self.mode {
+            ChainMode::Strict | ChainMode::Dynamic => self.proxies.len(),
+            ChainMode::Random | ChainMode::RoundRobin => self.chain_len.min(self.proxies.len()),
+        }
+    }
+
+    /// Opens a UDP association on `fd`, a TCP socket that is not connected and becomes its
+    /// control connection. Returns the relay's address (BND.ADDR 0.0.0.0 or :: replaced by the
+    /// proxy's) in `bound`. Plain SOCKS5 cannot relay UDP through several hops.
+    pub fn udp_associate(&self, fd: RawFd) -> Result<Established, ChainError> {
+        let hops = self.hops_per_connection();
+        if hops > 1 {
+            return Err(ChainError::UdpNeedsOneHop(hops));
+        }
+        let family = sys::family(fd).map_err(ChainError::Socket)?;
+        let any: SocketAddr =
+            if family == libc::AF_INET6 { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+        self.establish(fd, Command::UdpAssociate, &TargetAddr::Ip(any))
     }
 
     /// Builds the chain on `fd` and sends `cmd` for `target` to the last hop. Dead hops are left

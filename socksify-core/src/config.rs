@@ -24,6 +24,19 @@ pub enum DnsMode {
     Local,
 }
 
+/// What happens to UDP for destinations outside `direct`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UdpMode {
+    /// Through the proxy's UDP relay (SOCKS5 UDP ASSOCIATE).
+    #[default]
+    Proxy,
+    /// Refused.
+    Block,
+    /// Sent directly, unproxied.
+    Direct,
+}
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +44,7 @@ struct RawConfig {
     chain: Option<ChainMode>,
     chain_len: Option<Spanned<i64>>,
     dns: Option<DnsMode>,
+    udp: Option<UdpMode>,
     connect_timeout_ms: Option<Spanned<i64>>,
     read_timeout_ms: Option<Spanned<i64>>,
     direct: Option<Vec<Spanned<String>>>,
@@ -53,6 +67,7 @@ pub struct Config {
     pub chain: ChainMode,
     pub chain_len: usize,
     pub dns: DnsMode,
+    pub udp: UdpMode,
     pub timeouts: Timeouts,
     pub direct: Vec<IpNet>,
     pub fake_ipv4_range: Ipv4Net,
@@ -76,6 +91,7 @@ impl Default for Config {
             chain: ChainMode::Strict,
             chain_len: DEFAULT_CHAIN_LEN,
             dns: DnsMode::Remote,
+            udp: UdpMode::Proxy,
             timeouts: Timeouts::default(),
             direct: DEFAULT_DIRECT.iter().map(|s| s.parse().expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
@@ -241,6 +257,7 @@ impl Config {
             chain,
             chain_len,
             dns: raw.dns.unwrap_or_default(),
+            udp: raw.udp.unwrap_or_default(),
             timeouts,
             direct,
             fake_ipv4_range,
@@ -345,6 +362,7 @@ mod tests {
         assert_eq!(c.chain, ChainMode::Strict);
         assert_eq!(c.chain_len, 2);
         assert_eq!(c.dns, DnsMode::Remote);
+        assert_eq!(c.udp, UdpMode::Proxy);
         assert_eq!(c.timeouts.connect, Duration::from_millis(8000));
         assert_eq!(c.timeouts.read, Duration::from_millis(15000));
         assert!(c.is_direct(&"127.0.0.1:80".parse().unwrap()));
@@ -359,6 +377,7 @@ mod tests {
 chain = "random"
 chain_len = 2
 dns = "local"
+udp = "block"
 connect_timeout_ms = 500
 read_timeout_ms = 700
 direct = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
@@ -373,6 +392,7 @@ url = "socks4://relay.example:9050"
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(c.chain, ChainMode::Random);
         assert_eq!(c.dns, DnsMode::Local);
+        assert_eq!(c.udp, UdpMode::Block);
         assert_eq!(c.timeouts.connect, Duration::from_millis(500));
         assert_eq!(c.proxies.len(), 3);
         assert_eq!(c.proxies[0].creds.as_ref().unwrap().pass, "p@ss");

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::TargetAddr;
-use crate::config::{Config, DnsMode};
+use crate::config::{Config, DnsMode, UdpMode};
 use crate::fakedns::{FakeDns, FakeDnsError};
 use crate::hosts::Hosts;
 
@@ -17,6 +17,17 @@ pub enum Route {
     Proxy(TargetAddr),
     /// A fake address that was never handed out: there is no name to send.
     UnknownFake,
+}
+
+/// Where a UDP datagram goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UdpRoute {
+    /// Sent as is: the destination is in `direct`, or `udp = "direct"`.
+    Direct,
+    /// `udp = "block"`.
+    Blocked,
+    /// Through the relay (`Route::Proxy`), or nowhere (`Route::UnknownFake`).
+    Route(Route),
 }
 
 /// How a name resolves.
@@ -81,6 +92,17 @@ impl Router {
             Route::Direct
         } else {
             Route::Proxy(TargetAddr::Ip(dest))
+        }
+    }
+
+    /// Where a UDP datagram to `dest` goes, under the `udp` policy: `Proxy` means through the
+    /// relay, and a refused destination comes back as `Blocked`.
+    pub fn route_udp(&self, dest: SocketAddr) -> UdpRoute {
+        match (self.route(dest), self.config.udp) {
+            (Route::Direct, _) | (_, UdpMode::Direct) => UdpRoute::Direct,
+            (Route::UnknownFake, _) => UdpRoute::Route(Route::UnknownFake),
+            (_, UdpMode::Block) => UdpRoute::Blocked,
+            (route, UdpMode::Proxy) => UdpRoute::Route(route),
         }
     }
 
@@ -171,6 +193,19 @@ mod tests {
             r.route("[::ffff:192.0.2.9]:80".parse().unwrap()),
             Route::Proxy(TargetAddr::Ip("192.0.2.9:80".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn udp_follows_its_policy() {
+        let r = router("remote");
+        let far: SocketAddr = "192.0.2.9:53".parse().unwrap();
+        assert_eq!(r.route_udp(far), UdpRoute::Route(Route::Proxy(TargetAddr::Ip(far))));
+        assert_eq!(r.route_udp("127.0.0.1:53".parse().unwrap()), UdpRoute::Direct);
+        for (mode, want) in [("block", UdpRoute::Blocked), ("direct", UdpRoute::Direct)] {
+            let config = Config::parse(&format!("udp = \"{mode}\""), "t").unwrap();
+            let r = Router::new(config, Hosts::default(), 8).unwrap();
+            assert_eq!(r.route_udp(far), want);
+        }
     }
 
     #[test]

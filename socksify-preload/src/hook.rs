@@ -14,8 +14,25 @@ pub enum Flow<T> {
     Fail(i32),
 }
 
+impl<T> Flow<T> {
+    /// The same decision for a hook that returns nothing.
+    pub fn map_done(self) -> Flow<()> {
+        match self {
+            Flow::Bypass => Flow::Bypass,
+            Flow::Done(_) => Flow::Done(()),
+            Flow::Fail(e) => Flow::Fail(e),
+        }
+    }
+}
+
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread runs the library's own code: its calls go to the real functions.
+/// (`IN_HOOK` has no destructor, so it stays readable even while the thread is torn down.)
+pub fn inside() -> bool {
+    IN_HOOK.try_with(Cell::get).unwrap_or(false)
 }
 
 /// Marks "inside a hook" for this thread until dropped.

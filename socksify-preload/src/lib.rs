@@ -4,14 +4,18 @@
 //! direct connection.
 
 mod dns;
-mod fdtable;
+mod fds;
 mod hook;
 mod log;
 mod net;
 mod rawdns;
 mod real;
+mod recv;
 mod sock;
+mod sockets;
 mod state;
+mod syscall;
+mod udp;
 
 /// Runs when the library is loaded: resolves the real functions and reads the configuration,
 /// so that no hook pays for it (and no lazy initialisation can be caught by a `fork()`).
@@ -20,7 +24,7 @@ extern "C" fn init() {
     real::resolve_all();
     // SAFETY: registering fork handlers that take and release the fd table's lock.
     unsafe {
-        libc::pthread_atfork(Some(fdtable::before_fork), Some(fdtable::after_fork), Some(fdtable::after_fork))
+        libc::pthread_atfork(Some(sockets::before_fork), Some(sockets::after_fork), Some(sockets::after_fork))
     };
     let _ = std::panic::catch_unwind(|| {
         let _ = state::get();

@@ -69,7 +69,7 @@ impl Logger {
         let _ = write_all(fd, line.as_bytes());
         if fd != 2 {
             // SAFETY: `fd` was opened above and is closed once.
-            unsafe { libc::syscall(libc::SYS_close, fd) };
+            unsafe { crate::syscall::raw(libc::SYS_close, &[fd as libc::c_long]) };
         }
     }
 }
@@ -77,7 +77,12 @@ impl Logger {
 fn write_all(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: writes from a live slice.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, bytes.as_ptr(), bytes.len()) };
+        let n = unsafe {
+            crate::syscall::raw(
+                libc::SYS_write,
+                &[fd as libc::c_long, bytes.as_ptr() as libc::c_long, bytes.len() as libc::c_long],
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -9,7 +9,7 @@ use socksify_core::router::Route;
 use socksify_core::sys;
 
 use crate::hook::{run, Flow};
-use crate::{fdtable, real, sock, state};
+use crate::{real, sock, sockets, state, udp};
 
 /// # Safety
 /// The arguments of connect(2).
@@ -30,7 +30,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 fn syscall_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's arguments, passed to the kernel unchanged.
-    unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) as c_int }
+    unsafe {
+        crate::syscall::raw(
+            libc::SYS_connect,
+            &[fd as libc::c_long, addr as libc::c_long, len as libc::c_long],
+        ) as c_int
+    }
 }
 
 unsafe fn connect_flow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Flow<c_int> {
@@ -38,7 +43,7 @@ unsafe fn connect_flow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Flow
     let Some(dest) = (unsafe { sock::read_addr(addr, len) }) else { return Flow::Bypass };
     match sock::socket_type(fd) {
         Some(libc::SOCK_STREAM) => tcp_connect(fd, dest),
-        Some(libc::SOCK_DGRAM) => udp_check(dest, "connect"),
+        Some(libc::SOCK_DGRAM) => udp::connect(fd, dest),
         _ => Flow::Bypass,
     }
 }
@@ -71,7 +76,7 @@ fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
                 let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
                 st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
             }
-            fdtable::remember(fd, dest);
+            sockets::remember_tcp_peer(fd, dest);
             Flow::Done(0)
         }
         Err(e) => {
@@ -83,24 +88,6 @@ fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     }
 }
 
-/// UDP to `dest`: allowed only to `direct` destinations until the library relays UDP.
-fn udp_check(dest: SocketAddr, what: &str) -> Flow<c_int> {
-    let st = match state::get() {
-        Ok(st) => st,
-        Err(_) => {
-            state::log_broken(format_args!("UDP {what} to {dest}"));
-            return Flow::Fail(libc::ENETUNREACH);
-        }
-    };
-    match st.router.route(dest) {
-        Route::Direct => Flow::Bypass,
-        _ => {
-            st.log.error(format_args!("UDP {what} to {dest} refused: socksify does not relay UDP yet"));
-            Flow::Fail(libc::ENETUNREACH)
-        }
-    }
-}
-
 /// # Safety
 /// The arguments of getpeername(2).
 #[no_mangle]
@@ -108,7 +95,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     run(
         -1,
         libc::ENOTCONN,
-        || match fdtable::peer(fd) {
+        || match sockets::peer(fd) {
             Some(peer) if !addr.is_null() && !len.is_null() => {
                 // SAFETY: the caller's buffer of `*len` bytes.
                 unsafe { sock::write_addr(&peer, addr, len) };
@@ -120,21 +107,83 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             // SAFETY: the real getpeername with the caller's arguments.
             Some(f) => unsafe { f(fd, addr, len) },
             // SAFETY: as above, straight to the kernel.
-            None => unsafe { libc::syscall(libc::SYS_getpeername, fd, addr, len) as c_int },
+            None => unsafe {
+                crate::syscall::raw(
+                    libc::SYS_getpeername,
+                    &[fd as libc::c_long, addr as libc::c_long, len as libc::c_long],
+                ) as c_int
+            },
         },
     )
 }
 
-/// A send with a destination: UDP is checked like `connect`; TCP Fast Open (`MSG_FASTOPEN`),
-/// an implicit connect, goes through the chain first.
-unsafe fn send_flow(fd: c_int, addr: *const sockaddr, len: socklen_t, flags: c_int) -> Flow<c_int> {
-    // SAFETY: the caller's buffer of `len` bytes.
-    let Some(dest) = (unsafe { sock::read_addr(addr, len) }) else { return Flow::Bypass };
-    match sock::socket_type(fd) {
-        Some(libc::SOCK_DGRAM) => udp_check(dest, "send"),
-        Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 => tcp_connect(fd, dest),
+/// A send: UDP to a proxied destination goes through the relay (or is refused); TCP Fast Open
+/// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first. `fast_open` is set when
+/// the chain was built and the data still has to be sent.
+fn send_flow(fd: c_int, msg: &msghdr, flags: c_int, fast_open: &mut bool) -> Flow<ssize_t> {
+    // SAFETY: the caller's address buffer of msg_namelen bytes.
+    let dest = unsafe { sock::read_addr(msg.msg_name as *const sockaddr, msg.msg_namelen) };
+    match (sock::socket_type(fd), dest) {
+        (Some(libc::SOCK_DGRAM), Some(dest)) => udp::send_to(fd, dest, msg, flags),
+        (Some(libc::SOCK_DGRAM), None) => udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass),
+        (Some(libc::SOCK_STREAM), Some(dest)) if flags & libc::MSG_FASTOPEN != 0 => {
+            match tcp_connect(fd, dest) {
+                Flow::Done(_) => {
+                    *fast_open = true;
+                    Flow::Done(0)
+                }
+                Flow::Bypass => Flow::Bypass,
+                Flow::Fail(e) => Flow::Fail(e),
+            }
+        }
         _ => Flow::Bypass,
     }
+}
+
+fn real_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    match real::sendmsg.get() {
+        // SAFETY: the real sendmsg with the caller's message.
+        Some(f) => unsafe { f(fd, msg, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendmsg,
+                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
+            ) as ssize_t
+        },
+    }
+}
+
+/// Runs a send through `send_flow`; `real` sends the message as the program gave it.
+fn send_hook(fd: c_int, msg: &msghdr, flags: c_int, real: impl FnOnce() -> ssize_t) -> ssize_t {
+    let mut fast_open = false;
+    let r = run(-1, libc::ENETUNREACH, || send_flow(fd, msg, flags, &mut fast_open), real);
+    if fast_open {
+        // The chain is built: the data follows on the now connected socket.
+        let mut copy = *msg;
+        copy.msg_name = std::ptr::null_mut();
+        copy.msg_namelen = 0;
+        return real_sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN);
+    }
+    r
+}
+
+/// A message header for a plain buffer.
+fn one_buffer(
+    buf: *const c_void,
+    n: size_t,
+    addr: *const sockaddr,
+    len: socklen_t,
+    iov: &mut libc::iovec,
+) -> msghdr {
+    *iov = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
+    // SAFETY: msghdr is plain old data.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr as *mut c_void;
+    msg.msg_namelen = if addr.is_null() { 0 } else { len };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg
 }
 
 /// # Safety
@@ -148,106 +197,122 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    let real_sendto = |addr: *const sockaddr, len: socklen_t, flags: c_int| match real::sendto.get() {
-        // SAFETY: the real sendto with the caller's buffer.
+    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let msg = one_buffer(buf, n, addr, len, &mut iov);
+    send_hook(fd, &msg, flags, || match real::sendto.get() {
+        // SAFETY: the real sendto with the caller's arguments.
         Some(f) => unsafe { f(fd, buf, n, flags, addr, len) },
         // SAFETY: as above, straight to the kernel.
-        None => unsafe { libc::syscall(libc::SYS_sendto, fd, buf, n, flags, addr, len) as ssize_t },
-    };
-    let mut connected = false;
-    let r = run(
-        -1,
-        libc::ENETUNREACH,
-        // SAFETY: the caller's address buffer.
-        || match unsafe { send_flow(fd, addr, len, flags) } {
-            Flow::Done(_) => {
-                connected = true;
-                Flow::Done(0)
-            }
-            Flow::Bypass => Flow::Bypass,
-            Flow::Fail(e) => Flow::Fail(e),
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendto,
+                &[
+                    fd as libc::c_long,
+                    buf as libc::c_long,
+                    n as libc::c_long,
+                    flags as libc::c_long,
+                    addr as libc::c_long,
+                    len as libc::c_long,
+                ],
+            ) as ssize_t
         },
-        || real_sendto(addr, len, flags),
-    );
-    if connected {
-        // Fast Open through the chain: the data follows on the now connected socket.
-        return real_sendto(std::ptr::null(), 0, flags & !libc::MSG_FASTOPEN);
+    })
+}
+
+/// # Safety
+/// The arguments of send(2).
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    let real_send = || match real::send.get() {
+        // SAFETY: the real send with the caller's arguments.
+        Some(f) => unsafe { f(fd, buf, n, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendto,
+                &[
+                    fd as libc::c_long,
+                    buf as libc::c_long,
+                    n as libc::c_long,
+                    flags as libc::c_long,
+                    0 as libc::c_long,
+                    0 as libc::c_long,
+                ],
+            ) as ssize_t
+        },
+    };
+    if !sockets::any_udp() {
+        return real_send();
     }
-    r
+    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let msg = one_buffer(buf, n, std::ptr::null(), 0, &mut iov);
+    send_hook(fd, &msg, flags, real_send)
+}
+
+/// # Safety
+/// The arguments of write(2).
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    let real_write = || match real::write.get() {
+        // SAFETY: the real write with the caller's arguments.
+        Some(f) => unsafe { f(fd, buf, n) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_write,
+                &[fd as libc::c_long, buf as libc::c_long, n as libc::c_long],
+            ) as ssize_t
+        },
+    };
+    if !sockets::any_udp() {
+        return real_write();
+    }
+    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let msg = one_buffer(buf, n, std::ptr::null(), 0, &mut iov);
+    run(-1, libc::EIO, || udp::send_connected(fd, &msg, 0).unwrap_or(Flow::Bypass), real_write)
 }
 
 /// # Safety
 /// The arguments of sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let real_sendmsg = |msg: *const msghdr, flags: c_int| match real::sendmsg.get() {
-        // SAFETY: the real sendmsg with the caller's message.
-        Some(f) => unsafe { f(fd, msg, flags) },
-        // SAFETY: as above, straight to the kernel.
-        None => unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as ssize_t },
-    };
-    let mut connected = false;
-    let r = run(
-        -1,
-        libc::ENETUNREACH,
-        || {
-            if msg.is_null() {
-                return Flow::Bypass;
-            }
-            // SAFETY: the caller's message header.
-            let (name, namelen) = unsafe { ((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) };
-            // SAFETY: the message's address buffer.
-            match unsafe { send_flow(fd, name, namelen, flags) } {
-                Flow::Done(_) => {
-                    connected = true;
-                    Flow::Done(0)
-                }
-                Flow::Bypass => Flow::Bypass,
-                Flow::Fail(e) => Flow::Fail(e),
-            }
-        },
-        || real_sendmsg(msg, flags),
-    );
-    if connected {
-        // SAFETY: a copy of the caller's header without the destination.
-        let mut copy = unsafe { *msg };
-        copy.msg_name = std::ptr::null_mut();
-        copy.msg_namelen = 0;
-        return real_sendmsg(&copy, flags & !libc::MSG_FASTOPEN);
+    if msg.is_null() {
+        return real_sendmsg(fd, msg, flags);
     }
-    r
+    // SAFETY: the caller's message header.
+    let m = unsafe { &*msg };
+    send_hook(fd, m, flags, || real_sendmsg(fd, msg, flags))
 }
 
 /// # Safety
 /// The arguments of sendmmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: libc::c_uint, flags: c_int) -> c_int {
-    run(
-        -1,
-        libc::ENETUNREACH,
-        || {
-            if msgs.is_null() || sock::socket_type(fd) != Some(libc::SOCK_DGRAM) {
-                return Flow::Bypass;
-            }
-            for i in 0..count as usize {
-                // SAFETY: the caller's array of `count` headers.
-                let hdr = unsafe { &(*msgs.add(i)).msg_hdr };
-                // SAFETY: each header's address buffer.
-                if let Some(dest) =
-                    unsafe { sock::read_addr(hdr.msg_name as *const sockaddr, hdr.msg_namelen) }
-                {
-                    if let Flow::Fail(e) = udp_check(dest, "send") {
-                        return Flow::Fail(e);
-                    }
-                }
-            }
-            Flow::Bypass
+    let real_sendmmsg = || match real::sendmmsg.get() {
+        // SAFETY: the real sendmmsg with the caller's arguments.
+        Some(f) => unsafe { f(fd, msgs, count, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendmmsg,
+                &[fd as libc::c_long, msgs as libc::c_long, count as libc::c_long, flags as libc::c_long],
+            ) as c_int
         },
-        || match real::sendmmsg.get() {
-            // SAFETY: the real sendmmsg with the caller's arguments.
-            Some(f) => unsafe { f(fd, msgs, count, flags) },
-            // SAFETY: as above, straight to the kernel.
-            None => unsafe { libc::syscall(libc::SYS_sendmmsg, fd, msgs, count, flags) as c_int },
-        },
-    )
+    };
+    if msgs.is_null() || count == 0 || sock::socket_type(fd) != Some(libc::SOCK_DGRAM) {
+        return real_sendmmsg();
+    }
+    // One message at a time through the same path as sendmsg: each may need the relay.
+    let mut sent = 0;
+    for i in 0..count as usize {
+        // SAFETY: the caller's array of `count` headers.
+        let entry = unsafe { &mut *msgs.add(i) };
+        let r = send_hook(fd, &entry.msg_hdr, flags, || real_sendmsg(fd, &entry.msg_hdr, flags));
+        if r < 0 {
+            return if sent == 0 { -1 } else { sent };
+        }
+        entry.msg_len = r as libc::c_uint;
+        sent += 1;
+    }
+    sent
 }

@@ -48,13 +48,15 @@ pub fn socket_type(fd: c_int) -> Option<c_int> {
     let mut len = std::mem::size_of::<c_int>() as socklen_t;
     // SAFETY: getsockopt into a local int; the raw call never re-enters the library's hooks.
     let r = unsafe {
-        libc::syscall(
+        crate::syscall::raw(
             libc::SYS_getsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            &mut ty as *mut c_int,
-            &mut len as *mut socklen_t,
+            &[
+                fd as libc::c_long,
+                libc::SOL_SOCKET as libc::c_long,
+                libc::SO_TYPE as libc::c_long,
+                &mut ty as *mut c_int as libc::c_long,
+                &mut len as *mut socklen_t as libc::c_long,
+            ],
         )
     };
     (r == 0).then_some(ty)
@@ -66,6 +68,41 @@ pub fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: fstat into a zeroed local stat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_fstat,
+            &[fd as libc::c_long, &mut st as *mut libc::stat as libc::c_long],
+        )
+    };
     (r == 0).then_some(st.st_ino)
+}
+
+/// Closes a descriptor of the library's own, straight to the kernel.
+pub fn close_raw(fd: c_int) {
+    // SAFETY: closing a descriptor the library owns.
+    unsafe { crate::syscall::raw(libc::SYS_close, &[fd as libc::c_long]) };
+}
+
+/// A close-on-exec duplicate of `fd` high in the descriptor table, away from the numbers
+/// programs use (and never 0, 1 or 2).
+pub fn dup_high(fd: c_int) -> Option<c_int> {
+    // SAFETY: getrlimit into a local struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let soft =
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+    let floor = (soft.min(65536) * 3 / 4).max(64) as c_int;
+    for start in [floor, 10] {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the library owns.
+        let new = unsafe {
+            crate::syscall::raw(
+                libc::SYS_fcntl,
+                &[fd as libc::c_long, libc::F_DUPFD_CLOEXEC as libc::c_long, start as libc::c_long],
+            )
+        } as c_int;
+        if new >= 0 {
+            return Some(new);
+        }
+    }
+    None
 }

@@ -1,0 +1,238 @@
+//! What the library knows about the program's sockets, keyed by the socket's inode so that every
+//! descriptor of one socket (after `dup`) shares it and a reused descriptor number is never
+//! mistaken for the old socket:
+//! - the address the program connected a proxied socket to (for `getpeername`);
+//! - a UDP socket's association: its internal control connection, the relay, the peer.
+//!
+//! Internal descriptors (control connections) are close-on-exec, live high in the descriptor
+//! table, and survive the program's `close`, `close_range` and `closefrom`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::c_int;
+use parking_lot::Mutex;
+use socksify_core::TargetAddr;
+
+use crate::sock::inode;
+
+/// A UDP association of one of the program's sockets.
+#[derive(Clone, Debug)]
+pub struct Assoc {
+    /// The program's descriptor the association was opened on.
+    pub fd: c_int,
+    /// The TCP control connection (internal descriptor).
+    pub control: c_int,
+    /// Where datagrams go, in the family of the program's socket.
+    pub relay: SocketAddr,
+    /// The peer of a `connect()`ed socket: as the program named it, and as the proxy gets it.
+    pub peer: Option<(SocketAddr, TargetAddr)>,
+    /// Recent destinations (as the program named them, and as sent), to name reply sources.
+    pub sent: Vec<(SocketAddr, TargetAddr)>,
+}
+
+const SENT_MEMORY: usize = 16;
+
+#[derive(Default)]
+struct Entry {
+    tcp_peer: Option<SocketAddr>,
+    udp: Option<Assoc>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_inode: HashMap<u64, Entry>,
+    internal: HashSet<c_int>,
+}
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// Entries in the table: hooks on hot paths (`read`, `close`, …) skip all work while it is 0.
+static ENTRIES: AtomicUsize = AtomicUsize::new(0);
+/// UDP associations: `read`/`write`/`recv` hooks have nothing to do while it is 0.
+static ASSOCS: AtomicUsize = AtomicUsize::new(0);
+
+fn with<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+    let mut guard = TABLE.lock();
+    let table = guard.get_or_insert_with(Table::default);
+    let r = f(table);
+    ENTRIES.store(table.by_inode.len() + table.internal.len(), Ordering::Release);
+    ASSOCS.store(table.internal.len(), Ordering::Release);
+    r
+}
+
+pub fn any() -> bool {
+    ENTRIES.load(Ordering::Acquire) != 0
+}
+
+pub fn any_udp() -> bool {
+    ASSOCS.load(Ordering::Acquire) != 0
+}
+
+pub fn remember_tcp_peer(fd: c_int, peer: SocketAddr) {
+    if let Some(ino) = inode(fd) {
+        with(|t| t.by_inode.entry(ino).or_default().tcp_peer = Some(peer));
+    }
+}
+
+/// The address the program connected `fd` to, if the library proxied it (TCP or UDP).
+pub fn peer(fd: c_int) -> Option<SocketAddr> {
+    if !any() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| {
+        let e = t.by_inode.get(&ino)?;
+        e.tcp_peer.or_else(|| e.udp.as_ref()?.peer.as_ref().map(|p| p.0))
+    })
+}
+
+/// The association of a UDP socket.
+pub fn udp(fd: c_int) -> Option<Assoc> {
+    if !any_udp() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| t.by_inode.get(&ino)?.udp.clone())
+}
+
+/// Records a new association for `fd` and returns the one in force: if another thread was
+/// quicker, its association, and `assoc`'s control connection is closed.
+pub fn insert_udp(fd: c_int, assoc: Assoc) -> Option<Assoc> {
+    let Some(ino) = inode(fd) else {
+        crate::sock::close_raw(assoc.control);
+        return None;
+    };
+    let (in_force, spare) = with(|t| {
+        let entry = t.by_inode.entry(ino).or_default();
+        if let Some(existing) = &entry.udp {
+            return (existing.clone(), Some(assoc.control));
+        }
+        t.internal.insert(assoc.control);
+        entry.udp = Some(assoc.clone());
+        (assoc, None)
+    });
+    if let Some(control) = spare {
+        crate::sock::close_raw(control);
+    }
+    Some(in_force)
+}
+
+/// Updates the association of `fd`, if it has one.
+pub fn update_udp(fd: c_int, f: impl FnOnce(&mut Assoc)) {
+    let Some(ino) = inode(fd) else { return };
+    with(|t| {
+        if let Some(a) = t.by_inode.get_mut(&ino).and_then(|e| e.udp.as_mut()) {
+            f(a)
+        }
+    })
+}
+
+/// Remembers a destination of `fd`'s datagrams, to name the source of replies.
+pub fn note_sent(fd: c_int, program: SocketAddr, target: &TargetAddr) {
+    update_udp(fd, |a| {
+        if !a.sent.iter().any(|(p, _)| *p == program) {
+            if a.sent.len() == SENT_MEMORY {
+                a.sent.remove(0);
+            }
+            a.sent.push((program, target.clone()));
+        }
+    });
+}
+
+/// Forgets `fd`'s socket (it is being closed or replaced); returns the internal descriptor that
+/// belonged to it, for the caller to close.
+pub fn forget(fd: c_int) -> Option<c_int> {
+    if !any() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| {
+        let control = t.by_inode.remove(&ino)?.udp.map(|a| a.control);
+        if let Some(c) = control {
+            t.internal.remove(&c);
+        }
+        control
+    })
+}
+
+/// Forgets the sockets of associations opened on descriptors `first..=last` (being closed
+/// together); returns their internal descriptors, for the caller to close.
+pub fn forget_range(first: c_int, last: c_int) -> Vec<c_int> {
+    if !any_udp() {
+        return Vec::new();
+    }
+    let candidates: Vec<(c_int, u64)> = with(|t| {
+        t.by_inode
+            .iter()
+            .filter_map(|(ino, e)| e.udp.as_ref().map(|a| (a.fd, *ino)))
+            .filter(|(fd, _)| (first..=last).contains(fd))
+            .collect()
+    });
+    // Only descriptors that still are those sockets (fstat outside the lock).
+    let closing: Vec<u64> =
+        candidates.into_iter().filter(|(fd, ino)| inode(*fd) == Some(*ino)).map(|(_, i)| i).collect();
+    with(|t| {
+        let mut controls = Vec::new();
+        for ino in closing {
+            if let Some(c) = t.by_inode.remove(&ino).and_then(|e| e.udp).map(|a| a.control) {
+                t.internal.remove(&c);
+                controls.push(c);
+            }
+        }
+        controls
+    })
+}
+
+/// Forgets an association whose control connection is gone.
+pub fn drop_udp(fd: c_int) {
+    let Some(ino) = inode(fd) else { return };
+    with(|t| {
+        if let Some(a) = t.by_inode.get_mut(&ino).and_then(|e| e.udp.take()) {
+            t.internal.remove(&a.control);
+        }
+    });
+}
+
+/// True when `fd` is one of the library's internal descriptors.
+pub fn is_internal(fd: c_int) -> bool {
+    any_udp() && with(|t| t.internal.contains(&fd))
+}
+
+/// The internal descriptors, sorted.
+pub fn internal_fds() -> Vec<c_int> {
+    if !any_udp() {
+        return Vec::new();
+    }
+    let mut v: Vec<c_int> = with(|t| t.internal.iter().copied().collect());
+    v.sort_unstable();
+    v
+}
+
+/// Moves internal descriptor `fd` to another number (the program wants that one); returns the
+/// new number.
+pub fn relocate_internal(fd: c_int) -> Option<c_int> {
+    let new = crate::sock::dup_high(fd)?;
+    with(|t| {
+        t.internal.remove(&fd);
+        t.internal.insert(new);
+        for e in t.by_inode.values_mut() {
+            if let Some(a) = e.udp.as_mut().filter(|a| a.control == fd) {
+                a.control = new;
+            }
+        }
+    });
+    crate::sock::close_raw(fd);
+    Some(new)
+}
+
+/// `pthread_atfork` handlers: the lock is taken before `fork()` and released on both sides, so a
+/// child never inherits it held by a thread that does not exist there.
+pub extern "C" fn before_fork() {
+    std::mem::forget(TABLE.lock());
+}
+
+pub extern "C" fn after_fork() {
+    // SAFETY: `before_fork` locked the table in this thread and leaked the guard.
+    unsafe { TABLE.force_unlock() };
+}

@@ -1,0 +1,399 @@
+//! UDP through the proxy's relay (SOCKS5 UDP ASSOCIATE). The first datagram a socket sends to a
+//! proxied destination opens an association on an internal TCP control connection; from then on
+//! each datagram leaves the program's own socket wrapped in the RFC 1928 UDP header, to the
+//! relay, and replies are unwrapped before the program sees them. Anything that does not come
+//! from the relay is dropped.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+
+use libc::{c_int, c_void, iovec, msghdr, sockaddr, socklen_t, ssize_t};
+use socket2::SockAddr;
+use socksify_core::router::{Resolution, Route, UdpRoute};
+use socksify_core::{v5, TargetAddr};
+
+use crate::hook::Flow;
+use crate::sockets::{self, Assoc};
+use crate::{real, sock, state};
+
+/// The largest RFC 1928 UDP header (a 255-byte name).
+const MAX_HEADER: usize = 4 + 1 + 255 + 2;
+const MAX_DATAGRAM: usize = 65536 + MAX_HEADER;
+
+/// What to do with a datagram to `dest`: `Ok(None)` to send it as is, `Ok(Some(target))` through
+/// the relay, `Err(errno)` to refuse it (logged).
+fn decide(dest: SocketAddr, what: &str) -> Result<Option<TargetAddr>, c_int> {
+    let st = match state::get() {
+        Ok(st) => st,
+        Err(_) => {
+            state::log_broken(format_args!("UDP {what} to {dest}"));
+            return Err(libc::ENETUNREACH);
+        }
+    };
+    match st.router.route_udp(dest) {
+        UdpRoute::Direct => Ok(None),
+        UdpRoute::Blocked => {
+            st.log.error(format_args!("UDP {what} to {dest} refused: udp = \"block\""));
+            Err(libc::ENETUNREACH)
+        }
+        UdpRoute::Route(Route::Proxy(target)) => Ok(Some(target)),
+        UdpRoute::Route(_) => {
+            st.log.error(format_args!(
+                "UDP {what} to {dest} failed: a fake address this process never handed out"
+            ));
+            Err(libc::EHOSTUNREACH)
+        }
+    }
+}
+
+/// The association of `fd`, opened now if it has none.
+fn association(fd: c_int) -> Result<Assoc, c_int> {
+    if let Some(a) = sockets::udp(fd) {
+        if control_alive(a.control) {
+            return Ok(a);
+        }
+        sockets::drop_udp(fd);
+        sock::close_raw(a.control);
+        if let Ok(st) = state::get() {
+            st.log.error(format_args!(
+                "the proxy closed the UDP association of descriptor {fd}; the send failed"
+            ));
+        }
+        return Err(libc::ECONNRESET);
+    }
+    let st = state::get().map_err(|_| libc::ENETUNREACH)?;
+    let family = socksify_core::sys::family(fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+    // The control connection's family follows the proxy's address.
+    let first = st.chain.proxies().first().ok_or(libc::ENETUNREACH)?;
+    let ctl_family = match first.host {
+        socksify_core::Host::Ip(IpAddr::V6(_)) => libc::AF_INET6,
+        _ => libc::AF_INET,
+    };
+    // SAFETY: a new socket of the library's own, straight from the kernel.
+    let raw = unsafe {
+        crate::syscall::raw(
+            libc::SYS_socket,
+            &[
+                ctl_family as libc::c_long,
+                (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as libc::c_long,
+                0 as libc::c_long,
+            ],
+        )
+    } as c_int;
+    if raw < 0 {
+        return Err(crate::hook::errno());
+    }
+    let control = match sock::dup_high(raw) {
+        Some(high) => {
+            sock::close_raw(raw);
+            high
+        }
+        None => raw,
+    };
+    let est = match st.chain.udp_associate(control) {
+        Ok(est) => est,
+        Err(e) => {
+            sock::close_raw(control);
+            st.log.error(format_args!("UDP association for descriptor {fd} failed: {e}"));
+            return Err(e.errno());
+        }
+    };
+    let Some(relay) = est.bound.ip() else {
+        sock::close_raw(control);
+        st.log.error(format_args!(
+            "the proxy named its UDP relay by a host name ({}); not supported",
+            est.bound
+        ));
+        return Err(libc::EPROTO);
+    };
+    let relay = match in_family(relay, family) {
+        Some(r) => r,
+        None => {
+            sock::close_raw(control);
+            st.log.error(format_args!("the UDP relay {relay} cannot be reached from an IPv4 socket"));
+            return Err(libc::EAFNOSUPPORT);
+        }
+    };
+    if st.log.verbose() {
+        st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
+    }
+    sockets::insert_udp(fd, Assoc { fd, control, relay, peer: None, sent: Vec::new() }).ok_or(libc::EBADF)
+}
+
+/// An address as a socket of `family` sees it (IPv4 as v4-mapped on an IPv6 socket).
+fn in_family(addr: SocketAddr, family: c_int) -> Option<SocketAddr> {
+    match (addr, family) {
+        (SocketAddr::V4(v4), libc::AF_INET6) => {
+            Some(SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()))
+        }
+        (SocketAddr::V6(v6), libc::AF_INET) => {
+            v6.ip().to_ipv4_mapped().map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port()))
+        }
+        _ => Some(addr),
+    }
+}
+
+/// The control connection still stands: nothing to read, no hang-up, still open.
+fn control_alive(control: c_int) -> bool {
+    let mut pfd = libc::pollfd { fd: control, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ppoll on one local pollfd with a zero timeout.
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_ppoll,
+            &[
+                &mut pfd as *mut libc::pollfd as libc::c_long,
+                1 as libc::c_long,
+                &zero as *const libc::timespec as libc::c_long,
+                std::ptr::null::<u8>() as libc::c_long,
+                0 as libc::c_long,
+            ],
+        )
+    };
+    r == 0
+}
+
+/// Sends one datagram to the relay: `iov` wrapped behind the header for `target`.
+/// Returns the payload bytes sent.
+fn send_via_relay(
+    fd: c_int,
+    assoc: &Assoc,
+    target: &TargetAddr,
+    msg: &msghdr,
+    flags: c_int,
+) -> Flow<ssize_t> {
+    let mut header = [0u8; MAX_HEADER];
+    let hlen = match v5::write_udp_header(target, &mut header) {
+        Ok(n) => n,
+        Err(e) => return Flow::Fail(e.errno()),
+    };
+    let user_iov: &[iovec] = if msg.msg_iov.is_null() || msg.msg_iovlen == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's iovec array of msg_iovlen entries.
+        unsafe { std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen) }
+    };
+    let mut iov = Vec::with_capacity(user_iov.len() + 1);
+    iov.push(iovec { iov_base: header.as_mut_ptr().cast(), iov_len: hlen });
+    iov.extend_from_slice(user_iov);
+    let relay = SockAddr::from(assoc.relay);
+    let mut out = *msg;
+    out.msg_name = relay.as_ptr() as *mut c_void;
+    out.msg_namelen = relay.len();
+    out.msg_iov = iov.as_mut_ptr();
+    out.msg_iovlen = iov.len();
+    match real_sendmsg(fd, &out, flags) {
+        n if n >= 0 => Flow::Done((n as usize).saturating_sub(hlen) as ssize_t),
+        _ => Flow::Fail(crate::hook::errno()),
+    }
+}
+
+fn real_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    match real::sendmsg.get() {
+        // SAFETY: the real sendmsg with a header built from the caller's.
+        Some(f) => unsafe { f(fd, msg, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendmsg,
+                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
+            ) as ssize_t
+        },
+    }
+}
+
+fn real_recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    match real::recvmsg.get() {
+        // SAFETY: the real recvmsg with a header the library built.
+        Some(f) => unsafe { f(fd, msg, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_recvmsg,
+                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
+            ) as ssize_t
+        },
+    }
+}
+
+/// A datagram socket's send with a destination (`sendto`, `sendmsg`): direct, refused, or
+/// through the relay.
+pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<ssize_t> {
+    let target = match decide(dest, "send") {
+        Ok(None) => return Flow::Bypass,
+        Ok(Some(t)) => t,
+        Err(e) => return Flow::Fail(e),
+    };
+    let assoc = match association(fd) {
+        Ok(a) => a,
+        Err(e) => return Flow::Fail(e),
+    };
+    let r = send_via_relay(fd, &assoc, &target, msg, flags);
+    if let Flow::Done(_) = r {
+        sockets::note_sent(fd, dest, &target);
+    }
+    r
+}
+
+/// A send without a destination (`send`, `write`, `sendmsg` without a name) on a socket whose
+/// peer goes through the relay; `None` when the socket is not one of those.
+pub fn send_connected(fd: c_int, msg: &msghdr, flags: c_int) -> Option<Flow<ssize_t>> {
+    let assoc = sockets::udp(fd)?;
+    let (_, target) = assoc.peer.clone()?;
+    if !control_alive(assoc.control) {
+        return Some(match association(fd) {
+            Ok(_) => unreachable!("a dead association is never returned"),
+            Err(e) => Flow::Fail(e),
+        });
+    }
+    Some(send_via_relay(fd, &assoc, &target, msg, flags))
+}
+
+/// `connect()` of a datagram socket: a proxied peer is recorded and the socket connected to the
+/// relay (so the kernel itself drops datagrams from anywhere else).
+pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
+    let target = match decide(dest, "connect") {
+        Ok(None) => {
+            sockets::update_udp(fd, |a| a.peer = None);
+            return Flow::Bypass;
+        }
+        Ok(Some(t)) => t,
+        Err(e) => return Flow::Fail(e),
+    };
+    let assoc = match association(fd) {
+        Ok(a) => a,
+        Err(e) => return Flow::Fail(e),
+    };
+    let relay = SockAddr::from(assoc.relay);
+    let r = match real::connect.get() {
+        // SAFETY: the real connect, to the relay's address.
+        Some(f) => unsafe { f(fd, relay.as_ptr(), relay.len()) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_connect,
+                &[fd as libc::c_long, relay.as_ptr() as libc::c_long, relay.len() as libc::c_long],
+            ) as c_int
+        },
+    };
+    if r != 0 {
+        return Flow::Fail(crate::hook::errno());
+    }
+    sockets::update_udp(fd, |a| a.peer = Some((dest, target)));
+    Flow::Done(0)
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Receives one datagram from the relay into the program's `msg`, unwrapped; `None` when `fd`
+/// has no association. Datagrams that are not from the relay, are fragments or are malformed
+/// are dropped.
+pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> {
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        return None;
+    }
+    let assoc = sockets::udp(fd)?;
+    let family = socksify_core::sys::family(fd).ok()?;
+    let r = BUF.try_with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < MAX_DATAGRAM {
+            buf.resize(MAX_DATAGRAM, 0);
+        }
+        loop {
+            // SAFETY: sockaddr_storage is plain old data.
+            let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut iov = iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let mut m = *msg;
+            m.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+            m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+            m.msg_iov = &mut iov;
+            m.msg_iovlen = 1;
+            let n = real_recvmsg(fd, &mut m, flags & !libc::MSG_TRUNC);
+            if n < 0 {
+                return Flow::Fail(crate::hook::errno());
+            }
+            // SAFETY: the kernel wrote a socket address of msg_namelen bytes into `from`.
+            let src =
+                unsafe { sock::read_addr((&from as *const libc::sockaddr_storage).cast(), m.msg_namelen) };
+            let from_relay =
+                src.is_some_and(|s| s.ip() == assoc.relay.ip() && s.port() == assoc.relay.port());
+            let decoded = if from_relay { v5::decode_udp(&buf[..n as usize]).ok() } else { None };
+            let Some((source, at)) = decoded else {
+                if flags & libc::MSG_PEEK != 0 {
+                    // Consume the datagram that was only peeked at, then look again.
+                    let mut m2 = m;
+                    real_recvmsg(fd, &mut m2, (flags & !libc::MSG_PEEK) | libc::MSG_DONTWAIT);
+                }
+                continue;
+            };
+            let payload = &buf[at..n as usize];
+            let copied = scatter(payload, msg);
+            msg.msg_controllen = m.msg_controllen;
+            msg.msg_flags = m.msg_flags & !libc::MSG_TRUNC;
+            if copied < payload.len() {
+                msg.msg_flags |= libc::MSG_TRUNC;
+            }
+            if !msg.msg_name.is_null() {
+                let shown = source_as_seen(&assoc, source, family);
+                // SAFETY: the caller's name buffer of msg_namelen bytes.
+                unsafe { sock::write_addr(&shown, msg.msg_name.cast::<sockaddr>(), &mut msg.msg_namelen) };
+            }
+            let len = if flags & libc::MSG_TRUNC != 0 { payload.len() } else { copied };
+            return Flow::Done(len as ssize_t);
+        }
+    });
+    Some(r.unwrap_or(Flow::Fail(libc::ENOMEM)))
+}
+
+/// Copies `data` into the iovecs of `msg`; returns how much fit.
+fn scatter(mut data: &[u8], msg: &msghdr) -> usize {
+    if msg.msg_iov.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's iovec array of msg_iovlen entries.
+    let iovs = unsafe { std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen) };
+    let mut copied = 0;
+    for v in iovs {
+        if data.is_empty() {
+            break;
+        }
+        let n = v.iov_len.min(data.len());
+        // SAFETY: iov_base holds iov_len writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), v.iov_base.cast::<u8>(), n) };
+        data = &data[n..];
+        copied += n;
+    }
+    copied
+}
+
+/// The source address the program is shown for a reply: its connected peer; else the address it
+/// sent to (a fake address stands for the name the relay resolved); else the relay's word.
+fn source_as_seen(assoc: &Assoc, source: TargetAddr, family: c_int) -> SocketAddr {
+    if let Some((peer, _)) = &assoc.peer {
+        return *peer;
+    }
+    if let Some((program, _)) = assoc.sent.iter().find(|(_, t)| *t == source) {
+        return *program;
+    }
+    let same_port: Vec<&SocketAddr> = assoc
+        .sent
+        .iter()
+        .filter(|(_, t)| matches!(t, TargetAddr::Domain(_, p) if *p == source.port()))
+        .map(|(p, _)| p)
+        .collect();
+    if let [only] = same_port.as_slice() {
+        return **only;
+    }
+    let addr = match source {
+        TargetAddr::Ip(sa) => sa,
+        TargetAddr::Domain(name, port) => match state::get().map(|st| st.router.resolve(&name)) {
+            Ok(Resolution::Fake { v4, v6, .. }) => {
+                SocketAddr::new(if family == libc::AF_INET6 { v6 } else { v4 }, port)
+            }
+            _ => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
+        },
+    };
+    in_family(addr, family).unwrap_or(addr)
+}
