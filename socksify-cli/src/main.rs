@@ -1,12 +1,15 @@
 //! `socksify`: checks the configuration, prepares the environment for the preload library and
 //! `exec`s the program, so that the exit status is the program's own.
+//!
+//! It lives for a moment before that `exec`, so it skips std's runtime set-up (`no_main`: no
+//! stack-guard probe of /proc/self/maps, SIGPIPE left as the caller had it, which is what the
+//! program must inherit) and calls `execvpe` itself.
+#![cfg_attr(not(test), no_main)]
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
 
 use clap::Parser;
 use socksify_core::config::{self, Config};
@@ -48,19 +51,24 @@ struct Cli {
     command: Vec<OsString>,
 }
 
-fn main() -> ExitCode {
+#[cfg_attr(not(test), export_name = "main")]
+#[cfg_attr(test, allow(dead_code))]
+extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     let cli = Cli::parse();
     match prepare(&cli) {
-        Ok(cmd) => run(cmd, &cli.command[0]),
+        Ok(env) => exec(&cli.command, env),
         Err(message) => {
             eprintln!("socksify: {message}");
-            ExitCode::from(2)
+            2
         }
     }
 }
 
+/// The program's environment: the caller's, with these variables set (`Some`) or removed.
+type EnvChanges = Vec<(&'static str, Option<OsString>)>;
+
 /// Everything checked before the program runs; any error stops here with exit status 2.
-fn prepare(cli: &Cli) -> Result<Command, String> {
+fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
     let path = config::locate(cli.config.as_deref()).map_err(|e| e.to_string())?;
     let mut config = match &path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
@@ -90,18 +98,6 @@ fn prepare(cli: &Cli) -> Result<Command, String> {
     }
     warn_if_preload_ignored(&cli.command[0]);
 
-    let mut cmd = Command::new(&cli.command[0]);
-    cmd.args(&cli.command[1..]);
-    cmd.env("LD_PRELOAD", preload_value(&library, std::env::var_os("LD_PRELOAD")));
-    match &path {
-        Some(p) => cmd.env(config::CONFIG_ENV, p),
-        None => cmd.env_remove(config::CONFIG_ENV),
-    };
-    if cli.proxy.is_empty() {
-        cmd.env_remove("SOCKSIFY_PROXIES");
-    } else {
-        cmd.env("SOCKSIFY_PROXIES", cli.proxy.join("\n"));
-    }
     let level = if cli.quiet {
         "quiet"
     } else if cli.verbose {
@@ -109,27 +105,67 @@ fn prepare(cli: &Cli) -> Result<Command, String> {
     } else {
         "normal"
     };
-    cmd.env("SOCKSIFY_LOG", level);
-    Ok(cmd)
+    Ok(vec![
+        ("LD_PRELOAD", Some(preload_value(&library, std::env::var_os("LD_PRELOAD")))),
+        (config::CONFIG_ENV, path.map(OsString::from)),
+        ("SOCKSIFY_PROXIES", (!cli.proxy.is_empty()).then(|| cli.proxy.join("\n").into())),
+        ("SOCKSIFY_LOG", Some(level.into())),
+    ])
 }
 
-fn run(mut cmd: Command, program: &OsStr) -> ExitCode {
-    let err = cmd.exec();
-    eprintln!("socksify: cannot run {}: {err}", program.to_string_lossy());
-    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+fn cstring(s: &OsStr) -> Result<CString, String> {
+    CString::new(s.as_bytes()).map_err(|_| format!("{} contains a NUL byte", s.to_string_lossy()))
+}
+
+/// Replaces this process with the program (searched in PATH); returns only on failure, with the
+/// shell's exit statuses (127: not found, 126: not runnable).
+fn exec(command: &[OsString], changes: EnvChanges) -> libc::c_int {
+    let names: Vec<&str> = changes.iter().map(|(name, _)| *name).collect();
+    let entry = |k: &OsStr, v: &OsStr| {
+        let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
+        kv.extend_from_slice(k.as_bytes());
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        CString::new(kv).ok()
+    };
+    let env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !names.iter().any(|name| k == name))
+        .filter_map(|(k, v)| entry(&k, &v))
+        .chain(changes.iter().filter_map(|(k, v)| entry(OsStr::new(k), v.as_deref()?)))
+        .collect();
+    let argv: Result<Vec<CString>, String> = command.iter().map(|a| cstring(a)).collect();
+    let argv = match argv {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("socksify: {e}");
+            return 2;
+        }
+    };
+    let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
+    let (argv_p, env_p) = (ptrs(&argv), ptrs(&env));
+    // SAFETY: NUL-terminated argument and environment arrays that outlive the call.
+    unsafe { libc::execvpe(argv_p[0], argv_p.as_ptr(), env_p.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    eprintln!("socksify: cannot run {}: {err}", command[0].to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
 }
 
 /// The library next to this executable, else in `../lib/socksify/`; always an absolute path,
 /// never searched for in the current directory.
 fn find_library() -> Result<PathBuf, String> {
+    // /proc/self/exe: absolute, links resolved.
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate the socksify executable: {e}"))?;
-    let exe = exe.canonicalize().unwrap_or(exe);
     let dir = exe.parent().ok_or("the socksify executable has no directory")?;
     let candidates = [dir.join(LIBRARY), dir.join("../lib/socksify").join(LIBRARY)];
     candidates
         .iter()
-        .find(|p| p.is_file())
-        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .enumerate()
+        .find(|(_, p)| p.is_file())
+        .map(|(i, p)| if i == 0 { p.clone() } else { p.canonicalize().unwrap_or_else(|_| p.clone()) })
         .ok_or_else(|| {
             format!("cannot find {LIBRARY} in {} or {}", candidates[0].display(), candidates[1].display())
         })

@@ -17,11 +17,12 @@ mod state;
 mod syscall;
 mod udp;
 
-/// Runs when the library is loaded: resolves the real functions and reads the configuration,
-/// so that no hook pays for it (and no lazy initialisation can be caught by a `fork()`).
+/// Runs when the library is loaded: reads the configuration, so that no hook pays for it (and no
+/// lazy initialisation can be caught by a `fork()`). The real functions are found on first use
+/// (`real.rs`): most programs call few of the hooked functions, and every `dlsym` at start-up is
+/// paid by every program, `/bin/true` included.
 extern "C" fn init() {
     let Some(_guard) = hook::Guard::enter() else { return };
-    real::resolve_all();
     // SAFETY: registering fork handlers that take and release the fd table's lock.
     unsafe {
         libc::pthread_atfork(Some(sockets::before_fork), Some(sockets::after_fork), Some(sockets::after_fork))

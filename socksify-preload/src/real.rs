@@ -44,12 +44,6 @@ macro_rules! reals {
                     Err(_) => panic!("symbol name"),
                 });
         )*
-
-        /// Resolves every real function now (from the constructor), so that later hooks only
-        /// load a pointer.
-        pub fn resolve_all() {
-            $( let _ = $name.get(); )*
-        }
     };
 }
 

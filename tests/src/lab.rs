@@ -43,13 +43,14 @@ pub struct Counters {
     pub relayed: u64,
 }
 
-/// One client namespace, removed on drop.
+/// One client namespace, claimed for one test and handed back on drop.
 pub struct Client {
     pub n: u32,
     dir: PathBuf,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+const POOL: u32 = 40;
 
 impl Client {
     /// A fresh client namespace. Fails the test when the lab is not up.
@@ -68,10 +69,12 @@ impl Client {
         // Claim a number atomically with a directory: test binaries may run side by side.
         let base = std::env::temp_dir().join("socksify-lab-clients");
         std::fs::create_dir_all(&base).unwrap();
-        // Numbers 181-200 are left to scripts/bench and scripts/demo.
-        let start = (std::process::id() % 180) + NEXT.fetch_add(1, Ordering::Relaxed);
-        for k in 0..180 {
-            let n = (start + k) % 180 + 1;
+        // Tests share a pool of 1-40, reused from test to test (scripts/netns-lab keeps a
+        // namespace and only renews its rules and counters); 181-200 are scripts/bench's and
+        // scripts/demo's.
+        let start = NEXT.fetch_add(1, Ordering::Relaxed);
+        for k in 0..POOL {
+            let n = (start + k) % POOL + 1;
             let dir = base.join(n.to_string());
             if std::fs::create_dir(&dir).is_err() {
                 continue;
@@ -96,7 +99,11 @@ impl Client {
     /// A command inside the namespace, with a time limit so no test can hang.
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", "60", "ip", "netns", "exec", &self.netns()]).args(argv);
+        cmd.args(["-k", "5", "60", "ip", "netns", "exec", &self.netns()]);
+        if let Ok(dir) = std::env::var("SOCKSIFY_TEST_STRACE") {
+            cmd.args(["strace", "-f", "-tt", "-e", "trace=network,poll,ppoll", "-o"]).arg(format!("{dir}/strace.{}", self.n));
+        }
+        cmd.args(argv);
         cmd.stdin(Stdio::null());
         cmd
     }
@@ -164,7 +171,7 @@ impl Default for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = Command::new(lab_script()).args(["client-del", &self.n.to_string()]).output();
+        // The namespace stays for the next test (`scripts/netns-lab down` removes them all).
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
