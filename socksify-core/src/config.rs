@@ -37,6 +37,19 @@ pub enum UdpMode {
     Direct,
 }
 
+/// Which of the program's listening sockets become a SOCKS BIND.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMode {
+    /// Listens that follow a proxied connection (the FTP active-mode pattern).
+    #[default]
+    Auto,
+    /// Every listen that is not on loopback.
+    All,
+    /// None.
+    Off,
+}
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +58,7 @@ struct RawConfig {
     chain_len: Option<Spanned<i64>>,
     dns: Option<DnsMode>,
     udp: Option<UdpMode>,
+    bind: Option<BindMode>,
     connect_timeout_ms: Option<Spanned<i64>>,
     read_timeout_ms: Option<Spanned<i64>>,
     direct: Option<Vec<Spanned<String>>>,
@@ -68,6 +82,7 @@ pub struct Config {
     pub chain_len: usize,
     pub dns: DnsMode,
     pub udp: UdpMode,
+    pub bind: BindMode,
     pub timeouts: Timeouts,
     pub direct: Vec<IpNet>,
     pub fake_ipv4_range: Ipv4Net,
@@ -92,6 +107,7 @@ impl Default for Config {
             chain_len: DEFAULT_CHAIN_LEN,
             dns: DnsMode::Remote,
             udp: UdpMode::Proxy,
+            bind: BindMode::Auto,
             timeouts: Timeouts::default(),
             direct: DEFAULT_DIRECT.iter().map(|s| s.parse().expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
@@ -258,6 +274,7 @@ impl Config {
             chain_len,
             dns: raw.dns.unwrap_or_default(),
             udp: raw.udp.unwrap_or_default(),
+            bind: raw.bind.unwrap_or_default(),
             timeouts,
             direct,
             fake_ipv4_range,
@@ -378,6 +395,7 @@ chain = "random"
 chain_len = 2
 dns = "local"
 udp = "block"
+bind = "all"
 connect_timeout_ms = 500
 read_timeout_ms = 700
 direct = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
@@ -393,6 +411,7 @@ url = "socks4://relay.example:9050"
         assert_eq!(c.chain, ChainMode::Random);
         assert_eq!(c.dns, DnsMode::Local);
         assert_eq!(c.udp, UdpMode::Block);
+        assert_eq!(c.bind, BindMode::All);
         assert_eq!(c.timeouts.connect, Duration::from_millis(500));
         assert_eq!(c.proxies.len(), 3);
         assert_eq!(c.proxies[0].creds.as_ref().unwrap().pass, "p@ss");

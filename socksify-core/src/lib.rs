@@ -17,6 +17,6 @@ mod wire;
 
 pub use addr::TargetAddr;
 pub use chain::{Chain, ChainError, ChainMode, Established, Timeouts};
-pub use config::{Config, ConfigError, DnsMode, UdpMode};
+pub use config::{BindMode, Config, ConfigError, DnsMode, UdpMode};
 pub use error::SocksError;
 pub use proxy::{Command, Credentials, Host, Proxy, ProxyKind};

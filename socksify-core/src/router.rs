@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::TargetAddr;
-use crate::config::{Config, DnsMode, UdpMode};
+use crate::config::{BindMode, Config, DnsMode, UdpMode};
 use crate::fakedns::{FakeDns, FakeDnsError};
 use crate::hosts::Hosts;
 
@@ -103,6 +103,23 @@ impl Router {
             (Route::UnknownFake, _) => UdpRoute::Route(Route::UnknownFake),
             (_, UdpMode::Block) => UdpRoute::Blocked,
             (route, UdpMode::Proxy) => UdpRoute::Route(route),
+        }
+    }
+
+    /// Whether a listen on `bound` becomes a SOCKS BIND, given whether the process has a proxied
+    /// connection open. Loopback listens never do.
+    pub fn proxies_listen(&self, bound: SocketAddr, has_proxied_connection: bool) -> bool {
+        let ip = match TargetAddr::Ip(bound).unmapped() {
+            TargetAddr::Ip(sa) => sa.ip(),
+            TargetAddr::Domain(..) => return false,
+        };
+        if ip.is_loopback() {
+            return false;
+        }
+        match self.config.bind {
+            BindMode::Off => false,
+            BindMode::All => true,
+            BindMode::Auto => has_proxied_connection,
         }
     }
 
@@ -205,6 +222,28 @@ mod tests {
             let config = Config::parse(&format!("udp = \"{mode}\""), "t").unwrap();
             let r = Router::new(config, Hosts::default(), 8).unwrap();
             assert_eq!(r.route_udp(far), want);
+        }
+    }
+
+    #[test]
+    fn listens_follow_the_bind_policy_and_never_loopback() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:21".parse().unwrap();
+        let r = router("remote");
+        assert!(r.proxies_listen(any, true));
+        assert!(!r.proxies_listen(any, false), "auto needs a proxied connection");
+        assert!(!r.proxies_listen(lo, true));
+        assert!(!r.proxies_listen("[::ffff:127.0.0.1]:21".parse().unwrap(), true));
+        for (mode, with, without) in [("all", true, true), ("off", false, false)] {
+            let r =
+                Router::new(Config::parse(&format!("bind = \"{mode}\""), "t").unwrap(), Hosts::default(), 8)
+                    .unwrap();
+            assert_eq!(
+                (r.proxies_listen(any, true), r.proxies_listen(any, false)),
+                (with, without),
+                "{mode}"
+            );
+            assert!(!r.proxies_listen(lo, true));
         }
     }
 

@@ -3,6 +3,7 @@
 //! values and errno. Every hook catches panics and fails closed; none ever falls back to a
 //! direct connection.
 
+mod bind;
 mod dns;
 mod fds;
 mod hook;

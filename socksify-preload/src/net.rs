@@ -76,7 +76,9 @@ fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
                 let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
                 st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
             }
-            sockets::remember_tcp_peer(fd, dest);
+            let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+            let local = est.bound.ip().and_then(|b| sock::in_family(b, family));
+            sockets::remember_tcp(fd, dest, target, local);
             Flow::Done(0)
         }
         Err(e) => {

@@ -1,6 +1,6 @@
 //! Sockets seen from C: addresses in and out, a socket's type and identity.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use libc::{c_int, sockaddr, socklen_t};
 use socket2::SockAddr;
@@ -105,4 +105,17 @@ pub fn dup_high(fd: c_int) -> Option<c_int> {
         }
     }
     None
+}
+
+/// An address as a socket of `family` sees it (IPv4 as v4-mapped on an IPv6 socket).
+pub fn in_family(addr: SocketAddr, family: c_int) -> Option<SocketAddr> {
+    match (addr, family) {
+        (SocketAddr::V4(v4), libc::AF_INET6) => {
+            Some(SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()))
+        }
+        (SocketAddr::V6(v6), libc::AF_INET) => {
+            v6.ip().to_ipv4_mapped().map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port()))
+        }
+        _ => Some(addr),
+    }
 }

@@ -34,9 +34,30 @@ pub struct Assoc {
 
 const SENT_MEMORY: usize = 16;
 
+/// A listening socket that became a SOCKS BIND: it is the control connection to the hop that
+/// listens for the program.
+#[derive(Clone, Copy, Debug)]
+pub struct Bind {
+    /// The hop (index in the chain's proxies) that sends the second reply.
+    pub hop: usize,
+    /// The one incoming connection was accepted already.
+    pub accepted: bool,
+}
+
 #[derive(Default)]
 struct Entry {
+    /// The peer as the program named it (TCP through the chain, or a BIND's incoming peer).
     tcp_peer: Option<SocketAddr>,
+    /// The destination sent to the proxy, and when (for the BIND's expected peer).
+    tcp_target: Option<(u64, TargetAddr)>,
+    /// What `getsockname` answers: the proxy's side of the connection.
+    local: Option<SocketAddr>,
+    /// An address the program bound to that is the proxy's, not this host's.
+    virtual_bind: Option<SocketAddr>,
+    bind: Option<Bind>,
+    /// Descriptors the library made for this socket (a BIND's accepted connection) that keep it
+    /// alive after the program closes its own.
+    extra_refs: u32,
     udp: Option<Assoc>,
 }
 
@@ -69,9 +90,90 @@ pub fn any_udp() -> bool {
     ASSOCS.load(Ordering::Acquire) != 0
 }
 
-pub fn remember_tcp_peer(fd: c_int, peer: SocketAddr) {
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Records a connection the chain made: the peer as the program named it, the target sent to
+/// the proxy, and the proxy's side of the connection (for `getsockname`).
+pub fn remember_tcp(fd: c_int, peer: SocketAddr, target: TargetAddr, local: Option<SocketAddr>) {
     if let Some(ino) = inode(fd) {
-        with(|t| t.by_inode.entry(ino).or_default().tcp_peer = Some(peer));
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed) as u64;
+        with(|t| {
+            let e = t.by_inode.entry(ino).or_default();
+            e.tcp_peer = Some(peer);
+            e.tcp_target = Some((seq, target));
+            e.local = local;
+        });
+    }
+}
+
+/// The destination of the most recent proxied connection still open.
+pub fn latest_target() -> Option<TargetAddr> {
+    if !any() {
+        return None;
+    }
+    with(|t| {
+        t.by_inode
+            .values()
+            .filter_map(|e| e.tcp_target.as_ref())
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, t)| t.clone())
+    })
+}
+
+/// What `getsockname` of `fd` answers, if the library knows better than the kernel.
+pub fn local(fd: c_int) -> Option<SocketAddr> {
+    if !any() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| t.by_inode.get(&ino)?.local)
+}
+
+pub fn set_virtual_bind(fd: c_int, addr: SocketAddr) {
+    if let Some(ino) = inode(fd) {
+        with(|t| t.by_inode.entry(ino).or_default().virtual_bind = Some(addr));
+    }
+}
+
+pub fn virtual_bind(fd: c_int) -> Option<SocketAddr> {
+    if !any() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| t.by_inode.get(&ino)?.virtual_bind)
+}
+
+/// Records that `fd` is a BIND through hop `hop`, listening at `listen` on the proxy.
+pub fn set_bind(fd: c_int, hop: usize, listen: SocketAddr) {
+    if let Some(ino) = inode(fd) {
+        with(|t| {
+            let e = t.by_inode.entry(ino).or_default();
+            e.bind = Some(Bind { hop, accepted: false });
+            e.local = Some(listen);
+        });
+    }
+}
+
+pub fn bind_state(fd: c_int) -> Option<Bind> {
+    if !any() {
+        return None;
+    }
+    let ino = inode(fd)?;
+    with(|t| t.by_inode.get(&ino)?.bind)
+}
+
+/// The BIND of `fd` delivered its connection, from `peer`, on a descriptor the library made.
+pub fn bind_accepted(fd: c_int, peer: SocketAddr) {
+    if let Some(ino) = inode(fd) {
+        with(|t| {
+            if let Some(e) = t.by_inode.get_mut(&ino) {
+                if let Some(b) = e.bind.as_mut() {
+                    b.accepted = true;
+                }
+                e.tcp_peer = Some(peer);
+                e.extra_refs += 1;
+            }
+        });
     }
 }
 
@@ -148,6 +250,12 @@ pub fn forget(fd: c_int) -> Option<c_int> {
     }
     let ino = inode(fd)?;
     with(|t| {
+        let e = t.by_inode.get_mut(&ino)?;
+        if e.extra_refs > 0 {
+            // Another descriptor of the library's making still uses this socket.
+            e.extra_refs -= 1;
+            return None;
+        }
         let control = t.by_inode.remove(&ino)?.udp.map(|a| a.control);
         if let Some(c) = control {
             t.internal.remove(&c);

@@ -75,6 +75,10 @@ pub unsafe extern "C" fn syscall(
                 crate::recv::recvmmsg(a1 as c_int, a2 as _, a3 as c_uint, a4 as c_int, a5 as _) as c_long
             }
             libc::SYS_close => crate::fds::close(a1 as c_int) as c_long,
+            libc::SYS_bind => crate::bind::bind(a1 as c_int, a2 as _, a3 as _) as c_long,
+            libc::SYS_listen => crate::bind::listen(a1 as c_int, a2 as c_int) as c_long,
+            libc::SYS_accept4 => crate::bind::accept4(a1 as c_int, a2 as _, a3 as _, a4 as c_int) as c_long,
+            libc::SYS_getsockname => crate::bind::getsockname(a1 as c_int, a2 as _, a3 as _) as c_long,
             libc::SYS_close_range => {
                 crate::fds::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as c_long
             }

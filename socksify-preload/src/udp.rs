@@ -106,7 +106,7 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
         ));
         return Err(libc::EPROTO);
     };
-    let relay = match in_family(relay, family) {
+    let relay = match sock::in_family(relay, family) {
         Some(r) => r,
         None => {
             sock::close_raw(control);
@@ -118,19 +118,6 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
     }
     sockets::insert_udp(fd, Assoc { fd, control, relay, peer: None, sent: Vec::new() }).ok_or(libc::EBADF)
-}
-
-/// An address as a socket of `family` sees it (IPv4 as v4-mapped on an IPv6 socket).
-fn in_family(addr: SocketAddr, family: c_int) -> Option<SocketAddr> {
-    match (addr, family) {
-        (SocketAddr::V4(v4), libc::AF_INET6) => {
-            Some(SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()))
-        }
-        (SocketAddr::V6(v6), libc::AF_INET) => {
-            v6.ip().to_ipv4_mapped().map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port()))
-        }
-        _ => Some(addr),
-    }
 }
 
 /// The control connection still stands: nothing to read, no hang-up, still open.
@@ -395,5 +382,5 @@ fn source_as_seen(assoc: &Assoc, source: TargetAddr, family: c_int) -> SocketAdd
             _ => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
         },
     };
-    in_family(addr, family).unwrap_or(addr)
+    sock::in_family(addr, family).unwrap_or(addr)
 }

@@ -101,7 +101,8 @@ impl Client {
         let mut cmd = Command::new("timeout");
         cmd.args(["-k", "5", "60", "ip", "netns", "exec", &self.netns()]);
         if let Ok(dir) = std::env::var("SOCKSIFY_TEST_STRACE") {
-            cmd.args(["strace", "-f", "-tt", "-e", "trace=network,poll,ppoll", "-o"]).arg(format!("{dir}/strace.{}", self.n));
+            cmd.args(["strace", "-f", "-tt", "-e", "trace=network,poll,ppoll", "-o"])
+                .arg(format!("{dir}/strace.{}", self.n));
         }
         cmd.args(argv);
         cmd.stdin(Stdio::null());

@@ -1,0 +1,264 @@
+//! Incoming connections through SOCKS BIND. A program told to expect a connection back (active
+//! FTP) binds, listens, advertises its address and accepts; under socksify the listen becomes a
+//! BIND on the program's own socket, `getsockname` answers with the proxy's listening address
+//! (and, on a proxied connection, the proxy's side of it), and `accept` waits for the BIND's
+//! second reply and hands back the connection.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use libc::{c_int, sockaddr, socklen_t};
+use socksify_core::sys::{self, FdStream};
+use socksify_core::{Command, TargetAddr};
+
+use crate::hook::{run, Flow};
+use crate::{real, sock, sockets, state};
+
+fn real_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    match real::bind.get() {
+        // SAFETY: the real bind with the caller's arguments.
+        Some(f) => unsafe { f(fd, addr, len) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe { crate::syscall::raw(libc::SYS_bind, &[fd as _, addr as _, len as _]) as c_int },
+    }
+}
+
+/// # Safety
+/// The arguments of bind(2).
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let r = real_bind(fd, addr, len);
+    if r == 0 || crate::hook::errno() != libc::EADDRNOTAVAIL {
+        return r;
+    }
+    // The program binds to an address it learnt from getsockname of a proxied connection: the
+    // proxy's, not this host's. Remember it for listen(), which will make it a BIND.
+    run(
+        -1,
+        libc::EADDRNOTAVAIL,
+        || {
+            // SAFETY: the caller's address of `len` bytes.
+            let Some(wanted) = (unsafe { sock::read_addr(addr, len) }) else {
+                return Flow::Fail(libc::EADDRNOTAVAIL);
+            };
+            let Ok(st) = state::get() else { return Flow::Fail(libc::EADDRNOTAVAIL) };
+            let known = sockets::latest_target().is_some();
+            if sock::socket_type(fd) == Some(libc::SOCK_STREAM) && st.router.proxies_listen(wanted, known) {
+                sockets::set_virtual_bind(fd, wanted);
+                Flow::Done(0)
+            } else {
+                Flow::Fail(libc::EADDRNOTAVAIL)
+            }
+        },
+        || -1,
+    )
+}
+
+/// The address a socket is bound to: the library's record of a proxy address, or the kernel's.
+fn bound_address(fd: c_int) -> Option<SocketAddr> {
+    sockets::virtual_bind(fd).or_else(|| sys::local_addr(fd).ok())
+}
+
+fn listen_flow(fd: c_int) -> Flow<c_int> {
+    if sock::socket_type(fd) != Some(libc::SOCK_STREAM) {
+        return Flow::Bypass;
+    }
+    let Some(bound) = bound_address(fd) else { return Flow::Bypass };
+    let st = match state::get() {
+        Ok(st) => st,
+        Err(_) => return Flow::Bypass,
+    };
+    let expected = sockets::latest_target();
+    if !st.router.proxies_listen(bound, expected.is_some()) {
+        return Flow::Bypass;
+    }
+    // The peer the proxy is to expect: the destination of the connection the program talks to.
+    let expected = expected.unwrap_or_else(|| {
+        let any = if bound.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+        TargetAddr::Ip(SocketAddr::new(any, 0))
+    });
+    match st.chain.establish(fd, Command::Bind, &expected) {
+        Ok(est) => {
+            let family =
+                if sys::family(fd).ok() == Some(libc::AF_INET6) { libc::AF_INET6 } else { libc::AF_INET };
+            let Some(listen) = est.bound.ip().and_then(|a| sock::in_family(a, family)) else {
+                st.log.error(format_args!(
+                    "BIND: the proxy named its listening address by a host name ({})",
+                    est.bound
+                ));
+                let _ = sys::disconnect(fd);
+                return Flow::Fail(libc::EPROTO);
+            };
+            let hop = *est.path.last().expect("a chain has a hop");
+            if st.log.verbose() {
+                st.log.info(format_args!(
+                    "listen on descriptor {fd}: BIND at {listen} via {} for a connection from {expected}",
+                    st.chain.proxies()[hop]
+                ));
+            }
+            sockets::set_bind(fd, hop, listen);
+            Flow::Done(0)
+        }
+        Err(e) => {
+            st.log.error(format_args!(
+                "listen on descriptor {fd} failed: BIND for a connection from {expected}: {e}"
+            ));
+            let _ = sys::disconnect(fd);
+            Flow::Fail(e.errno())
+        }
+    }
+}
+
+/// # Safety
+/// The arguments of listen(2).
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    run(
+        -1,
+        libc::EADDRINUSE,
+        || listen_flow(fd),
+        || match real::listen.get() {
+            // SAFETY: the real listen with the caller's arguments.
+            Some(f) => unsafe { f(fd, backlog) },
+            // SAFETY: as above, straight to the kernel.
+            None => unsafe { crate::syscall::raw(libc::SYS_listen, &[fd as _, backlog as _]) as c_int },
+        },
+    )
+}
+
+/// Waits for the BIND's second reply on `fd` and returns a new descriptor for the connection.
+fn accept_flow(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Flow<c_int> {
+    let Some(bind) = sockets::bind_state(fd) else { return Flow::Bypass };
+    let Ok(st) = state::get() else { return Flow::Fail(libc::ECONNABORTED) };
+    // SAFETY: fcntl(F_GETFL) on the program's descriptor.
+    let nonblocking = unsafe { crate::syscall::raw(libc::SYS_fcntl, &[fd as _, libc::F_GETFL as _]) }
+        as c_int
+        & libc::O_NONBLOCK
+        != 0;
+    if bind.accepted {
+        if !nonblocking {
+            st.log.error(format_args!(
+                "accept on descriptor {fd}: a SOCKS BIND carries one connection, which was accepted"
+            ));
+        }
+        return Flow::Fail(if nonblocking { libc::EAGAIN } else { libc::ECONNABORTED });
+    }
+    if nonblocking && sys::wait(fd, libc::POLLIN, Some(std::time::Instant::now())).is_err() {
+        return Flow::Fail(libc::EAGAIN);
+    }
+    let mut stream = FdStream::new(fd);
+    stream.set_timeout(Some(st.chain.timeouts().read.max(Duration::from_secs(1))));
+    let peer = match st.chain.proxies()[bind.hop].read_bind_reply(&mut stream) {
+        Ok(TargetAddr::Ip(peer)) => peer,
+        Ok(other) => {
+            st.log.error(format_args!(
+                "accept on descriptor {fd}: the proxy named the peer by a host name ({other})"
+            ));
+            return Flow::Fail(libc::EPROTO);
+        }
+        Err(e) => {
+            st.log.error(format_args!("accept on descriptor {fd} failed: BIND's second reply: {e}"));
+            return Flow::Fail(e.errno());
+        }
+    };
+    let family = if sys::family(fd).ok() == Some(libc::AF_INET6) { libc::AF_INET6 } else { libc::AF_INET };
+    let peer = sock::in_family(peer, family).unwrap_or(peer);
+    let cmd = if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+    // SAFETY: duplicating the program's descriptor: the connection gets a number of its own.
+    let new = unsafe { crate::syscall::raw(libc::SYS_fcntl, &[fd as _, cmd as _, 0]) } as c_int;
+    if new < 0 {
+        return Flow::Fail(crate::hook::errno());
+    }
+    if flags & libc::SOCK_NONBLOCK != 0 {
+        // SAFETY: setting O_NONBLOCK on the new descriptor, as accept4 was asked to.
+        unsafe {
+            let fl = crate::syscall::raw(libc::SYS_fcntl, &[new as _, libc::F_GETFL as _]);
+            crate::syscall::raw(
+                libc::SYS_fcntl,
+                &[new as _, libc::F_SETFL as _, fl | libc::O_NONBLOCK as libc::c_long],
+            );
+        }
+    }
+    sockets::bind_accepted(fd, peer);
+    if !addr.is_null() && !len.is_null() {
+        // SAFETY: the caller's address buffer of `*len` bytes.
+        unsafe { sock::write_addr(&peer, addr, len) };
+    }
+    if st.log.verbose() {
+        st.log.info(format_args!("accept on descriptor {fd}: connection from {peer} through the BIND"));
+    }
+    Flow::Done(new)
+}
+
+/// # Safety
+/// The arguments of accept(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !sockets::any() {
+        return real_accept4(fd, addr, len, 0, false);
+    }
+    run(-1, libc::ECONNABORTED, || accept_flow(fd, addr, len, 0), || real_accept4(fd, addr, len, 0, false))
+}
+
+/// # Safety
+/// The arguments of accept4(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    if !sockets::any() {
+        return real_accept4(fd, addr, len, flags, true);
+    }
+    run(
+        -1,
+        libc::ECONNABORTED,
+        || accept_flow(fd, addr, len, flags),
+        || real_accept4(fd, addr, len, flags, true),
+    )
+}
+
+fn real_accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int, four: bool) -> c_int {
+    let r = if four {
+        real::accept4.get().map(|f| (Some(f), None))
+    } else {
+        real::accept.get().map(|f| (None, Some(f)))
+    };
+    match r {
+        // SAFETY: the real accept4 with the caller's arguments.
+        Some((Some(f), _)) => unsafe { f(fd, addr, len, flags) },
+        // SAFETY: the real accept with the caller's arguments.
+        Some((_, Some(f))) => unsafe { f(fd, addr, len) },
+        // SAFETY: straight to the kernel.
+        _ => unsafe {
+            crate::syscall::raw(libc::SYS_accept4, &[fd as _, addr as _, len as _, flags as _]) as c_int
+        },
+    }
+}
+
+/// # Safety
+/// The arguments of getsockname(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let real_getsockname = || match real::getsockname.get() {
+        // SAFETY: the real getsockname with the caller's arguments.
+        Some(f) => unsafe { f(fd, addr, len) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(libc::SYS_getsockname, &[fd as _, addr as _, len as _]) as c_int
+        },
+    };
+    if !sockets::any() || addr.is_null() || len.is_null() {
+        return real_getsockname();
+    }
+    run(
+        -1,
+        libc::EBADF,
+        || match sockets::local(fd).or_else(|| sockets::virtual_bind(fd)) {
+            Some(local) => {
+                // SAFETY: the caller's buffer of `*len` bytes.
+                unsafe { sock::write_addr(&local, addr, len) };
+                Flow::Done(0)
+            }
+            None => Flow::Bypass,
+        },
+        real_getsockname,
+    )
+}
