@@ -32,7 +32,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         return r;
     }
     // The program binds to an address it learnt from getsockname of a proxied connection: the
-    // proxy's, not this host's. Remember it for listen(), which will make it a BIND.
+    // proxy's, not this host's. That socket can only listen through the proxy: a BIND.
     run(
         -1,
         libc::EADDRNOTAVAIL,
@@ -43,12 +43,13 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             };
             let Ok(st) = state::get() else { return Flow::Fail(libc::EADDRNOTAVAIL) };
             let known = sockets::latest_target().is_some();
-            if sock::socket_type(fd) == Some(libc::SOCK_STREAM) && st.router.proxies_listen(wanted, known) {
-                sockets::set_virtual_bind(fd, wanted);
-                Flow::Done(0)
-            } else {
-                Flow::Fail(libc::EADDRNOTAVAIL)
+            if sock::socket_type(fd) != Some(libc::SOCK_STREAM) || !st.router.proxies_listen(wanted, known) {
+                return Flow::Fail(libc::EADDRNOTAVAIL);
             }
+            // Programs read their port with getsockname right after bind (curl does), so the
+            // BIND goes to the proxy now, and listen() has nothing left to do.
+            sockets::set_virtual_bind(fd, wanted);
+            start_bind(fd, wanted)
         },
         || -1,
     )
@@ -63,17 +64,22 @@ fn listen_flow(fd: c_int) -> Flow<c_int> {
     if sock::socket_type(fd) != Some(libc::SOCK_STREAM) {
         return Flow::Bypass;
     }
+    if sockets::bind_state(fd).is_some() {
+        return Flow::Done(0); // the BIND was sent at bind()
+    }
     let Some(bound) = bound_address(fd) else { return Flow::Bypass };
-    let st = match state::get() {
-        Ok(st) => st,
-        Err(_) => return Flow::Bypass,
-    };
-    let expected = sockets::latest_target();
-    if !st.router.proxies_listen(bound, expected.is_some()) {
+    let Ok(st) = state::get() else { return Flow::Bypass };
+    if !st.router.proxies_listen(bound, sockets::latest_target().is_some()) {
         return Flow::Bypass;
     }
+    start_bind(fd, bound)
+}
+
+/// Sends a BIND on `fd` for a listen on `bound`: its first reply says where the proxy listens.
+fn start_bind(fd: c_int, bound: SocketAddr) -> Flow<c_int> {
+    let Ok(st) = state::get() else { return Flow::Fail(libc::ECONNREFUSED) };
     // The peer the proxy is to expect: the destination of the connection the program talks to.
-    let expected = expected.unwrap_or_else(|| {
+    let expected = sockets::latest_target().unwrap_or_else(|| {
         let any = if bound.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
         TargetAddr::Ip(SocketAddr::new(any, 0))
     });

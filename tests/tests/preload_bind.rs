@@ -50,7 +50,9 @@ print(hashlib.sha256(data).hexdigest() == want.split()[0].decode(), len(data))
 
 #[test]
 fn python_ftplib_active_mode_by_address_and_name() {
-    for (proxy, host) in [(DANTE, "10.77.0.2"), (DANTE, "ftp.socksify.test"), (DANTE4, "10.77.0.2"), (DANTE6, "fd77::2")] {
+    for (proxy, host) in
+        [(DANTE, "10.77.0.2"), (DANTE, "ftp.socksify.test"), (DANTE4, "10.77.0.2"), (DANTE6, "fd77::2")]
+    {
         let c = Client::new();
         let out = stdout_ok(&c.socksify(&config_for(proxy), &["python3", "-c", FTPLIB, host]));
         assert_eq!(out.trim(), "True 262144", "{proxy} {host}");
@@ -62,11 +64,11 @@ fn python_ftplib_active_mode_by_address_and_name() {
 fn a_local_server_keeps_serving() {
     let c = Client::new();
     // A loopback server, and a wildcard one in a process without proxied connections (bind = auto).
-    let script = "cd /tmp && python3 -m http.server 18081 --bind 127.0.0.1 >/dev/null 2>&1 & \
+    let script = "cd /tmp && python3 -m http.server 18081 --bind 127.0.0.1 >/dev/null 2>&1 & srv=$!; \
                   python3 -c 'import socket; s=socket.create_server((\"\", 18082)); c,_=s.accept(); c.sendall(b\"wild\\n\")' & \
                   sleep 1; curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:18081/; \
                   python3 -c 'import socket; print(socket.create_connection((\"127.0.0.1\", 18082)).recv(10).decode().strip())'; \
-                  kill %1 2>/dev/null; wait";
+                  kill $srv; wait";
     let out = stdout_ok(&c.socksify(&config_for(DANTE), &["sh", "-c", script]));
     assert_eq!(out.trim(), "200\nwild");
 }
@@ -100,6 +102,48 @@ c = socket.create_connection(('10.77.0.2', 7), timeout=10)
 l = socket.create_server(('', 0))
 print(l.getsockname()[0])
 "#;
-    let out = stdout_ok(&c.socksify(&format!("bind = \"off\"\n{}", config_for(DANTE)), &["python3", "-c", py]));
+    let out =
+        stdout_ok(&c.socksify(&format!("bind = \"off\"\n{}", config_for(DANTE)), &["python3", "-c", py]));
     assert_eq!(out.trim(), "0.0.0.0", "a real local listen");
+}
+
+#[test]
+fn a_non_blocking_listener_says_eagain_until_the_peer_arrives_and_select_wakes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let c = Client::new();
+    let py = r#"
+import socket, select, sys
+ctl = socket.create_connection(('10.77.0.2', 7), timeout=10)
+l = socket.create_server(('', 0)); l.setblocking(False)
+try:
+    l.accept(); print('accepted too early')
+except BlockingIOError:
+    print('eagain')
+print(l.getsockname()[1], flush=True)
+r, _, _ = select.select([l], [], [], 20)
+conn, peer = l.accept()
+print('ready', r == [l], conn.recv(16).decode(), flush=True)
+"#;
+    let mut child = c
+        .socksify_command(&config_for(DANTE), &["python3", "-c", py])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "eagain");
+    let port = lines.next().unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let peer = format!(
+        "import socket; socket.create_connection(('10.77.0.2', {port}), timeout=5).sendall(b'knock')"
+    );
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", "sfy-net", "python3", "-c", &peer])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(lines.next().unwrap().unwrap(), "ready True knock");
+    assert!(child.wait().unwrap().success());
+    c.assert_no_leak();
 }
