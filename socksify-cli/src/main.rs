@@ -85,6 +85,9 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
             "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\" or pass -p URL"
         ));
     }
+    if let Some(p) = &path {
+        warn_if_secrets_exposed(p, &config);
+    }
     let library = find_library()?;
     if cli.verbose {
         let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
@@ -183,6 +186,21 @@ fn preload_value(library: &Path, existing: Option<OsString>) -> OsString {
         }
     }
     value
+}
+
+/// Like ssh with a private key: a configuration file that holds proxy passwords should be
+/// readable by its owner only.
+fn warn_if_secrets_exposed(path: &Path, config: &Config) {
+    let has_password = config.proxies.iter().any(|p| p.creds.as_ref().is_some_and(|c| !c.pass.is_empty()));
+    let Ok(meta) = path.metadata() else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if has_password && mode & 0o077 != 0 {
+        eprintln!(
+            "socksify: warning: {} holds proxy passwords and is readable by others (mode {mode:o}); run: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
 }
 
 /// The loader ignores LD_PRELOAD for setuid, setgid and file-capability programs: say so.

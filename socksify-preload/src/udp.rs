@@ -81,7 +81,12 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
         )
     } as c_int;
     if raw < 0 {
-        return Err(crate::hook::errno());
+        let e = crate::hook::errno();
+        st.log.error(format_args!(
+            "UDP association for descriptor {fd} failed: cannot open its control connection: {}",
+            std::io::Error::from_raw_os_error(e)
+        ));
+        return Err(e);
     }
     let control = match sock::dup_high(raw) {
         Some(high) => {

@@ -14,6 +14,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/time.h>
+
+static volatile sig_atomic_t ticks;
+static void tick(int sig) { (void)sig; ticks++; }
 
 static int fail(const char *what) { printf("FAIL %s (errno %d)\n", what, errno); return 1; }
 
@@ -142,6 +147,27 @@ int main(int argc, char **argv) {
         unsigned char answer[512];
         if (res_query(host, ns_c_in, ns_t_a, answer, sizeof answer) != -1) return fail("res_query answered");
         if (res_search(host, ns_c_in, ns_t_mx, answer, sizeof answer) != -1) return fail("res_search answered");
+        puts("ok");
+    } else if (!strcmp(cmd, "eintr")) {
+        /* SIGALRM every 10 ms during the handshake, with and without SA_RESTART */
+        for (int restart = 0; restart < 2; restart++) {
+            struct sigaction sa = {0};
+            sa.sa_handler = tick;
+            sa.sa_flags = restart ? SA_RESTART : 0;
+            sigaction(SIGALRM, &sa, NULL);
+            struct itimerval it = {{0, 10000}, {0, 10000}};
+            setitimer(ITIMER_REAL, &it, NULL);
+            struct sockaddr_in sin = {AF_INET, htons(80)};
+            inet_pton(AF_INET, host, &sin.sin_addr);
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            ticks = 0;
+            int r = connect(fd, (struct sockaddr *)&sin, sizeof sin);
+            struct itimerval off = {{0, 0}, {0, 0}};
+            setitimer(ITIMER_REAL, &off, NULL);
+            if (r != 0) return fail(restart ? "connect with SA_RESTART" : "connect without SA_RESTART");
+            if (ticks < 10) { printf("FAIL only %d signals during the handshake\n", (int)ticks); return 1; }
+            close(fd);
+        }
         puts("ok");
     } else if (!strcmp(cmd, "refused")) {
         struct addrinfo hints = {0}, *res;

@@ -36,6 +36,8 @@ pub enum Fault {
     UdpForgedAndFragment,
     /// A BIND whose first reply comes and whose second never does.
     BindNoSecondReply,
+    /// A valid exchange with each reply 300 ms late; the connection then stays open.
+    Delayed,
 }
 
 /// The valid server side of a no-auth CONNECT: method choice, then a reply for 127.0.0.1:80.
@@ -107,7 +109,8 @@ fn serve(mut conn: TcpStream, fault: Fault) {
         Fault::LongDomain => {
             let _ = conn.write_all(&[5, 0]);
             let _ = read_some(&mut conn);
-            let _ = conn.write_all(&[5, 0, 0, 3, 200, b'a', b'b', b'c', b'd', b'e', b'f', b'g', b'h', b'i', b'j']);
+            let _ = conn
+                .write_all(&[5, 0, 0, 3, 200, b'a', b'b', b'c', b'd', b'e', b'f', b'g', b'h', b'i', b'j']);
             thread::sleep(Duration::from_secs(30));
         }
         Fault::UnknownAtyp => {
@@ -144,6 +147,14 @@ fn serve(mut conn: TcpStream, fault: Fault) {
             let _ = conn.write_all(&[1, 1]);
         }
         Fault::UdpForgedAndFragment => udp_relay(conn),
+        Fault::Delayed => {
+            thread::sleep(Duration::from_millis(300));
+            let _ = conn.write_all(&VALID_EXCHANGE[..2]);
+            let _ = read_some(&mut conn);
+            thread::sleep(Duration::from_millis(300));
+            let _ = conn.write_all(&VALID_EXCHANGE[2..]);
+            thread::sleep(Duration::from_secs(5));
+        }
         Fault::BindNoSecondReply => {
             let _ = conn.write_all(&[5, 0]);
             let _ = read_some(&mut conn);

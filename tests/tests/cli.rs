@@ -255,3 +255,32 @@ fn the_library_exports_only_its_hooks() {
     want.sort();
     assert_eq!(names, want);
 }
+
+#[test]
+fn a_config_with_passwords_readable_by_others_is_warned_about() {
+    let dir = tempdir("perm");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "[[proxy]]\nurl = \"socks5://user:s3cret@127.0.0.1:1080\"\n").unwrap();
+    let run = || text(&socksify(&["-f", cfg.to_str().unwrap(), "-v", "true"]).output().unwrap()).1;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = run();
+    assert!(err.contains("holds proxy passwords and is readable by others (mode 644)"), "{err}");
+    assert!(!err.contains("s3cret"), "the password never shows, even with -v: {err}");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!run().contains("readable by others"));
+}
+
+#[test]
+fn passwords_never_reach_the_programs_argv() {
+    let out = socksify(&[
+        "-p",
+        "socks5://user:s3cret@127.0.0.1:1080",
+        "sh",
+        "-c",
+        "cat /proc/$$/cmdline | tr '\\0' ' '",
+    ])
+    .output()
+    .unwrap();
+    let (stdout, _) = text(&out);
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+}

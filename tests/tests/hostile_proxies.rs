@@ -60,7 +60,8 @@ fn curl_through(fault: Fault) -> (std::process::Output, Duration, Client) {
     let server = HostileServer::start(fault, Some(&c.netns()));
     let cfg = format!("read_timeout_ms = 800\nconnect_timeout_ms = 2000\n{}", config_for(&server.url()));
     let start = Instant::now();
-    let out = c.socksify(&cfg, &["curl", "-sS", "--max-time", "30", "http://www.socksify.test:8080/hello.txt"]);
+    let out =
+        c.socksify(&cfg, &["curl", "-sS", "--max-time", "30", "http://www.socksify.test:8080/hello.txt"]);
     (out, start.elapsed(), c)
 }
 
@@ -68,7 +69,8 @@ fn curl_through(fault: Fault) -> (std::process::Output, Duration, Client) {
 fn under_the_preload_a_hostile_proxy_fails_the_call_and_nothing_goes_direct() {
     for fault in [Fault::Silent, Fault::Junk, Fault::Slow, Fault::Truncate(7), Fault::NoMethod] {
         let (out, took, c) = curl_through(fault.clone());
-        assert_eq!(out.status.code(), Some(7), "{fault:?}: curl could not connect");
+        // curl: 7 = could not connect, 28 = timed out (ETIMEDOUT from a silent or slow proxy)
+        assert!(matches!(out.status.code(), Some(7) | Some(28)), "{fault:?}: {:?}", out.status);
         assert!(took < Duration::from_secs(5), "{fault:?} took {took:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("connect to www.socksify.test:8080 failed: hop 1"), "{fault:?}: {err}");
