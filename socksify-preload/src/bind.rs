@@ -169,23 +169,8 @@ fn accept_flow(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int
     };
     let family = if sys::family(fd).ok() == Some(libc::AF_INET6) { libc::AF_INET6 } else { libc::AF_INET };
     let peer = sock::in_family(peer, family).unwrap_or(peer);
-    let cmd = if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
-    // SAFETY: duplicating the program's descriptor: the connection gets a number of its own.
-    let new = unsafe { crate::syscall::raw(libc::SYS_fcntl, &[fd as _, cmd as _, 0]) } as c_int;
-    if new < 0 {
-        return Flow::Fail(crate::hook::errno());
-    }
-    if flags & libc::SOCK_NONBLOCK != 0 {
-        // SAFETY: setting O_NONBLOCK on the new descriptor, as accept4 was asked to.
-        unsafe {
-            let fl = crate::syscall::raw(libc::SYS_fcntl, &[new as _, libc::F_GETFL as _]);
-            crate::syscall::raw(
-                libc::SYS_fcntl,
-                &[new as _, libc::F_SETFL as _, fl | libc::O_NONBLOCK as libc::c_long],
-            );
-        }
-    }
-    sockets::bind_accepted(fd, peer);
+    let Some(new) = hand_over(fd, family, flags) else { return Flow::Fail(crate::hook::errno()) };
+    sockets::bind_accepted(new, peer);
     if !addr.is_null() && !len.is_null() {
         // SAFETY: the caller's address buffer of `*len` bytes.
         unsafe { sock::write_addr(&peer, addr, len) };
@@ -194,6 +179,56 @@ fn accept_flow(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int
         st.log.info(format_args!("accept on descriptor {fd}: connection from {peer} through the BIND"));
     }
     Flow::Done(new)
+}
+
+fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_long) -> c_int {
+    // SAFETY: fcntl on a descriptor of the program's or the library's, as accept does.
+    unsafe { crate::syscall::raw(libc::SYS_fcntl, &[fd as _, cmd as _, arg]) as c_int }
+}
+
+/// Gives the BIND's connection a descriptor of its own, as accept does: the connection keeps
+/// the socket (its file description, with O_NONBLOCK as `flags` ask), and the program's
+/// listening descriptor gets a fresh socket listening on loopback, with the listening
+/// descriptor's flags, that nothing will connect to — what a listening socket whose one client
+/// has come looks like. (The BIND socket cannot stay there: the connection and the listener
+/// would share O_NONBLOCK, and the listener would read as ready whenever the peer sends.)
+fn hand_over(fd: c_int, family: c_int, flags: c_int) -> Option<c_int> {
+    let cloexec = if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+    let new = fcntl(fd, cloexec, 0);
+    if new < 0 {
+        return None;
+    }
+    let listener_fl = fcntl(fd, libc::F_GETFL, 0);
+    let listener_fd_flags = fcntl(fd, libc::F_GETFD, 0);
+    let conn_fl = if flags & libc::SOCK_NONBLOCK != 0 {
+        listener_fl | libc::O_NONBLOCK
+    } else {
+        listener_fl & !libc::O_NONBLOCK
+    };
+    fcntl(new, libc::F_SETFL, conn_fl as libc::c_long);
+    // SAFETY: a socket of the library's own, straight from the kernel.
+    let placeholder = unsafe {
+        crate::syscall::raw(
+            libc::SYS_socket,
+            &[family as _, (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as _, 0],
+        )
+    } as c_int;
+    if placeholder >= 0 {
+        let lo: SocketAddr =
+            if family == libc::AF_INET6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().expect("literal");
+        let lo = socket2::SockAddr::from(lo);
+        // SAFETY: bind and listen on the library's own socket; dup3 replaces the program's
+        // listening descriptor atomically, keeping its close-on-exec flag.
+        unsafe {
+            crate::syscall::raw(libc::SYS_bind, &[placeholder as _, lo.as_ptr() as _, lo.len() as _]);
+            crate::syscall::raw(libc::SYS_listen, &[placeholder as _, 1]);
+            let keep_cloexec = if listener_fd_flags & libc::FD_CLOEXEC != 0 { libc::O_CLOEXEC } else { 0 };
+            crate::syscall::raw(libc::SYS_dup3, &[placeholder as _, fd as _, keep_cloexec as _]);
+        }
+        fcntl(fd, libc::F_SETFL, listener_fl as libc::c_long);
+        sock::close_raw(placeholder);
+    }
+    Some(new)
 }
 
 /// # Safety

@@ -55,9 +55,6 @@ struct Entry {
     /// An address the program bound to that is the proxy's, not this host's.
     virtual_bind: Option<SocketAddr>,
     bind: Option<Bind>,
-    /// Descriptors the library made for this socket (a BIND's accepted connection) that keep it
-    /// alive after the program closes its own.
-    extra_refs: u32,
     udp: Option<Assoc>,
 }
 
@@ -162,16 +159,15 @@ pub fn bind_state(fd: c_int) -> Option<Bind> {
     with(|t| t.by_inode.get(&ino)?.bind)
 }
 
-/// The BIND of `fd` delivered its connection, from `peer`, on a descriptor the library made.
-pub fn bind_accepted(fd: c_int, peer: SocketAddr) {
-    if let Some(ino) = inode(fd) {
+/// The BIND socket now on `conn` delivered its connection, from `peer`.
+pub fn bind_accepted(conn: c_int, peer: SocketAddr) {
+    if let Some(ino) = inode(conn) {
         with(|t| {
             if let Some(e) = t.by_inode.get_mut(&ino) {
                 if let Some(b) = e.bind.as_mut() {
                     b.accepted = true;
                 }
                 e.tcp_peer = Some(peer);
-                e.extra_refs += 1;
             }
         });
     }
@@ -250,12 +246,6 @@ pub fn forget(fd: c_int) -> Option<c_int> {
     }
     let ino = inode(fd)?;
     with(|t| {
-        let e = t.by_inode.get_mut(&ino)?;
-        if e.extra_refs > 0 {
-            // Another descriptor of the library's making still uses this socket.
-            e.extra_refs -= 1;
-            return None;
-        }
         let control = t.by_inode.remove(&ino)?.udp.map(|a| a.control);
         if let Some(c) = control {
             t.internal.remove(&c);

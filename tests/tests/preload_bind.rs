@@ -126,14 +126,23 @@ conn, peer = l.accept()
 print('ready', r == [l], conn.recv(16).decode(), flush=True)
 "#;
     let mut child = c
-        .socksify_command(&config_for(DANTE), &["python3", "-c", py])
+        .socksify_command(&config_for(DANTE), &["-v", "python3", "-c", py])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "eagain");
-    let port = lines.next().unwrap().unwrap();
+    let mut next = || match lines.next() {
+        Some(line) => line.unwrap(),
+        None => {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the program stopped early: {err}");
+        }
+    };
+    assert_eq!(next(), "eagain");
+    let port = next();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let peer = format!(
         "import socket; socket.create_connection(('10.77.0.2', {port}), timeout=5).sendall(b'knock')"
@@ -143,7 +152,8 @@ print('ready', r == [l], conn.recv(16).decode(), flush=True)
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(lines.next().unwrap().unwrap(), "ready True knock");
+    assert_eq!(next(), "ready True knock");
+    drop(next);
     assert!(child.wait().unwrap().success());
     c.assert_no_leak();
 }
