@@ -132,28 +132,29 @@ print('ready', r == [l], conn.recv(16).decode(), flush=True)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = || match lines.next() {
-        Some(line) => line.unwrap(),
-        None => {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            panic!("the program stopped early: {err}");
-        }
-    };
-    assert_eq!(next(), "eagain");
-    let port = next();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let peer = format!(
-        "import socket; socket.create_connection(('10.77.0.2', {port}), timeout=5).sendall(b'knock')"
-    );
-    let st = std::process::Command::new("ip")
-        .args(["netns", "exec", "sfy-net", "python3", "-c", &peer])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert_eq!(next(), "ready True knock");
-    drop(next);
+    {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || match lines.next() {
+            Some(line) => line.unwrap(),
+            None => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                panic!("the program stopped early: {err}");
+            }
+        };
+        assert_eq!(next(), "eagain");
+        let port = next();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let peer = format!(
+            "import socket; socket.create_connection(('10.77.0.2', {port}), timeout=5).sendall(b'knock')"
+        );
+        let st = std::process::Command::new("ip")
+            .args(["netns", "exec", "sfy-net", "python3", "-c", &peer])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(next(), "ready True knock");
+    }
     assert!(child.wait().unwrap().success());
     c.assert_no_leak();
 }
