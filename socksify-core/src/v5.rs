@@ -201,6 +201,7 @@ pub fn decode_udp(datagram: &[u8]) -> Result<(TargetAddr, usize), SocksError> {
             }
             let name = std::str::from_utf8(&datagram[5..5 + len])
                 .map_err(|_| SocksError::BadReply("domain name is not UTF-8"))?;
+            validate_domain(name).map_err(|_| SocksError::BadReply("domain name contains NUL"))?;
             (TargetAddr::Domain(name.to_owned(), wire::port(&datagram[5 + len..end])), end)
         }
         ATYP_IPV4 | ATYP_IPV6 | ATYP_DOMAIN => return Err(short),
@@ -383,9 +384,15 @@ mod tests {
         let mut frag = encode_udp(&TargetAddr::Ip("192.0.2.9:53".parse().unwrap()), b"x").unwrap();
         frag[2] = 1;
         assert!(matches!(decode_udp(&frag), Err(SocksError::Fragment(1))));
-        for bad in
-            [&[0u8, 0, 0][..], &[0, 0, 0, 1, 1], &[0, 0, 0, 7, 1, 2, 3, 4, 0, 0], &[0, 0, 0, 3, 9, b'a']]
-        {
+        // The last one, a NUL name, was found by the udp_header fuzz target: it decoded, and then
+        // could not be encoded again.
+        for bad in [
+            &[0u8, 0, 0][..],
+            &[0, 0, 0, 1, 1],
+            &[0, 0, 0, 7, 1, 2, 3, 4, 0, 0],
+            &[0, 0, 0, 3, 9, b'a'],
+            &[0, 0, 0, 3, 1, 0, 0, 0],
+        ] {
             assert!(decode_udp(bad).is_err(), "{bad:?}");
         }
     }
