@@ -33,6 +33,8 @@ pub enum SocksError {
     Unsupported(&'static str),
     #[error("host name of {0} bytes cannot be sent to a proxy (1 to 255 bytes, no NUL)")]
     BadDomain(usize),
+    #[error("the HTTP proxy answered {code}: {meaning}", code = .0, meaning = http_meaning(*.0))]
+    Http(u16),
     #[error("the UDP datagram is a fragment (FRAG={0}); fragments are dropped")]
     Fragment(u8),
 }
@@ -52,6 +54,9 @@ impl SocksError {
             SocksError::Unsupported(_) => libc::EAFNOSUPPORT,
             SocksError::BadDomain(_) => libc::EINVAL,
             SocksError::Fragment(_) => libc::EMSGSIZE,
+            SocksError::Http(401 | 403 | 407) => libc::EACCES,
+            SocksError::Http(504 | 408) => libc::ETIMEDOUT,
+            SocksError::Http(_) => libc::ECONNREFUSED,
         }
     }
 
@@ -59,6 +64,19 @@ impl SocksError {
     /// asked to reach (as opposed to a proxy that is down, broken or refuses us).
     pub fn is_refusal(&self) -> bool {
         matches!(self, SocksError::Socks5(_) | SocksError::Socks4(_))
+            || matches!(self, SocksError::Http(code) if !matches!(code, 401 | 403 | 407))
+    }
+}
+
+fn http_meaning(code: u16) -> &'static str {
+    match code {
+        401 | 407 => "proxy authentication required or rejected",
+        403 => "forbidden by the proxy",
+        404 => "destination not found",
+        408 | 504 => "the destination did not answer the proxy in time",
+        502 => "the proxy could not connect to the destination",
+        503 => "service unavailable",
+        _ => "CONNECT refused",
     }
 }
 

@@ -8,12 +8,13 @@ pub mod config;
 pub mod error;
 pub mod fakedns;
 pub mod hosts;
+pub mod http;
 pub mod proxy;
 pub mod router;
 pub mod sys;
 pub mod v4;
 pub mod v5;
-mod wire;
+pub mod wire;
 
 pub use addr::TargetAddr;
 pub use chain::{Chain, ChainError, ChainMode, Established, Timeouts};

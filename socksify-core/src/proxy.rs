@@ -10,7 +10,8 @@ use percent_encoding::percent_decode_str;
 
 use crate::addr::TargetAddr;
 use crate::error::SocksError;
-use crate::{v4, v5};
+use crate::wire::Peek;
+use crate::{http, v4, v5};
 
 /// A SOCKS command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum ProxyKind {
     Socks4a,
     /// `socks5://` and `socks5h://` alike: names always go to the proxy.
     Socks5,
+    /// An HTTP proxy that tunnels with CONNECT.
+    Http,
 }
 
 /// A username and password (SOCKS5) or a user id (SOCKS4, where the password is empty).
@@ -71,6 +74,7 @@ pub struct Proxy {
 }
 
 pub const DEFAULT_PORT: u16 = 1080;
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// Why a proxy URL was refused; the message never contains the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +94,8 @@ impl FromStr for Proxy {
             "socks4a" => (ProxyKind::Socks4a, "socks4a"),
             "socks5" => (ProxyKind::Socks5, "socks5"),
             "socks5h" => (ProxyKind::Socks5, "socks5h"),
-            _ => return Err(err("unknown scheme; use socks4, socks4a, socks5 or socks5h")),
+            "http" => (ProxyKind::Http, "http"),
+            _ => return Err(err("unknown scheme; use socks4, socks4a, socks5, socks5h or http")),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -117,7 +122,7 @@ impl FromStr for Proxy {
                 if user.contains('\0') {
                     return Err(err("the user name contains NUL"));
                 }
-                if kind != ProxyKind::Socks5 && !pass.is_empty() {
+                if matches!(kind, ProxyKind::Socks4 | ProxyKind::Socks4a) && !pass.is_empty() {
                     return Err(err("SOCKS4 has a user id but no password; drop `:password`"));
                 }
                 Some(Credentials { user, pass })
@@ -128,6 +133,7 @@ impl FromStr for Proxy {
         }
         let (host, port) = split_host_port(hostport).map_err(&err)?;
         let port = match port {
+            None if kind == ProxyKind::Http => DEFAULT_HTTP_PORT,
             None => DEFAULT_PORT,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p != 0 => p,
@@ -209,13 +215,17 @@ impl Proxy {
     /// Runs one handshake on a stream already connected to this proxy: the greeting (and
     /// authentication) where the protocol has one, then `cmd` for `target`. Returns the address
     /// the proxy reports (BND.ADDR:BND.PORT).
-    pub fn request<S: Read + Write>(
+    pub fn request<S: Read + Write + Peek>(
         &self,
         stream: &mut S,
         cmd: Command,
         target: &TargetAddr,
     ) -> Result<TargetAddr, SocksError> {
         match self.kind {
+            ProxyKind::Http if cmd == Command::Connect => http::connect(stream, target, self.creds.as_ref()),
+            ProxyKind::Http => {
+                Err(SocksError::Unsupported("an HTTP proxy can only CONNECT (no BIND, no UDP)"))
+            }
             ProxyKind::Socks5 => {
                 v5::negotiate(stream, self.creds.as_ref())?;
                 v5::request(stream, cmd, target)
@@ -232,6 +242,7 @@ impl Proxy {
         match self.kind {
             ProxyKind::Socks5 => v5::read_reply(stream),
             ProxyKind::Socks4 | ProxyKind::Socks4a => v4::read_reply(stream),
+            ProxyKind::Http => Err(SocksError::Unsupported("an HTTP proxy has no BIND")),
         }
     }
 
@@ -275,6 +286,8 @@ mod tests {
         assert_eq!(parse("socks4://h:1").unwrap().kind, ProxyKind::Socks4);
         assert_eq!(parse("SOCKS4A://h:1").unwrap().kind, ProxyKind::Socks4a);
         assert_eq!(parse("socks5://proxy.example").unwrap().port, 1080);
+        let h = parse("http://u:p%40ss@[::1]").unwrap();
+        assert_eq!((h.kind, h.port, h.creds.unwrap().pass.as_str()), (ProxyKind::Http, 8080, "p@ss"));
     }
 
     #[test]
@@ -291,7 +304,7 @@ mod tests {
     fn bad_urls_say_what_is_wrong_without_the_password() {
         for (url, needle) in [
             ("127.0.0.1:1080", "scheme://"),
-            ("http://h:1", "unknown scheme"),
+            ("ftp://h:1", "unknown scheme"),
             ("socks5://::1:1080", "brackets"),
             ("socks5://[::1:1080", "`]`"),
             ("socks5://h:0", "port"),

@@ -197,6 +197,30 @@ impl Read for FdStream {
     }
 }
 
+impl crate::wire::Peek for FdStream {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = syscall!(
+                libc::SYS_recvfrom,
+                self.fd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>()
+            );
+            match r {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(self.fd, libc::POLLIN, self.deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 impl Write for FdStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {

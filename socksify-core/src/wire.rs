@@ -42,8 +42,14 @@ impl Msg {
     }
 }
 
+/// Looking at what has arrived without consuming it (HTTP response heads have no length).
+pub trait Peek {
+    /// Waits for data and copies what has arrived into `buf` without consuming it; 0 at EOF.
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
 /// Reads exactly `buf.len()` bytes: one `read` when the proxy's reply has arrived whole.
-pub(crate) fn read_exact<S: Read>(stream: &mut S, buf: &mut [u8]) -> Result<(), SocksError> {
+pub fn read_exact<S: Read>(stream: &mut S, buf: &mut [u8]) -> Result<(), SocksError> {
     stream.read_exact(buf).map_err(transport)
 }
 
@@ -98,6 +104,14 @@ pub(crate) mod testing {
             let n = buf.len().min(self.input.len() - self.pos);
             buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
             self.pos += n;
+            Ok(n)
+        }
+    }
+
+    impl super::Peek for Scripted {
+        fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.input.len() - self.pos);
+            buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
             Ok(n)
         }
     }

@@ -113,6 +113,9 @@ impl Client {
     pub fn config(&self, text: &str) -> PathBuf {
         let path = self.dir.join(format!("config-{}.toml", NEXT.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&path, text).unwrap();
+        // Configurations with passwords should be private (socksify warns otherwise).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 
