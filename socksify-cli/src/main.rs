@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use socksify_core::config::{self, Config};
+use socksify_core::proxy;
 
 const LIBRARY: &str = "libsocksify_preload.so";
 
@@ -29,7 +30,14 @@ const LIBRARY: &str = "libsocksify_preload.so";
         "  socksify -p socks5://127.0.0.1:1080 curl https://example.org/\n",
         "  socksify -p socks5://10.0.0.1:1080 -p socks4a://10.0.0.2:9050 ssh host\n",
         "  socksify -f ~/work-proxies.toml git clone https://example.org/repo.git\n",
-        "  alias ssh='socksify ssh'"
+        "  socksify -f /etc/proxychains4.conf curl https://example.org/\n",
+        "  alias ssh='socksify ssh'\n",
+        "  eval \"$(socksify on -p socks5://127.0.0.1:1080)\"   # every later command, until: eval \"$(socksify off)\"\n",
+        "  socksify --shell -p socks5://127.0.0.1:1080\n",
+        "  socksify config --convert /etc/proxychains4.conf > ~/.config/socksify/config.toml\n",
+        "\nSubcommands (use `socksify -- on` to run a program named on): on, off, show, config.\n",
+        "A proxychains.conf is read as such (detected by its [ProxyList] section) and is also looked\n",
+        "for where proxychains-ng looks, after socksify's own files."
     )
 )]
 struct Cli {
@@ -46,19 +54,152 @@ struct Cli {
     /// Log every proxied connection with its path through the chain
     #[arg(short, long)]
     verbose: bool,
+    /// Start a socksified interactive shell ($SHELL, else /bin/sh) instead of a command
+    #[arg(long, conflicts_with = "command")]
+    shell: bool,
     /// The program to run, and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required_unless_present = "shell",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<OsString>,
+}
+
+/// `socksify on|off|show`: shell code for `eval`, or the state of the current shell.
+#[derive(Parser, Debug)]
+#[command(
+    name = "socksify on",
+    about = "Print shell code that socksifies the current shell: eval \"$(socksify on)\""
+)]
+struct OnCli {
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(short = 'p', long = "proxy", value_name = "URL")]
+    proxy: Vec<String>,
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// `socksify config --convert FILE`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "socksify config",
+    about = "Print a configuration file (TOML or proxychains.conf) as socksify TOML"
+)]
+struct ConfigCli {
+    /// The file to convert
+    #[arg(long, value_name = "FILE")]
+    convert: PathBuf,
 }
 
 #[cfg_attr(not(test), export_name = "main")]
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("on") => return shell_on(OnCli::parse_from(&args[1..])),
+        Some("off") => return shell_off(),
+        Some("show") => return shell_show(),
+        Some("config") => return convert(ConfigCli::parse_from(&args[1..])),
+        _ => {}
+    }
+    let mut cli = Cli::parse();
+    if cli.shell {
+        cli.command =
+            vec![std::env::var_os("SHELL").filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into())];
+    }
     match prepare(&cli) {
         Ok(env) => exec(&cli.command, env),
         Err(message) => {
             eprintln!("socksify: {message}");
+            2
+        }
+    }
+}
+
+/// A word for a POSIX shell, single-quoted.
+fn shell_quote(s: &OsStr) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
+}
+
+fn shell_on(on: OnCli) -> libc::c_int {
+    let cli = Cli {
+        config: on.config,
+        proxy: on.proxy,
+        quiet: on.quiet,
+        verbose: on.verbose,
+        shell: false,
+        command: vec!["sh".into()],
+    };
+    match prepare(&cli) {
+        Ok(changes) => {
+            for (name, value) in changes {
+                match value {
+                    Some(v) => println!("export {name}={};", shell_quote(&v)),
+                    None => println!("unset {name};"),
+                }
+            }
+            0
+        }
+        Err(message) => {
+            eprintln!("socksify: {message}");
+            2
+        }
+    }
+}
+
+/// Shell code that undoes `socksify on`: the library leaves LD_PRELOAD, the variables go.
+fn shell_off() -> libc::c_int {
+    let preload = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let rest: Vec<&[u8]> = preload
+        .as_bytes()
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|e| !e.is_empty() && !e.ends_with(LIBRARY.as_bytes()))
+        .collect();
+    if rest.is_empty() {
+        println!("unset LD_PRELOAD;");
+    } else {
+        let joined = rest.join(&b':');
+        println!("export LD_PRELOAD={};", shell_quote(OsStr::from_bytes(&joined)));
+    }
+    for name in [config::CONFIG_ENV, "SOCKSIFY_PROXIES", "SOCKSIFY_LOG"] {
+        println!("unset {name};");
+    }
+    0
+}
+
+fn shell_show() -> libc::c_int {
+    let preload = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let on = preload.as_bytes().split(|&b| b == b':' || b == b' ').any(|e| e.ends_with(LIBRARY.as_bytes()));
+    if !on {
+        println!("socksify: off");
+        return 1;
+    }
+    let proxies = std::env::var("SOCKSIFY_PROXIES")
+        .unwrap_or_default()
+        .lines()
+        .map(proxy::redact_url)
+        .collect::<Vec<_>>();
+    println!(
+        "socksify: on (configuration {}{})",
+        std::env::var(config::CONFIG_ENV).unwrap_or_else(|_| "none".into()),
+        if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
+    );
+    0
+}
+
+fn convert(cmd: ConfigCli) -> libc::c_int {
+    match Config::load(&cmd.convert) {
+        Ok(c) => {
+            print!("# converted from {}\n{}", cmd.convert.display(), c.to_toml());
+            0
+        }
+        Err(e) => {
+            eprintln!("socksify: {e}");
             2
         }
     }
@@ -74,6 +215,9 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    if let Some(p) = &path {
+        warn_if_secrets_exposed(p, &config);
+    }
     if !cli.proxy.is_empty() {
         config = config.with_proxies(&cli.proxy).map_err(|e| e.to_string())?;
     }
@@ -84,9 +228,6 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
         return Err(format!(
             "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\" or pass -p URL"
         ));
-    }
-    if let Some(p) = &path {
-        warn_if_secrets_exposed(p, &config);
     }
     let library = find_library()?;
     if cli.verbose {

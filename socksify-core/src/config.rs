@@ -65,6 +65,7 @@ struct RawConfig {
     fake_ipv4_range: Option<Spanned<String>>,
     fake_ipv6_range: Option<Spanned<String>>,
     log_file: Option<Spanned<String>>,
+    quiet: Option<bool>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
 }
@@ -84,10 +85,12 @@ pub struct Config {
     pub udp: UdpMode,
     pub bind: BindMode,
     pub timeouts: Timeouts,
-    pub direct: Vec<IpNet>,
+    pub direct: Vec<DirectRule>,
     pub fake_ipv4_range: Ipv4Net,
     pub fake_ipv6_range: Ipv6Net,
     pub log_file: Option<PathBuf>,
+    /// Log nothing, not even failures (the command line's `-v` still wins).
+    pub quiet: bool,
     pub proxies: Vec<Proxy>,
 }
 
@@ -109,10 +112,11 @@ impl Default for Config {
             udp: UdpMode::Proxy,
             bind: BindMode::Auto,
             timeouts: Timeouts::default(),
-            direct: DEFAULT_DIRECT.iter().map(|s| s.parse().expect("valid default")).collect(),
+            direct: DEFAULT_DIRECT.iter().map(|s| DirectRule::parse(s).expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
             fake_ipv6_range: DEFAULT_FAKE_IPV6.parse().expect("valid default"),
             log_file: None,
+            quiet: false,
             proxies: Vec::new(),
         }
     }
@@ -182,7 +186,49 @@ impl Config {
             key: None,
             message: format!("cannot read the file: {e}"),
         })?;
+        if crate::proxychains::looks_like(&text) {
+            return crate::proxychains::parse(&text, &path.display().to_string());
+        }
         Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The configuration as TOML that `Config::parse` reads back to the same configuration
+    /// (passwords included: this is for writing a configuration file).
+    pub fn to_toml(&self) -> String {
+        let mode = |m: &dyn fmt::Debug| {
+            let name = format!("{m:?}");
+            let mut out = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        };
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut t = String::new();
+        t.push_str(&format!("chain = {}\n", quote(&mode(&self.chain))));
+        t.push_str(&format!("chain_len = {}\n", self.chain_len));
+        t.push_str(&format!("dns = {}\n", quote(&mode(&self.dns))));
+        t.push_str(&format!("udp = {}\n", quote(&mode(&self.udp))));
+        t.push_str(&format!("bind = {}\n", quote(&mode(&self.bind))));
+        t.push_str(&format!("connect_timeout_ms = {}\n", self.timeouts.connect.as_millis()));
+        t.push_str(&format!("read_timeout_ms = {}\n", self.timeouts.read.as_millis()));
+        let direct: Vec<String> = self.direct.iter().map(|r| quote(&r.to_string())).collect();
+        t.push_str(&format!("direct = [{}]\n", direct.join(", ")));
+        t.push_str(&format!("fake_ipv4_range = {}\n", quote(&self.fake_ipv4_range.to_string())));
+        t.push_str(&format!("fake_ipv6_range = {}\n", quote(&self.fake_ipv6_range.to_string())));
+        if let Some(f) = &self.log_file {
+            t.push_str(&format!("log_file = {}\n", quote(&f.display().to_string())));
+        }
+        if self.quiet {
+            t.push_str("quiet = true\n");
+        }
+        for p in &self.proxies {
+            t.push_str(&format!("\n[[proxy]]\nurl = {}\n", quote(&p.to_url())));
+        }
+        t
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
@@ -217,12 +263,13 @@ impl Config {
             Some(list) => list
                 .iter()
                 .map(|s| {
-                    parse_net(s.get_ref()).ok_or_else(|| {
+                    DirectRule::parse(s.get_ref()).ok_or_else(|| {
                         src.at(
                             s.span(),
                             "direct",
                             format!(
-                                "`{}` is not an address or CIDR range such as 10.0.0.0/8 or fd00::/8",
+                                "`{}` is not an address or CIDR range such as 10.0.0.0/8, fd00::/8, \
+                                 192.0.2.0/24:80 or [fd00::/8]:80",
                                 s.get_ref()
                             ),
                         )
@@ -280,6 +327,7 @@ impl Config {
             fake_ipv4_range,
             fake_ipv6_range,
             log_file,
+            quiet: raw.quiet.unwrap_or(false),
             proxies,
         };
         config.check_chain_len().map_err(|message| ConfigError {
@@ -322,7 +370,7 @@ impl Config {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        self.direct.iter().any(|net| net.contains(&ip))
+        self.direct.iter().any(|rule| rule.net.contains(&ip) && rule.port.is_none_or(|p| p == addr.port()))
     }
 }
 
@@ -351,7 +399,26 @@ pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
         }
         return Ok(Some(std::path::absolute(&path).unwrap_or(path)));
     }
-    Ok(user_config().into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]).find(|p| p.is_file()))
+    let ours = user_config().into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]);
+    Ok(ours.chain(proxychains_locations()).find(|p| p.is_file()))
+}
+
+/// proxychains-ng's own search order, after socksify's: `$PROXYCHAINS_CONF_FILE`,
+/// `./proxychains.conf`, `~/.proxychains/proxychains.conf`, `/etc/proxychains.conf`,
+/// `/etc/proxychains4.conf`.
+pub fn proxychains_locations() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::env::var_os("PROXYCHAINS_CONF_FILE")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    v.push(PathBuf::from("proxychains.conf"));
+    if let Some(home) = std::env::var_os("HOME") {
+        v.push(PathBuf::from(home).join(".proxychains/proxychains.conf"));
+    }
+    v.push(PathBuf::from("/etc/proxychains.conf"));
+    v.push(PathBuf::from("/etc/proxychains4.conf"));
+    v.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect()
 }
 
 /// The user's configuration file, whether or not it exists.
@@ -365,6 +432,39 @@ pub fn user_config() -> Option<PathBuf> {
 
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A destination that bypasses the proxies: an address range, and optionally one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectRule {
+    pub net: IpNet,
+    pub port: Option<u16>,
+}
+
+impl DirectRule {
+    /// `10.0.0.0/8`, `192.0.2.7`, `192.0.2.0/24:80`, `fd00::/8`, `[fd00::/8]:80`.
+    pub fn parse(s: &str) -> Option<DirectRule> {
+        if let Some(rest) = s.strip_prefix('[') {
+            let (net, port) = rest.split_once("]:")?;
+            return Some(DirectRule { net: parse_net(net)?, port: Some(port.parse().ok()?) });
+        }
+        if let Some(net) = parse_net(s) {
+            return Some(DirectRule { net, port: None });
+        }
+        let (net, port) = s.rsplit_once(':')?;
+        let net = parse_net(net).filter(|n| matches!(n, IpNet::V4(_)))?;
+        Some(DirectRule { net, port: Some(port.parse().ok()?) })
+    }
+}
+
+impl fmt::Display for DirectRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.port, self.net) {
+            (None, net) => write!(f, "{net}"),
+            (Some(p), IpNet::V4(net)) => write!(f, "{net}:{p}"),
+            (Some(p), IpNet::V6(net)) => write!(f, "[{net}]:{p}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +576,26 @@ url = "socks4://relay.example:9050"
         assert!(e.to_string().starts_with("--proxy: chain_len is 2"), "{e}");
         let e = c.with_proxies(&["socks9://a:1"]).unwrap_err();
         assert!(e.to_string().contains("unknown scheme"), "{e}");
+    }
+
+    #[test]
+    fn direct_rules_with_ports() {
+        let c =
+            Config::parse("direct = [\"192.0.2.0/24:80\", \"[fd00::/8]:443\", \"10.0.0.1\"]", "t").unwrap();
+        assert!(c.is_direct(&"192.0.2.9:80".parse().unwrap()));
+        assert!(!c.is_direct(&"192.0.2.9:81".parse().unwrap()));
+        assert!(c.is_direct(&"[fd00::1]:443".parse().unwrap()));
+        assert!(!c.is_direct(&"[fd00::1]:80".parse().unwrap()));
+        assert!(c.is_direct(&"10.0.0.1:1".parse().unwrap()));
+        assert_eq!(c.direct[1].to_string(), "[fd00::/8]:443");
+    }
+
+    #[test]
+    fn toml_output_reads_back_the_same() {
+        let text = "chain = \"round_robin\"\nchain_len = 2\ndns = \"local\"\nudp = \"block\"\nbind = \"off\"\nquiet = true\ndirect = [\"10.0.0.0/8:22\"]\n[[proxy]]\nurl = \"socks5://us%40er:p%3Ass@[::1]:1\"\n[[proxy]]\nurl = \"http://h:8\"\n";
+        let c = Config::parse(text, "t").unwrap();
+        let again = Config::parse(&c.to_toml(), "t2").unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]

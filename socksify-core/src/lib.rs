@@ -10,6 +10,7 @@ pub mod fakedns;
 pub mod hosts;
 pub mod http;
 pub mod proxy;
+pub mod proxychains;
 pub mod router;
 pub mod sys;
 pub mod v4;
@@ -18,6 +19,6 @@ pub mod wire;
 
 pub use addr::TargetAddr;
 pub use chain::{Chain, ChainError, ChainMode, Established, Timeouts};
-pub use config::{BindMode, Config, ConfigError, DnsMode, UdpMode};
+pub use config::{BindMode, Config, ConfigError, DirectRule, DnsMode, UdpMode};
 pub use error::SocksError;
 pub use proxy::{Command, Credentials, Host, Proxy, ProxyKind};

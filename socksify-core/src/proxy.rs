@@ -204,6 +204,22 @@ impl fmt::Display for Proxy {
 }
 
 impl Proxy {
+    /// The URL, password included and percent-encoded: for writing configuration files only.
+    pub fn to_url(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let mut url = format!("{}://", self.scheme);
+        if let Some(c) = &self.creds {
+            url.push_str(&utf8_percent_encode(&c.user, NON_ALPHANUMERIC).to_string());
+            if !c.pass.is_empty() {
+                url.push(':');
+                url.push_str(&utf8_percent_encode(&c.pass, NON_ALPHANUMERIC).to_string());
+            }
+            url.push('@');
+        }
+        url.push_str(&format!("{}:{}", self.host, self.port));
+        url
+    }
+
     /// How the previous hop of a chain names this proxy: an address, or a name for it to resolve.
     pub fn target(&self) -> TargetAddr {
         match &self.host {

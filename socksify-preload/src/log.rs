@@ -21,10 +21,12 @@ pub struct Logger {
 }
 
 impl Logger {
-    pub fn from_env(file: Option<&std::path::Path>) -> Logger {
+    /// `quiet` is the configuration's; the environment (the command line's -q/-v) wins.
+    pub fn from_env(file: Option<&std::path::Path>, quiet: bool) -> Logger {
         let level = match std::env::var(LEVEL_ENV).as_deref() {
             Ok("quiet") => Level::Quiet,
             Ok("verbose") => Level::Verbose,
+            _ if quiet => Level::Quiet,
             _ => Level::Normal,
         };
         let file = file.and_then(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok());

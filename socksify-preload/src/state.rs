@@ -42,7 +42,7 @@ pub fn log_broken(what: std::fmt::Arguments) {
 }
 
 fn build() -> Result<State, (Logger, String)> {
-    let fail = |why: String| (Logger::from_env(None), why);
+    let fail = |why: String| (Logger::from_env(None, false), why);
     let config = match config::locate(None).map_err(|e| fail(e.to_string()))? {
         Some(path) => Config::load(&path).map_err(|e| fail(e.to_string()))?,
         None => Config::default(),
@@ -60,7 +60,7 @@ fn build() -> Result<State, (Logger, String)> {
             config::CONFIG_ENV
         )));
     }
-    let log = Logger::from_env(config.log_file.as_deref());
+    let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
     let chain = config.chain();
     let router = Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
         .map_err(|e| fail(format!("cannot map the fake address table: {e}")))?;
