@@ -15,6 +15,8 @@ use clap::Parser;
 use socksify_core::config::{self, Config};
 use socksify_core::proxy;
 
+mod doctor;
+
 const LIBRARY: &str = "libsocksify_preload.so";
 
 #[derive(Parser, Debug)]
@@ -35,7 +37,8 @@ const LIBRARY: &str = "libsocksify_preload.so";
         "  eval \"$(socksify on -p socks5://127.0.0.1:1080)\"   # every later command, until: eval \"$(socksify off)\"\n",
         "  socksify --shell -p socks5://127.0.0.1:1080\n",
         "  socksify config --convert /etc/proxychains4.conf > ~/.config/socksify/config.toml\n",
-        "\nSubcommands (use `socksify -- on` to run a program named on): on, off, show, config.\n",
+        "  socksify check --target example.org:443           # test each hop, then a CONNECT\n",
+        "\nSubcommands (use `socksify -- on` to run a program named on): on, off, show, config, check.\n",
         "A proxychains.conf is read as such (detected by its [ProxyList] section) and is also looked\n",
         "for where proxychains-ng looks, after socksify's own files."
     )
@@ -84,6 +87,22 @@ struct OnCli {
     verbose: bool,
 }
 
+/// `socksify check`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "socksify check",
+    about = "Test each hop of the configured chain, then a CONNECT to --target"
+)]
+struct CheckCli {
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(short = 'p', long = "proxy", value_name = "URL")]
+    proxy: Vec<String>,
+    /// HOST:PORT to reach through the whole chain
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+}
+
 /// `socksify config --convert FILE`.
 #[derive(Parser, Debug)]
 #[command(
@@ -105,6 +124,7 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
         Some("off") => return shell_off(),
         Some("show") => return shell_show(),
         Some("config") => return convert(ConfigCli::parse_from(&args[1..])),
+        Some("check") | Some("doctor") => return check(CheckCli::parse_from(&args[1..])),
         _ => {}
     }
     let mut cli = Cli::parse();
@@ -190,6 +210,31 @@ fn shell_show() -> libc::c_int {
         if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
     );
     0
+}
+
+fn check(cmd: CheckCli) -> libc::c_int {
+    let loaded = config::locate(cmd.config.as_deref()).map_err(|e| e.to_string()).and_then(|path| {
+        let c = match &path {
+            Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if cmd.proxy.is_empty() {
+            Ok(c)
+        } else {
+            c.with_proxies(&cmd.proxy).map_err(|e| e.to_string())
+        }
+    });
+    match loaded {
+        Ok(c) if !c.proxies.is_empty() => doctor::run(&c, cmd.target.as_deref()),
+        Ok(_) => {
+            eprintln!("socksify: no proxy configured");
+            2
+        }
+        Err(e) => {
+            eprintln!("socksify: {e}");
+            2
+        }
+    }
 }
 
 fn convert(cmd: ConfigCli) -> libc::c_int {

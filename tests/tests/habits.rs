@@ -85,3 +85,40 @@ fn a_socksified_interactive_shell() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), HELLO);
     c.assert_no_leak();
 }
+
+#[test]
+fn check_reports_each_hop_and_the_end_to_end_connect() {
+    let c = Client::new();
+    let bin = socksify_bin();
+    let bin = bin.to_str().unwrap();
+    let out = c.run(&[
+        bin,
+        "check",
+        "-p",
+        "socks5://10.77.0.2:1080",
+        "-p",
+        "socks5://10.77.0.2:1082",
+        "-p",
+        "socks4a://10.77.0.2:1084",
+        "--target",
+        "www.socksify.test:8080",
+    ]);
+    let text = stdout_ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("hop 1 socks5://10.77.0.2:1080: reachable in "), "{text}");
+    assert!(lines[1].ends_with("CONNECT: yes; BIND: yes; UDP ASSOCIATE: yes"), "dante: {text}");
+    assert!(lines[2].ends_with("CONNECT: yes; BIND: no; UDP ASSOCIATE: no"), "microsocks: {text}");
+    assert!(
+        lines[3].contains("SOCKS4") && lines[3].ends_with("BIND: no; UDP ASSOCIATE: no"),
+        "ssh -D: {text}"
+    );
+    assert!(lines[4].starts_with("target www.socksify.test:8080: connected in "), "{text}");
+    assert_eq!(lines[5], "verdict: OK");
+    c.assert_no_leak();
+
+    let out = c.run(&[bin, "check", "-p", "socks5://10.77.0.2:1089"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hop 1 socks5://10.77.0.2:1089: unreachable: Connection refused"), "{text}");
+    assert!(text.contains("verdict: PROBLEMS"), "{text}");
+}

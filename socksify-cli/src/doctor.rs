@@ -1,0 +1,161 @@
+//! `socksify check`: tests each hop of the configured chain, in order, through the hops before
+//! it, and reports what it accepts; then a CONNECT through the whole chain to `--target`.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+use socksify_core::proxy::Host;
+use socksify_core::sys::{self, FdStream};
+use socksify_core::{v5, Chain, ChainMode, Command, Config, Proxy, ProxyKind, TargetAddr};
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn ok(&self, s: &str) -> String {
+        if self.on {
+            format!("\x1b[32m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+    fn bad(&self, s: &str) -> String {
+        if self.on {
+            format!("\x1b[31m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+fn socket_for(proxy: &Proxy) -> Socket {
+    let v6 = matches!(proxy.host, Host::Ip(std::net::IpAddr::V6(_)));
+    Socket::new(if v6 { Domain::IPV6 } else { Domain::IPV4 }, Type::STREAM, None).expect("socket")
+}
+
+/// A socket connected to hop `i`: directly for the first, through the hops before it otherwise.
+fn reach(config: &Config, i: usize) -> Result<Socket, String> {
+    let socket = socket_for(&config.proxies[0]);
+    if i == 0 {
+        let p = &config.proxies[0];
+        let addr: SocketAddr = match &p.host {
+            Host::Ip(ip) => SocketAddr::new(*ip, p.port),
+            Host::Name(n) => (n.as_str(), p.port)
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("name without address")?,
+        };
+        sys::connect_timeout(socket.as_raw_fd(), &addr, config.timeouts.connect)
+            .map_err(|e| e.to_string())?;
+    } else {
+        let before = Chain::new(config.proxies[..i].to_vec(), ChainMode::Strict, i, config.timeouts);
+        before.connect(socket.as_raw_fd(), &config.proxies[i].target()).map_err(|e| e.to_string())?;
+    }
+    Ok(socket)
+}
+
+/// Whether hop `i` (reached through the ones before it) accepts `cmd`.
+fn accepts(config: &Config, i: usize, cmd: Command) -> Result<(), String> {
+    let socket = socket_for(&config.proxies[0]);
+    let chain = Chain::new(config.proxies[..=i].to_vec(), ChainMode::Strict, i + 1, config.timeouts);
+    let any = TargetAddr::Ip("0.0.0.0:0".parse().expect("literal"));
+    chain.establish(socket.as_raw_fd(), cmd, &any).map(drop).map_err(|e| e.to_string())
+}
+
+pub fn run(config: &Config, target: Option<&str>) -> i32 {
+    let paint = Paint { on: std::io::stdout().is_terminal() };
+    let mut healthy = true;
+    println!("chain: {} hop(s), {:?}", config.proxies.len(), config.chain);
+    for (i, proxy) in config.proxies.iter().enumerate() {
+        let started = Instant::now();
+        let reached = reach(config, i);
+        let rtt = started.elapsed();
+        let socket = match reached {
+            Ok(s) => s,
+            Err(e) => {
+                healthy = false;
+                println!("hop {} {proxy}: {} {e}", i + 1, paint.bad("unreachable:"));
+                continue;
+            }
+        };
+        // Methods: a SOCKS5 greeting on the connection just made.
+        let methods = match proxy.kind {
+            ProxyKind::Socks5 => {
+                let mut stream = FdStream::new(socket.as_raw_fd());
+                stream.set_timeout(Some(config.timeouts.read));
+                match v5::negotiate(&mut stream, proxy.creds.as_ref()) {
+                    Ok(()) if proxy.creds.is_some() => "username/password or none".to_owned(),
+                    Ok(()) => "no authentication".to_owned(),
+                    Err(e) => {
+                        healthy = false;
+                        paint.bad(&format!("greeting failed: {e}"))
+                    }
+                }
+            }
+            ProxyKind::Socks4 | ProxyKind::Socks4a => "SOCKS4 (user id)".to_owned(),
+            ProxyKind::Http => "HTTP CONNECT".to_owned(),
+        };
+        let verdict = |cmd| match accepts(config, i, cmd) {
+            Ok(()) => paint.ok("yes"),
+            Err(_) => "no".to_owned(),
+        };
+        let (bind, udp) = match proxy.kind {
+            ProxyKind::Http => ("no".to_owned(), "no".to_owned()),
+            ProxyKind::Socks4 | ProxyKind::Socks4a => (verdict(Command::Bind), "no".to_owned()),
+            ProxyKind::Socks5 => (verdict(Command::Bind), verdict(Command::UdpAssociate)),
+        };
+        println!(
+            "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: yes; BIND: {bind}; UDP ASSOCIATE: {udp}",
+            i + 1,
+            paint.ok("reachable"),
+            rtt.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some(target) = target {
+        let parsed = match target.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) {
+            Some((h, p)) => match h.trim_matches(['[', ']']).parse() {
+                Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, p)),
+                Err(_) => match TargetAddr::domain(h, p) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        println!("target {target}: {}", paint.bad(&e.to_string()));
+                        return 2;
+                    }
+                },
+            },
+            None => {
+                println!("target {target}: expected HOST:PORT");
+                return 2;
+            }
+        };
+        let socket = socket_for(&config.proxies[0]);
+        let started = Instant::now();
+        match config.chain().connect(socket.as_raw_fd(), &parsed) {
+            Ok(est) => {
+                let path: Vec<String> = est.path.iter().map(|&i| config.proxies[i].to_string()).collect();
+                println!(
+                    "target {parsed}: {} in {:.1} ms via {}",
+                    paint.ok("connected"),
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    path.join(" -> ")
+                );
+            }
+            Err(e) => {
+                healthy = false;
+                println!("target {parsed}: {} {e}", paint.bad("failed:"));
+            }
+        }
+    }
+    if healthy {
+        println!("verdict: {}", paint.ok("OK"));
+        0
+    } else {
+        println!("verdict: {}", paint.bad("PROBLEMS (see above)"));
+        1
+    }
+}
