@@ -23,7 +23,7 @@ const LIBRARY: &str = "libsocksify_preload.so";
 #[command(
     name = "socksify",
     version,
-    about = "Run a program with its TCP connections and DNS lookups sent through SOCKS proxies",
+    about = "Run a program with its TCP connections, UDP datagrams, incoming connections and DNS lookups sent through SOCKS (or HTTP CONNECT) proxies",
     after_help = concat!(
         "Configuration file, the first that exists:\n",
         "  -f FILE, else $SOCKSIFY_CONFIG, else $XDG_CONFIG_HOME/socksify/config.toml\n",
@@ -38,7 +38,8 @@ const LIBRARY: &str = "libsocksify_preload.so";
         "  socksify --shell -p socks5://127.0.0.1:1080\n",
         "  socksify config --convert /etc/proxychains4.conf > ~/.config/socksify/config.toml\n",
         "  socksify check --target example.org:443           # test each hop, then a CONNECT\n",
-        "\nSubcommands (use `socksify -- on` to run a program named on): on, off, show, config, check.\n",
+        "\nSubcommands (use `socksify -- on` to run a program named on): on, off, show, config, check,\n",
+        "generate (man page and bash/zsh/fish completions).\n",
         "A proxychains.conf is read as such (detected by its [ProxyList] section) and is also looked\n",
         "for where proxychains-ng looks, after socksify's own files."
     )
@@ -125,6 +126,7 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
         Some("show") => return shell_show(),
         Some("config") => return convert(ConfigCli::parse_from(&args[1..])),
         Some("check") | Some("doctor") => return check(CheckCli::parse_from(&args[1..])),
+        Some("generate") => return generate(args.get(2).and_then(|a| a.to_str())),
         _ => {}
     }
     let mut cli = Cli::parse();
@@ -209,6 +211,34 @@ fn shell_show() -> libc::c_int {
         std::env::var(config::CONFIG_ENV).unwrap_or_else(|_| "none".into()),
         if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
     );
+    0
+}
+
+/// `socksify generate man|bash|zsh|fish`: the man page or shell completions, from the CLI's own
+/// definition (scripts/install writes them where man and the shells look).
+fn generate(what: Option<&str>) -> libc::c_int {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    let shell = match what {
+        Some("man") => {
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("socksify: {e}");
+                    1
+                }
+            }
+        }
+        Some("bash") => clap_complete::Shell::Bash,
+        Some("zsh") => clap_complete::Shell::Zsh,
+        Some("fish") => clap_complete::Shell::Fish,
+        _ => {
+            eprintln!("usage: socksify generate man|bash|zsh|fish");
+            return 2;
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, "socksify", &mut out);
     0
 }
 
