@@ -67,13 +67,37 @@ fn accepts(config: &Config, i: usize, cmd: Command) -> Result<(), String> {
     chain.establish(socket.as_raw_fd(), cmd, &any).map(drop).map_err(|e| e.to_string())
 }
 
+/// A spinner on stderr while `f` runs, when stderr is a terminal.
+fn spinning<T>(label: &str, f: impl FnOnce() -> T) -> T {
+    if !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let label = label.to_owned();
+    let spinner = std::thread::spawn(move || {
+        for frame in ['|', '/', '-', '\\'].iter().cycle() {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            eprint!("\r{frame} {label}");
+            std::thread::sleep(std::time::Duration::from_millis(80));
+        }
+        eprint!("\r\x1b[2K");
+    });
+    let r = f();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = spinner.join();
+    r
+}
+
 pub fn run(config: &Config, target: Option<&str>) -> i32 {
     let paint = Paint { on: std::io::stdout().is_terminal() };
     let mut healthy = true;
     println!("chain: {} hop(s), {:?}", config.proxies.len(), config.chain);
     for (i, proxy) in config.proxies.iter().enumerate() {
         let started = Instant::now();
-        let reached = reach(config, i);
+        let reached = spinning(&format!("hop {}: connecting", i + 1), || reach(config, i));
         let rtt = started.elapsed();
         let socket = match reached {
             Ok(s) => s,
@@ -104,11 +128,11 @@ pub fn run(config: &Config, target: Option<&str>) -> i32 {
             Ok(()) => paint.ok("yes"),
             Err(_) => "no".to_owned(),
         };
-        let (bind, udp) = match proxy.kind {
+        let (bind, udp) = spinning(&format!("hop {}: trying commands", i + 1), || match proxy.kind {
             ProxyKind::Http => ("no".to_owned(), "no".to_owned()),
             ProxyKind::Socks4 | ProxyKind::Socks4a => (verdict(Command::Bind), "no".to_owned()),
             ProxyKind::Socks5 => (verdict(Command::Bind), verdict(Command::UdpAssociate)),
-        };
+        });
         println!(
             "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: yes; BIND: {bind}; UDP ASSOCIATE: {udp}",
             i + 1,
@@ -135,7 +159,7 @@ pub fn run(config: &Config, target: Option<&str>) -> i32 {
         };
         let socket = socket_for(&config.proxies[0]);
         let started = Instant::now();
-        match config.chain().connect(socket.as_raw_fd(), &parsed) {
+        match spinning("connecting to the target", || config.chain().connect(socket.as_raw_fd(), &parsed)) {
             Ok(est) => {
                 let path: Vec<String> = est.path.iter().map(|&i| config.proxies[i].to_string()).collect();
                 println!(

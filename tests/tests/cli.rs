@@ -284,3 +284,13 @@ fn passwords_never_reach_the_programs_argv() {
     let (stdout, _) = text(&out);
     assert!(!stdout.contains("s3cret"), "{stdout}");
 }
+
+#[test]
+fn a_proxychains_conf_is_found_where_proxychains_looks() {
+    let dir = tempdir("pcfind");
+    let pc = dir.join("pc.conf");
+    std::fs::write(&pc, "strict_chain\n[ProxyList]\nsocks5 127.0.0.1 1080\n").unwrap();
+    let out =
+        socksify(&["sh", "-c", "echo $SOCKSIFY_CONFIG"]).env("PROXYCHAINS_CONF_FILE", &pc).output().unwrap();
+    assert_eq!(text(&out).0.trim(), pc.to_str().unwrap());
+}
