@@ -32,6 +32,14 @@ impl Read for Script<'_> {
     }
 }
 
+impl socksify_core::wire::Peek for Script<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.input.len() - self.pos).min(self.chunk);
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        Ok(n)
+    }
+}
+
 impl Write for Script<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.written.extend_from_slice(buf);
