@@ -173,15 +173,16 @@ impl FdStream {
     }
 }
 
-impl Read for FdStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl FdStream {
+    /// recv(2) with `flags`, waiting (until the deadline) while nothing has arrived.
+    fn recv_waiting(&mut self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         loop {
             let r = syscall!(
                 libc::SYS_recvfrom,
                 self.fd,
                 buf.as_mut_ptr(),
                 buf.len(),
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT | flags,
                 std::ptr::null_mut::<libc::sockaddr>(),
                 std::ptr::null_mut::<libc::socklen_t>()
             );
@@ -197,27 +198,15 @@ impl Read for FdStream {
     }
 }
 
+impl Read for FdStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_waiting(buf, 0)
+    }
+}
+
 impl crate::wire::Peek for FdStream {
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let r = syscall!(
-                libc::SYS_recvfrom,
-                self.fd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_PEEK,
-                std::ptr::null_mut::<libc::sockaddr>(),
-                std::ptr::null_mut::<libc::socklen_t>()
-            );
-            match r {
-                Ok(n) => return Ok(n as usize),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait(self.fd, libc::POLLIN, self.deadline)?
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.recv_waiting(buf, libc::MSG_PEEK)
     }
 }
 

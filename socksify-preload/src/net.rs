@@ -142,20 +142,6 @@ fn send_flow(fd: c_int, msg: &msghdr, flags: c_int, fast_open: &mut bool) -> Flo
     }
 }
 
-fn real_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    match real::sendmsg.get() {
-        // SAFETY: the real sendmsg with the caller's message.
-        Some(f) => unsafe { f(fd, msg, flags) },
-        // SAFETY: as above, straight to the kernel.
-        None => unsafe {
-            crate::syscall::raw(
-                libc::SYS_sendmsg,
-                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
-            ) as ssize_t
-        },
-    }
-}
-
 /// Runs a send through `send_flow`; `real` sends the message as the program gave it.
 fn send_hook(fd: c_int, msg: &msghdr, flags: c_int, real: impl FnOnce() -> ssize_t) -> ssize_t {
     let mut fast_open = false;
@@ -165,7 +151,7 @@ fn send_hook(fd: c_int, msg: &msghdr, flags: c_int, real: impl FnOnce() -> ssize
         let mut copy = *msg;
         copy.msg_name = std::ptr::null_mut();
         copy.msg_namelen = 0;
-        return real_sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN);
+        return real::sendmsg_now(fd, &copy, flags & !libc::MSG_FASTOPEN);
     }
     r
 }
@@ -279,11 +265,11 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     if msg.is_null() {
-        return real_sendmsg(fd, msg, flags);
+        return real::sendmsg_now(fd, msg, flags);
     }
     // SAFETY: the caller's message header.
     let m = unsafe { &*msg };
-    send_hook(fd, m, flags, || real_sendmsg(fd, msg, flags))
+    send_hook(fd, m, flags, || real::sendmsg_now(fd, msg, flags))
 }
 
 /// # Safety
@@ -309,7 +295,7 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: libc::c_
     for i in 0..count as usize {
         // SAFETY: the caller's array of `count` headers.
         let entry = unsafe { &mut *msgs.add(i) };
-        let r = send_hook(fd, &entry.msg_hdr, flags, || real_sendmsg(fd, &entry.msg_hdr, flags));
+        let r = send_hook(fd, &entry.msg_hdr, flags, || real::sendmsg_now(fd, &entry.msg_hdr, flags));
         if r < 0 {
             return if sent == 0 { -1 } else { sent };
         }

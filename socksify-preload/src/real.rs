@@ -81,3 +81,28 @@ reals! {
     gethostbyaddr: fn(*const c_void, socklen_t, c_int) -> *mut hostent;
     gethostbyaddr_r: fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int;
 }
+
+/// The real sendmsg (or the system call when libc has none): the library's own datagrams and
+/// the program's passed-through ones.
+pub fn sendmsg_now(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    match sendmsg.get() {
+        // SAFETY: the real sendmsg with a header the caller vouches for.
+        Some(f) => unsafe { f(fd, msg, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(libc::SYS_sendmsg, &[fd as _, msg as _, flags as _]) as ssize_t
+        },
+    }
+}
+
+/// The real recvmsg (or the system call when libc has none).
+pub fn recvmsg_now(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    match recvmsg.get() {
+        // SAFETY: the real recvmsg with a header the caller vouches for.
+        Some(f) => unsafe { f(fd, msg, flags) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(libc::SYS_recvmsg, &[fd as _, msg as _, flags as _]) as ssize_t
+        },
+    }
+}

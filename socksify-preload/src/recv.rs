@@ -7,20 +7,6 @@ use libc::{c_int, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, s
 use crate::hook::{run, Flow};
 use crate::{real, sockets, udp};
 
-fn real_recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    match real::recvmsg.get() {
-        // SAFETY: the real recvmsg with the caller's arguments.
-        Some(f) => unsafe { f(fd, msg, flags) },
-        // SAFETY: as above, straight to the kernel.
-        None => unsafe {
-            crate::syscall::raw(
-                libc::SYS_recvmsg,
-                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
-            ) as ssize_t
-        },
-    }
-}
-
 /// A receive into one buffer, with an optional source address.
 fn recv_one(
     fd: c_int,
@@ -136,14 +122,14 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if msg.is_null() || !sockets::any_udp() {
-        return real_recvmsg(fd, msg, flags);
+        return real::recvmsg_now(fd, msg, flags);
     }
     run(
         -1,
         libc::EIO,
         // SAFETY: the caller's message header.
         || udp::recv(fd, unsafe { &mut *msg }, flags).unwrap_or(Flow::Bypass),
-        || real_recvmsg(fd, msg, flags),
+        || real::recvmsg_now(fd, msg, flags),
     )
 }
 
@@ -190,7 +176,7 @@ pub unsafe extern "C" fn recvmmsg(
             libc::EIO,
             // SAFETY: the caller's header, used by one of the two closures only.
             || udp::recv(fd, unsafe { &mut *hdr }, f).unwrap_or(Flow::Bypass),
-            || real_recvmsg(fd, hdr, f),
+            || real::recvmsg_now(fd, hdr, f),
         );
         if r < 0 {
             return if got == 0 { -1 } else { got };

@@ -174,37 +174,9 @@ fn send_via_relay(
     out.msg_namelen = relay.len();
     out.msg_iov = iov.as_mut_ptr();
     out.msg_iovlen = iov.len();
-    match real_sendmsg(fd, &out, flags) {
+    match real::sendmsg_now(fd, &out, flags) {
         n if n >= 0 => Flow::Done((n as usize).saturating_sub(hlen) as ssize_t),
         _ => Flow::Fail(crate::hook::errno()),
-    }
-}
-
-fn real_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    match real::sendmsg.get() {
-        // SAFETY: the real sendmsg with a header built from the caller's.
-        Some(f) => unsafe { f(fd, msg, flags) },
-        // SAFETY: as above, straight to the kernel.
-        None => unsafe {
-            crate::syscall::raw(
-                libc::SYS_sendmsg,
-                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
-            ) as ssize_t
-        },
-    }
-}
-
-fn real_recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    match real::recvmsg.get() {
-        // SAFETY: the real recvmsg with a header the library built.
-        Some(f) => unsafe { f(fd, msg, flags) },
-        // SAFETY: as above, straight to the kernel.
-        None => unsafe {
-            crate::syscall::raw(
-                libc::SYS_recvmsg,
-                &[fd as libc::c_long, msg as libc::c_long, flags as libc::c_long],
-            ) as ssize_t
-        },
     }
 }
 
@@ -302,7 +274,7 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
             m.msg_iov = &mut iov;
             m.msg_iovlen = 1;
-            let n = real_recvmsg(fd, &mut m, flags & !libc::MSG_TRUNC);
+            let n = real::recvmsg_now(fd, &mut m, flags & !libc::MSG_TRUNC);
             if n < 0 {
                 return Flow::Fail(crate::hook::errno());
             }
@@ -316,7 +288,7 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
                 if flags & libc::MSG_PEEK != 0 {
                     // Consume the datagram that was only peeked at, then look again.
                     let mut m2 = m;
-                    real_recvmsg(fd, &mut m2, (flags & !libc::MSG_PEEK) | libc::MSG_DONTWAIT);
+                    real::recvmsg_now(fd, &mut m2, (flags & !libc::MSG_PEEK) | libc::MSG_DONTWAIT);
                 }
                 continue;
             };

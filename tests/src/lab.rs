@@ -180,6 +180,27 @@ impl Drop for Client {
     }
 }
 
+/// ssh to the lab's sshd as root with the lab's key, running `command`.
+pub fn ssh_argv<'a>(host: &'a str, command: &'a str) -> Vec<&'a str> {
+    vec![
+        "ssh",
+        "-i",
+        "/tmp/socksify-lab/ssh/id_ed25519",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=20",
+        "-F",
+        "none",
+        host,
+        command,
+    ]
+}
+
 /// A one-proxy configuration.
 pub fn config_for(url: &str) -> String {
     format!("[[proxy]]\nurl = \"{url}\"\n")

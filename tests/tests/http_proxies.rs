@@ -54,28 +54,7 @@ fn http_and_socks_hops_chain_both_ways() {
 fn ssh_banner_right_behind_the_connect_reply_reaches_the_program() {
     // sshd speaks first: its banner may arrive with the proxy's response head.
     let c = Client::new();
-    let key = "/tmp/socksify-lab/ssh/id_ed25519";
-    let out = c.socksify(
-        &config_for(TINYPROXY),
-        &[
-            "ssh",
-            "-i",
-            key,
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
-            "-F",
-            "none",
-            "root@www.socksify.test",
-            "echo",
-            "over-http",
-        ],
-    );
+    let out = c.socksify(&config_for(TINYPROXY), &ssh_argv("root@www.socksify.test", "echo over-http"));
     assert_eq!(stdout_ok(&out).trim(), "over-http");
     c.assert_no_leak();
 }

@@ -153,28 +153,7 @@ fn node_http_by_name() {
 #[test]
 fn ssh_by_name_through_the_proxy() {
     let c = Client::new();
-    let key = "/tmp/socksify-lab/ssh/id_ed25519";
-    let out = c.socksify(
-        &config_for(MICROSOCKS),
-        &[
-            "ssh",
-            "-i",
-            key,
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
-            "-F",
-            "none",
-            "root@www.socksify.test",
-            "echo",
-            "ssh-ok",
-        ],
-    );
+    let out = c.socksify(&config_for(MICROSOCKS), &ssh_argv("root@www.socksify.test", "echo ssh-ok"));
     assert_eq!(stdout_ok(&out).trim(), "ssh-ok");
     c.assert_no_leak();
 }
