@@ -80,14 +80,16 @@ fn parse_status(head: &[u8]) -> Result<u16, SocksError> {
     let line = std::str::from_utf8(line).map_err(|_| SocksError::BadReply("HTTP status line is not text"))?;
     let mut parts = line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(SocksError::BadReply("not an HTTP/1.x response"));
     }
+    // Exactly three digits (RFC 9110, section 15): "+200" or "0200" is not a status.
     parts
         .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (100..600).contains(c))
-        .ok_or(SocksError::BadReply("HTTP status line without a status code"))
+        .ok_or(SocksError::BadReply("HTTP status line without a three-digit status code"))
 }
 
 fn base64(data: &[u8]) -> String {
@@ -148,7 +150,15 @@ mod tests {
             let e = connect(&mut s, &TargetAddr::domain("h", 1).unwrap(), None).unwrap_err();
             assert_eq!(e.errno(), errno, "{code}");
         }
-        for bad in [&b"SSH-2.0-x\r\n\r\n"[..], b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\n", b""] {
+        // "+200" and "0200" were found by the http_reply fuzz target.
+        for bad in [
+            &b"SSH-2.0-x\r\n\r\n"[..],
+            b"HTTP/1.1 abc\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"",
+            b"HTTP/1.1 +200\r\n\r\n",
+            b"HTTP/1. 0200\r\n\r\n",
+        ] {
             let mut s = Scripted::new(bad);
             assert!(connect(&mut s, &TargetAddr::domain("h", 1).unwrap(), None).is_err(), "{bad:?}");
         }

@@ -136,7 +136,7 @@ impl FromStr for Proxy {
             None if kind == ProxyKind::Http => DEFAULT_HTTP_PORT,
             None => DEFAULT_PORT,
             Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
+                Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
                 _ => return Err(err("the port must be a number from 1 to 65535")),
             },
         };
@@ -326,6 +326,7 @@ mod tests {
             ("socks5://h:0", "port"),
             ("socks5://h:70000", "port"),
             ("socks5://h:x", "port"),
+            ("socks5://h:+80", "port"),
             ("socks5://:1080", "missing host"),
             ("socks5://bad_host!:1", "host"),
             ("socks5://h:1/path", "path"),
