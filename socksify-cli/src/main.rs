@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Args, Parser};
 use socksify_core::config::{self, Config};
 use socksify_core::proxy;
 
@@ -45,19 +45,10 @@ const LIBRARY: &str = "libsocksify_preload.so";
     )
 )]
 struct Cli {
-    /// Configuration file (TOML)
-    #[arg(short = 'f', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Proxy URL, repeatable, in chain order; replaces the configuration's proxies
-    /// (socks4://, socks4a://, socks5://, socks5h://, with optional user:pass@)
-    #[arg(short = 'p', long = "proxy", value_name = "URL")]
-    proxy: Vec<String>,
-    /// Log nothing, not even failed connections
-    #[arg(short, long, conflicts_with = "verbose")]
-    quiet: bool,
-    /// Log every proxied connection with its path through the chain
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    chain: ChainOpts,
+    #[command(flatten)]
+    log: LogOpts,
     /// Start a socksified interactive shell ($SHELL, else /bin/sh) instead of a command
     #[arg(long, conflicts_with = "command")]
     shell: bool,
@@ -71,6 +62,29 @@ struct Cli {
     command: Vec<OsString>,
 }
 
+/// Where the chain comes from: shared by running a program, `on` and `check`.
+#[derive(Args, Debug)]
+struct ChainOpts {
+    /// Configuration file (TOML or proxychains.conf)
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Proxy URL, repeatable, in chain order; replaces the configuration's proxies
+    /// (socks4://, socks4a://, socks5://, socks5h://, http://, with optional user:pass@)
+    #[arg(short = 'p', long = "proxy", value_name = "URL")]
+    proxy: Vec<String>,
+}
+
+/// How much the library logs.
+#[derive(Args, Debug)]
+struct LogOpts {
+    /// Log nothing, not even failed connections
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log every proxied connection with its path through the chain
+    #[arg(short, long)]
+    verbose: bool,
+}
+
 /// `socksify on|off|show`: shell code for `eval`, or the state of the current shell.
 #[derive(Parser, Debug)]
 #[command(
@@ -78,14 +92,10 @@ struct Cli {
     about = "Print shell code that socksifies the current shell: eval \"$(socksify on)\""
 )]
 struct OnCli {
-    #[arg(short = 'f', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[arg(short = 'p', long = "proxy", value_name = "URL")]
-    proxy: Vec<String>,
-    #[arg(short, long, conflicts_with = "verbose")]
-    quiet: bool,
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    chain: ChainOpts,
+    #[command(flatten)]
+    log: LogOpts,
 }
 
 /// `socksify check`.
@@ -95,10 +105,8 @@ struct OnCli {
     about = "Test each hop of the configured chain, then a CONNECT to --target"
 )]
 struct CheckCli {
-    #[arg(short = 'f', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[arg(short = 'p', long = "proxy", value_name = "URL")]
-    proxy: Vec<String>,
+    #[command(flatten)]
+    chain: ChainOpts,
     /// HOST:PORT to reach through the whole chain
     #[arg(long, value_name = "HOST:PORT")]
     target: Option<String>,
@@ -134,7 +142,8 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
         cli.command =
             vec![std::env::var_os("SHELL").filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into())];
     }
-    match prepare(&cli) {
+    warn_if_preload_ignored(&cli.command[0]);
+    match prepare(&cli.chain, &cli.log) {
         Ok(env) => exec(&cli.command, env),
         Err(message) => {
             eprintln!("socksify: {message}");
@@ -149,15 +158,7 @@ fn shell_quote(s: &OsStr) -> String {
 }
 
 fn shell_on(on: OnCli) -> libc::c_int {
-    let cli = Cli {
-        config: on.config,
-        proxy: on.proxy,
-        quiet: on.quiet,
-        verbose: on.verbose,
-        shell: false,
-        command: vec!["sh".into()],
-    };
-    match prepare(&cli) {
+    match prepare(&on.chain, &on.log) {
         Ok(changes) => {
             for (name, value) in changes {
                 match value {
@@ -243,23 +244,8 @@ fn generate(what: Option<&str>) -> libc::c_int {
 }
 
 fn check(cmd: CheckCli) -> libc::c_int {
-    let loaded = config::locate(cmd.config.as_deref()).map_err(|e| e.to_string()).and_then(|path| {
-        let c = match &path {
-            Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-            None => Config::default(),
-        };
-        if cmd.proxy.is_empty() {
-            Ok(c)
-        } else {
-            c.with_proxies(&cmd.proxy).map_err(|e| e.to_string())
-        }
-    });
-    match loaded {
-        Ok(c) if !c.proxies.is_empty() => doctor::run(&c, cmd.target.as_deref()),
-        Ok(_) => {
-            eprintln!("socksify: no proxy configured");
-            2
-        }
+    match load(&cmd.chain) {
+        Ok((_, config)) => doctor::run(&config, cmd.target.as_deref()),
         Err(e) => {
             eprintln!("socksify: {e}");
             2
@@ -283,9 +269,10 @@ fn convert(cmd: ConfigCli) -> libc::c_int {
 /// The program's environment: the caller's, with these variables set (`Some`) or removed.
 type EnvChanges = Vec<(&'static str, Option<OsString>)>;
 
-/// Everything checked before the program runs; any error stops here with exit status 2.
-fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
-    let path = config::locate(cli.config.as_deref()).map_err(|e| e.to_string())?;
+/// The configuration file, if any, and the checked configuration with the command line's
+/// proxies in place; an error says what to fix.
+fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
+    let path = config::locate(opts.config.as_deref()).map_err(|e| e.to_string())?;
     let mut config = match &path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -293,8 +280,8 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
     if let Some(p) = &path {
         warn_if_secrets_exposed(p, &config);
     }
-    if !cli.proxy.is_empty() {
-        config = config.with_proxies(&cli.proxy).map_err(|e| e.to_string())?;
+    if !opts.proxy.is_empty() {
+        config = config.with_proxies(&opts.proxy).map_err(|e| e.to_string())?;
     }
     if config.proxies.is_empty() {
         let origin = path.as_ref().map_or("no configuration file was found".to_owned(), |p| {
@@ -304,8 +291,15 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
             "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\" or pass -p URL"
         ));
     }
+    Ok((path, config))
+}
+
+/// Everything checked before the program runs, and the environment it gets; any error stops
+/// here with exit status 2.
+fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<EnvChanges, String> {
+    let (path, config) = load(opts)?;
     let library = find_library()?;
-    if cli.verbose {
+    if log.verbose {
         let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
         eprintln!(
             "socksify: {} chain: {}; DNS {}; library {}",
@@ -315,11 +309,9 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
             library.display()
         );
     }
-    warn_if_preload_ignored(&cli.command[0]);
-
-    let level = if cli.quiet {
+    let level = if log.quiet {
         "quiet"
-    } else if cli.verbose {
+    } else if log.verbose {
         "verbose"
     } else {
         "normal"
@@ -327,7 +319,7 @@ fn prepare(cli: &Cli) -> Result<EnvChanges, String> {
     Ok(vec![
         ("LD_PRELOAD", Some(preload_value(&library, std::env::var_os("LD_PRELOAD")))),
         (config::CONFIG_ENV, path.map(OsString::from)),
-        ("SOCKSIFY_PROXIES", (!cli.proxy.is_empty()).then(|| cli.proxy.join("\n").into())),
+        ("SOCKSIFY_PROXIES", (!opts.proxy.is_empty()).then(|| opts.proxy.join("\n").into())),
         ("SOCKSIFY_LOG", Some(level.into())),
     ])
 }
@@ -473,9 +465,9 @@ mod tests {
     #[test]
     fn options_stop_at_the_command() {
         let cli = Cli::try_parse_from(["socksify", "-p", "socks5://h:1", "curl", "-v", "-p", "x"]).unwrap();
-        assert_eq!(cli.proxy, vec!["socks5://h:1"]);
+        assert_eq!(cli.chain.proxy, vec!["socks5://h:1"]);
         assert_eq!(cli.command, vec!["curl", "-v", "-p", "x"]);
-        assert!(!cli.verbose);
+        assert!(!cli.log.verbose);
         let cli = Cli::try_parse_from(["socksify", "-v", "--", "-weird"]).unwrap();
         assert_eq!(cli.command, vec!["-weird"]);
     }

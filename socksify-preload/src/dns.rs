@@ -469,23 +469,20 @@ pub unsafe extern "C" fn gethostbyname2_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
+    let real = || match real::gethostbyname2_r.get() {
+        // SAFETY: the real function with the caller's arguments.
+        Some(f) => unsafe { f(name, af, ret, buf, buflen, result, h_errnop) },
+        None => libc::ENOSYS,
+    };
     if af != libc::AF_INET && af != libc::AF_INET6 {
-        return match real::gethostbyname2_r.get() {
-            // SAFETY: the real function with the caller's arguments.
-            Some(f) => unsafe { f(name, af, ret, buf, buflen, result, h_errnop) },
-            None => libc::ENOSYS,
-        };
+        return real();
     }
     run(
         libc::EIO,
         0,
         // SAFETY: the caller's arguments.
         || unsafe { gethostbyname_r_flow(name, af, ret, buf, buflen, result, h_errnop) },
-        || match real::gethostbyname2_r.get() {
-            // SAFETY: the real function with the caller's arguments.
-            Some(f) => unsafe { f(name, af, ret, buf, buflen, result, h_errnop) },
-            None => libc::ENOSYS,
-        },
+        real,
     )
 }
 

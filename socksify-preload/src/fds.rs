@@ -39,7 +39,23 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     )
 }
 
-/// Before `newfd` is replaced: the library's own moves away, a socket's association goes.
+/// dup2/dup3 of `oldfd` onto `newfd` by `real`, after making way: the library's own descriptor
+/// moves away, a replaced socket's association goes.
+fn replacing(oldfd: c_int, newfd: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    if !sockets::any() || oldfd == newfd {
+        return real();
+    }
+    run(
+        -1,
+        libc::EBADF,
+        || {
+            before_replacing(newfd);
+            Flow::Bypass
+        },
+        real,
+    )
+}
+
 fn before_replacing(newfd: c_int) {
     if sockets::is_internal(newfd) {
         sockets::relocate_internal(newfd);
@@ -63,18 +79,7 @@ pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
             ) as c_int
         },
     };
-    if !sockets::any() || oldfd == newfd {
-        return real_dup2();
-    }
-    run(
-        -1,
-        libc::EBADF,
-        || {
-            before_replacing(newfd);
-            Flow::Bypass
-        },
-        real_dup2,
-    )
+    replacing(oldfd, newfd, real_dup2)
 }
 
 /// # Safety
@@ -92,18 +97,7 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
             ) as c_int
         },
     };
-    if !sockets::any() || oldfd == newfd {
-        return real_dup3();
-    }
-    run(
-        -1,
-        libc::EBADF,
-        || {
-            before_replacing(newfd);
-            Flow::Bypass
-        },
-        real_dup3,
-    )
+    replacing(oldfd, newfd, real_dup3)
 }
 
 fn sys_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
