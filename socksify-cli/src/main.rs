@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser};
 use socksify_core::config::{self, Config};
-use socksify_core::proxy;
+use socksify_core::{proxy, Mode};
+use socksify_guard::elf;
 
 mod doctor;
 
@@ -52,6 +53,10 @@ struct Cli {
     /// Start a socksified interactive shell ($SHELL, else /bin/sh) instead of a command
     #[arg(long, conflicts_with = "command")]
     shell: bool,
+    /// auto (the library, under the kernel guard; the guard alone for static and Go
+    /// programs), preload (the library only), syscall (the kernel guard only)
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    mode: Option<Mode>,
     /// The program to run, and its arguments
     #[arg(
         required_unless_present = "shell",
@@ -142,14 +147,143 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
         cli.command =
             vec![std::env::var_os("SHELL").filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into())];
     }
-    warn_if_preload_ignored(&cli.command[0]);
     match prepare(&cli.chain, &cli.log) {
-        Ok(env) => exec(&cli.command, env),
+        Ok(prepared) => run(&cli, prepared),
         Err(message) => {
             eprintln!("socksify: {message}");
             2
         }
     }
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+/// How the program will be socksified, and why (for -v and `check`).
+enum Plan {
+    Preload,
+    Guarded { preload: bool, fallback: socksify_guard::launch::Fallback },
+    Refuse(String),
+}
+
+fn plan(
+    mode: Mode,
+    program: &OsStr,
+    kind: &elf::Kind,
+    guard: &Result<(), socksify_guard::bpf::Unavailable>,
+) -> (Plan, String) {
+    use socksify_guard::launch::Fallback;
+    let name = program.to_string_lossy();
+    let static_note = format!("{name} is {}, which the library cannot enter", kind.describe());
+    match (mode, guard) {
+        (Mode::Preload, _) => {
+            if kind.needs_guard() {
+                eprintln!("socksify: warning: {static_note}: its traffic will NOT go through the proxies (--mode preload)");
+            }
+            (Plan::Preload, "preload: the library only, as asked".to_owned())
+        }
+        (Mode::Syscall, Ok(())) => (
+            Plan::Guarded { preload: false, fallback: Fallback::Refuse(format!("refusing to run {name} (--mode syscall)")) },
+            "syscall: the kernel guard does everything, as asked".to_owned(),
+        ),
+        (Mode::Syscall, Err(u)) => (
+            Plan::Refuse(format!("the kernel guard is not available ({}); refusing to run {name} (--mode syscall)", u.why)),
+            String::new(),
+        ),
+        (Mode::Auto, Ok(())) if kind.needs_guard() => (
+            Plan::Guarded {
+                preload: true,
+                fallback: Fallback::Refuse(format!("{static_note}; refusing to run it unproxied (--mode preload runs it anyway)")),
+            },
+            format!("auto: syscall mode ({static_note}: the kernel guard does everything)"),
+        ),
+        (Mode::Auto, Ok(())) => (
+            Plan::Guarded {
+                preload: true,
+                fallback: Fallback::Warn(
+                    "running with the library only: programs that make their own system calls (Go, static binaries, io_uring) and children that drop the environment are NOT covered".to_owned(),
+                ),
+            },
+            format!("auto: the library in {name} ({}), under the kernel guard", kind.describe()),
+        ),
+        (Mode::Auto, Err(u)) if kind.needs_guard() => (
+            Plan::Refuse(format!(
+                "{static_note}, and the kernel guard is not available here ({}); refusing to run it unproxied (--mode preload runs it anyway)",
+                u.why
+            )),
+            String::new(),
+        ),
+        (Mode::Auto, Err(u)) => {
+            eprintln!(
+                "socksify: warning: the kernel guard is not available ({}); running with the library only: programs that make their own system calls (Go, static binaries, io_uring) and children that drop the environment are NOT covered",
+                u.why
+            );
+            (Plan::Preload, "auto: the library only (no kernel guard here)".to_owned())
+        }
+    }
+}
+
+fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
+    let mode = cli.mode.unwrap_or(prepared.config.mode);
+    let path = elf::which(&cli.command[0].to_string_lossy());
+    let kind = path.as_deref().map(elf::inspect).unwrap_or(elf::Kind::Unknown);
+    let guard = if mode == Mode::Preload { Ok(()) } else { socksify_guard::bpf::available() };
+    let (plan, why) = plan(mode, &cli.command[0], &kind, &guard);
+    warn_if_privileged(&cli.command[0], matches!(plan, Plan::Guarded { .. }));
+    if cli.log.verbose && !why.is_empty() {
+        eprintln!("socksify: mode {why}");
+    }
+    match plan {
+        Plan::Refuse(msg) => {
+            eprintln!("socksify: {msg}");
+            126
+        }
+        Plan::Preload => exec(&cli.command, prepared.env),
+        Plan::Guarded { preload, fallback } => {
+            let mut env = prepared.env;
+            if !preload {
+                let rest = without_library(std::env::var_os("LD_PRELOAD"));
+                env.retain(|(k, _)| *k != "LD_PRELOAD");
+                env.push(("LD_PRELOAD", rest));
+            }
+            let argv: Result<Vec<CString>, String> = cli.command.iter().map(|a| cstring(a)).collect();
+            let argv = match argv {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("socksify: {e}");
+                    return 2;
+                }
+            };
+            let level = if cli.log.quiet {
+                socksify_guard::log::Level::Quiet
+            } else if cli.log.verbose {
+                socksify_guard::log::Level::Verbose
+            } else if prepared.config.quiet {
+                socksify_guard::log::Level::Quiet
+            } else {
+                socksify_guard::log::Level::Normal
+            };
+            socksify_guard::launch::run(socksify_guard::launch::Launch {
+                argv,
+                env: environment(&env),
+                config: prepared.config,
+                level,
+                fallback,
+            })
+        }
+    }
+}
+
+/// LD_PRELOAD without socksify's library (None when nothing else is left).
+fn without_library(existing: Option<OsString>) -> Option<OsString> {
+    let existing = existing?;
+    let rest: Vec<&[u8]> = existing
+        .as_bytes()
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|e| !e.is_empty() && !e.ends_with(LIBRARY.as_bytes()))
+        .collect();
+    (!rest.is_empty()).then(|| OsStr::from_bytes(&rest.join(&b':')).to_owned())
 }
 
 /// A word for a POSIX shell, single-quoted.
@@ -159,8 +293,8 @@ fn shell_quote(s: &OsStr) -> String {
 
 fn shell_on(on: OnCli) -> libc::c_int {
     match prepare(&on.chain, &on.log) {
-        Ok(changes) => {
-            for (name, value) in changes {
+        Ok(prepared) => {
+            for (name, value) in prepared.env {
                 match value {
                     Some(v) => println!("export {name}={};", shell_quote(&v)),
                     None => println!("unset {name};"),
@@ -294,9 +428,15 @@ fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
     Ok((path, config))
 }
 
+/// What `prepare` found: the checked configuration and the program's environment changes.
+struct Prepared {
+    config: Config,
+    env: EnvChanges,
+}
+
 /// Everything checked before the program runs, and the environment it gets; any error stops
 /// here with exit status 2.
-fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<EnvChanges, String> {
+fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
     let (path, config) = load(opts)?;
     let library = find_library()?;
     if log.verbose {
@@ -316,12 +456,31 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<EnvChanges, String> {
     } else {
         "normal"
     };
-    Ok(vec![
+    let env = vec![
         ("LD_PRELOAD", Some(preload_value(&library, std::env::var_os("LD_PRELOAD")))),
         (config::CONFIG_ENV, path.map(OsString::from)),
         ("SOCKSIFY_PROXIES", (!opts.proxy.is_empty()).then(|| opts.proxy.join("\n").into())),
         ("SOCKSIFY_LOG", Some(level.into())),
-    ])
+        (socksify_core::session::SESSION_ENV, None),
+    ];
+    Ok(Prepared { config, env })
+}
+
+/// This process's environment with `changes` applied.
+fn environment(changes: &EnvChanges) -> Vec<CString> {
+    let names: Vec<&str> = changes.iter().map(|(name, _)| *name).collect();
+    let entry = |k: &OsStr, v: &OsStr| {
+        let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
+        kv.extend_from_slice(k.as_bytes());
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        CString::new(kv).ok()
+    };
+    std::env::vars_os()
+        .filter(|(k, _)| !names.iter().any(|name| k == name))
+        .filter_map(|(k, v)| entry(&k, &v))
+        .chain(changes.iter().filter_map(|(k, v)| entry(OsStr::new(k), v.as_deref()?)))
+        .collect()
 }
 
 fn cstring(s: &OsStr) -> Result<CString, String> {
@@ -331,19 +490,7 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 /// Replaces this process with the program (searched in PATH); returns only on failure, with the
 /// shell's exit statuses (127: not found, 126: not runnable).
 fn exec(command: &[OsString], changes: EnvChanges) -> libc::c_int {
-    let names: Vec<&str> = changes.iter().map(|(name, _)| *name).collect();
-    let entry = |k: &OsStr, v: &OsStr| {
-        let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
-        kv.extend_from_slice(k.as_bytes());
-        kv.push(b'=');
-        kv.extend_from_slice(v.as_bytes());
-        CString::new(kv).ok()
-    };
-    let env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !names.iter().any(|name| k == name))
-        .filter_map(|(k, v)| entry(&k, &v))
-        .chain(changes.iter().filter_map(|(k, v)| entry(OsStr::new(k), v.as_deref()?)))
-        .collect();
+    let env = environment(&changes);
     let argv: Result<Vec<CString>, String> = command.iter().map(|a| cstring(a)).collect();
     let argv = match argv {
         Ok(a) => a,
@@ -411,8 +558,9 @@ fn warn_if_secrets_exposed(path: &Path, config: &Config) {
     }
 }
 
-/// The loader ignores LD_PRELOAD for setuid, setgid and file-capability programs: say so.
-fn warn_if_preload_ignored(program: &OsStr) {
+/// Setuid, setgid and file-capability programs: the loader ignores LD_PRELOAD for them, and
+/// under the kernel guard (no_new_privs) they run without their privileges. Say which.
+fn warn_if_privileged(program: &OsStr, guarded: bool) {
     let Some(path) = which(program) else { return };
     let Ok(meta) = path.metadata() else { return };
     let mode = meta.permissions().mode();
@@ -425,20 +573,21 @@ fn warn_if_preload_ignored(program: &OsStr) {
     } else {
         None
     };
-    if let Some(why) = why {
-        eprintln!(
+    match (why, guarded) {
+        (Some(why), false) => eprintln!(
             "socksify: warning: {} is {why}: the loader ignores LD_PRELOAD for it, so its traffic will NOT go through the proxies",
             path.display()
-        );
+        ),
+        (Some(why), true) => eprintln!(
+            "socksify: warning: {} is {why}: under the kernel guard (no_new_privs) it runs without those privileges; its traffic is proxied",
+            path.display()
+        ),
+        (None, _) => {}
     }
 }
 
 fn which(program: &OsStr) -> Option<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+    elf::which(&program.to_string_lossy())
 }
 
 fn has_file_capabilities(path: &Path) -> bool {

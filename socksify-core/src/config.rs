@@ -50,10 +50,48 @@ pub enum BindMode {
     Off,
 }
 
+/// How `socksify` makes a program's traffic take the proxies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The preload library for what it can see, under the kernel guard (seccomp user
+    /// notification) for everything else; the guard alone for static and Go programs.
+    #[default]
+    Auto,
+    /// The preload library only: no kernel guard (setuid children keep their privileges, and
+    /// programs that skip libc are not covered).
+    Preload,
+    /// The kernel guard only, without the library.
+    Syscall,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Preload => "preload",
+            Mode::Syscall => "syscall",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "preload" => Ok(Mode::Preload),
+            "syscall" => Ok(Mode::Syscall),
+            _ => Err(format!("unknown mode `{s}`: expected auto, preload or syscall")),
+        }
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    mode: Option<Mode>,
     chain: Option<ChainMode>,
     chain_len: Option<Spanned<i64>>,
     dns: Option<DnsMode>,
@@ -79,6 +117,7 @@ struct RawProxy {
 /// A checked configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    pub mode: Mode,
     pub chain: ChainMode,
     pub chain_len: usize,
     pub dns: DnsMode,
@@ -106,6 +145,7 @@ const MAX_TIMEOUT_MS: i64 = 3_600_000;
 impl Default for Config {
     fn default() -> Self {
         Config {
+            mode: Mode::Auto,
             chain: ChainMode::Strict,
             chain_len: DEFAULT_CHAIN_LEN,
             dns: DnsMode::Remote,
@@ -208,6 +248,7 @@ impl Config {
         };
         let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         let mut t = String::new();
+        t.push_str(&format!("mode = {}\n", quote(self.mode.name())));
         t.push_str(&format!("chain = {}\n", quote(&mode(&self.chain))));
         t.push_str(&format!("chain_len = {}\n", self.chain_len));
         t.push_str(&format!("dns = {}\n", quote(&mode(&self.dns))));
@@ -317,6 +358,7 @@ impl Config {
             Some(s) => return Err(src.at(s.span(), "chain_len", "expected a number of hops, 1 or more")),
         };
         let config = Config {
+            mode: raw.mode.unwrap_or_default(),
             chain,
             chain_len,
             dns: raw.dns.unwrap_or_default(),
@@ -476,6 +518,7 @@ mod tests {
     fn defaults_are_as_documented() {
         let c = Config::parse("", "t.toml").unwrap();
         assert_eq!(c, Config::default());
+        assert_eq!(c.mode, Mode::Auto);
         assert_eq!(c.chain, ChainMode::Strict);
         assert_eq!(c.chain_len, 2);
         assert_eq!(c.dns, DnsMode::Remote);
@@ -491,6 +534,7 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let text = r#"
+mode = "syscall"
 chain = "random"
 chain_len = 2
 dns = "local"
@@ -508,6 +552,7 @@ url = "socks4a://[2001:db8::1]:1081"
 url = "socks4://relay.example:9050"
 "#;
         let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(c.mode, Mode::Syscall);
         assert_eq!(c.chain, ChainMode::Random);
         assert_eq!(c.dns, DnsMode::Local);
         assert_eq!(c.udp, UdpMode::Block);

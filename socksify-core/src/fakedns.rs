@@ -1,14 +1,19 @@
 //! Remote DNS: each name a program looks up gets a fake address from a range that is never real
 //! traffic, and `connect()` maps the address back to the name, which the proxy then resolves.
 //!
-//! The table lives in one `MAP_SHARED` anonymous mapping, so a process and every child it forks
-//! see the same names at the same addresses, whichever of them resolved first. It is lock-free:
+//! The table lives in one `MAP_SHARED` mapping, so a process and every child it forks see the
+//! same names at the same addresses, whichever of them resolved first. The mapping is anonymous
+//! for one process tree, or a file of the session (`FakeDns::create`/`open`) that every process
+//! of one `socksify` run maps, whatever it `exec`s, the supervisor included. It is lock-free:
 //! an entry is written once, then published; a `fork()` in the middle of an insert can therefore
 //! never leave a lock held. Its size is fixed when it is created; when it is full, new names
 //! fail to resolve (existing ones keep working).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -17,6 +22,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 pub const MAX_NAME: usize = 253;
 const ENTRY: usize = 256; // u16 length, then the name
 const HEADER: usize = 64;
+/// Written at offset 8 of a table file, with the ranges and the capacity after it: a file made
+/// for other ranges (or by another version) is refused rather than misread.
+const MAGIC: &[u8; 8] = b"SFYFAKE1";
 /// How many names a table holds by default.
 pub const DEFAULT_CAPACITY: u32 = 65_536;
 
@@ -50,30 +58,58 @@ impl Drop for FakeDns {
 }
 
 impl FakeDns {
-    /// Maps a table for up to `capacity` names (fewer if a range is smaller).
+    /// Maps a table for up to `capacity` names (fewer if a range is smaller), shared with the
+    /// children this process forks.
     pub fn new(v4: Ipv4Net, v6: Ipv6Net, capacity: u32) -> io::Result<Self> {
-        let v4_room = (1u64 << (32 - v4.prefix_len())).saturating_sub(2);
-        let v6_room = 1u64.checked_shl(128 - v6.prefix_len() as u32).unwrap_or(u64::MAX).saturating_sub(2);
-        let capacity = (capacity as u64).min(v4_room).min(v6_room) as u32;
-        if capacity == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "fake address range too small"));
-        }
-        let len = HEADER + 2 * capacity as usize * 4 + capacity as usize * ENTRY;
+        let capacity = fit_capacity(v4, v6, capacity)?;
+        let len = table_len(capacity);
         // SAFETY: a fresh anonymous shared mapping; the kernel picks the address.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+        let base = unsafe { map(len, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)? };
+        Ok(FakeDns { base, len, capacity, v4, v6 })
+    }
+
+    /// Creates the table as the file `path` (which must not exist; mode 0600), for every process
+    /// of a session to map with `open`.
+    pub fn create(path: &Path, v4: Ipv4Net, v6: Ipv6Net, capacity: u32) -> io::Result<Self> {
+        let capacity = fit_capacity(v4, v6, capacity)?;
+        let len = table_len(capacity);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        file.set_len(len as u64)?;
+        // SAFETY: a shared mapping of the whole file, which is `len` bytes long.
+        let base = unsafe { map(len, libc::MAP_SHARED, file.as_raw_fd())? };
+        let table = FakeDns { base, len, capacity, v4, v6 };
+        // SAFETY: the header is inside the mapping, and nobody else has the file yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(identity(capacity, v4, v6).as_ptr(), table.base.add(8), IDENTITY);
         }
-        Ok(FakeDns { base: base.cast(), len, capacity, v4, v6 })
+        Ok(table)
+    }
+
+    /// Maps the table file of a session, made by `create` for the same ranges.
+    pub fn open(path: &Path, v4: Ipv4Net, v6: Ipv6Net) -> io::Result<Self> {
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path)?;
+        let size = file.metadata()?.len() as usize;
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a fake address table for these ranges");
+        if size < HEADER {
+            return Err(bad());
+        }
+        // SAFETY: a shared mapping of the whole file, which is `size` bytes long.
+        let base = unsafe { map(size, libc::MAP_SHARED, file.as_raw_fd())? };
+        // SAFETY: the header is inside the mapping.
+        let header = unsafe { std::slice::from_raw_parts(base.add(8), IDENTITY) };
+        let capacity = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        let table = FakeDns { base, len: size, capacity, v4, v6 };
+        if capacity == 0 || table_len(capacity) != size || header != identity(capacity, v4, v6) {
+            return Err(bad());
+        }
+        Ok(table)
     }
 
     pub fn capacity(&self) -> u32 {
@@ -207,6 +243,46 @@ impl FakeDns {
     }
 }
 
+/// Bytes 8.. of the header: magic, capacity, the two ranges.
+const IDENTITY: usize = 8 + 4 + 5 + 17;
+
+fn identity(capacity: u32, v4: Ipv4Net, v6: Ipv6Net) -> [u8; IDENTITY] {
+    let mut out = [0u8; IDENTITY];
+    out[..8].copy_from_slice(MAGIC);
+    out[8..12].copy_from_slice(&capacity.to_le_bytes());
+    out[12..16].copy_from_slice(&v4.network().octets());
+    out[16] = v4.prefix_len();
+    out[17..33].copy_from_slice(&v6.network().octets());
+    out[33] = v6.prefix_len();
+    out
+}
+
+fn fit_capacity(v4: Ipv4Net, v6: Ipv6Net, capacity: u32) -> io::Result<u32> {
+    let v4_room = (1u64 << (32 - v4.prefix_len())).saturating_sub(2);
+    let v6_room = 1u64.checked_shl(128 - v6.prefix_len() as u32).unwrap_or(u64::MAX).saturating_sub(2);
+    let capacity = (capacity as u64).min(v4_room).min(v6_room) as u32;
+    if capacity == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "fake address range too small"));
+    }
+    Ok(capacity)
+}
+
+fn table_len(capacity: u32) -> usize {
+    HEADER + 2 * capacity as usize * 4 + capacity as usize * ENTRY
+}
+
+/// # Safety
+/// `fd` is -1 with MAP_ANONYMOUS, or a file of at least `len` bytes.
+unsafe fn map(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<*mut u8> {
+    // SAFETY: the caller vouches for `fd` and `len`; the kernel picks the address.
+    let base =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(base.cast())
+}
+
 fn normalize(name: &str) -> Result<String, FakeDnsError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') {
@@ -283,6 +359,23 @@ mod tests {
         for (i, idx) in results[0].iter().enumerate() {
             assert_eq!(t.name_of(IpAddr::V4(t.ipv4(*idx))), Some(format!("h{i}").as_str()));
         }
+    }
+
+    #[test]
+    fn a_table_file_is_shared_by_whoever_opens_it() {
+        let dir = std::env::temp_dir().join(format!("sfy-fake-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let (v4, v6) = ("240.0.0.0/8".parse().unwrap(), "100::/64".parse().unwrap());
+        let made = FakeDns::create(&dir, v4, v6, 32).unwrap();
+        let idx = made.insert("made.example").unwrap();
+        let opened = FakeDns::open(&dir, v4, v6).unwrap();
+        assert_eq!(opened.capacity(), 32);
+        assert_eq!(opened.name_of(IpAddr::V4(opened.ipv4(idx))), Some("made.example"));
+        let other = opened.insert("other.example").unwrap();
+        assert_eq!(made.insert("other.example").unwrap(), other);
+        assert!(FakeDns::open(&dir, "241.0.0.0/8".parse().unwrap(), v6).is_err(), "other ranges");
+        assert!(FakeDns::create(&dir, v4, v6, 32).is_err(), "never overwritten");
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

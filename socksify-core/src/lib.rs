@@ -5,13 +5,17 @@
 pub mod addr;
 pub mod chain;
 pub mod config;
+pub mod dnswire;
 pub mod error;
 pub mod fakedns;
 pub mod hosts;
 pub mod http;
 pub mod proxy;
 pub mod proxychains;
+pub mod resolvconf;
 pub mod router;
+pub mod session;
+pub mod stub;
 pub mod sys;
 pub mod v4;
 pub mod v5;
@@ -19,6 +23,6 @@ pub mod wire;
 
 pub use addr::TargetAddr;
 pub use chain::{Chain, ChainError, ChainMode, Established, Timeouts};
-pub use config::{BindMode, Config, ConfigError, DirectRule, DnsMode, UdpMode};
+pub use config::{BindMode, Config, ConfigError, DirectRule, DnsMode, Mode, UdpMode};
 pub use error::SocksError;
 pub use proxy::{Command, Credentials, Host, Proxy, ProxyKind};

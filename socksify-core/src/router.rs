@@ -52,21 +52,33 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for `config`; remote DNS maps a fake-address table of `capacity` names.
+    /// A router for `config`; remote DNS maps a fake-address table of `capacity` names, shared
+    /// with this process's forked children.
     pub fn new(config: Config, hosts: Hosts, capacity: u32) -> std::io::Result<Router> {
         let fake = match config.dns {
             DnsMode::Remote => Some(FakeDns::new(config.fake_ipv4_range, config.fake_ipv6_range, capacity)?),
             DnsMode::Local => None,
         };
+        Ok(Router::with_fake(config, hosts, fake))
+    }
+
+    /// A router over a fake-address table made elsewhere (a session's); `None` under local DNS.
+    pub fn with_fake(config: Config, hosts: Hosts, fake: Option<FakeDns>) -> Router {
+        let fake = if config.dns == DnsMode::Remote { fake } else { None };
         // The handshake runs on the program's own socket, so its family must reach the first
         // hop: with only IPv6 proxies, a lookup for any family gets the IPv6 fake address.
         let prefer_v6 = !config.proxies.is_empty()
             && config.proxies.iter().all(|p| matches!(p.host, crate::proxy::Host::Ip(IpAddr::V6(_))));
-        Ok(Router { config, hosts, fake, prefer_v6 })
+        Router { config, hosts, fake, prefer_v6 }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// True when every proxy is an IPv6 address: names get IPv6 fake addresses.
+    pub fn prefers_v6(&self) -> bool {
+        self.prefer_v6
     }
 
     pub fn remote_dns(&self) -> bool {

@@ -37,8 +37,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         -1,
         libc::EADDRNOTAVAIL,
         || {
-            // SAFETY: the caller's address of `len` bytes.
-            let Some(wanted) = (unsafe { sock::read_addr(addr, len) }) else {
+            let Some(wanted) = sock::read_addr(addr, len) else {
                 return Flow::Fail(libc::EADDRNOTAVAIL);
             };
             let Ok(st) = state::get() else { return Flow::Fail(libc::EADDRNOTAVAIL) };
@@ -171,9 +170,8 @@ fn accept_flow(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int
     let peer = sock::in_family(peer, family).unwrap_or(peer);
     let Some(new) = hand_over(fd, family, flags) else { return Flow::Fail(crate::hook::errno()) };
     sockets::bind_accepted(new, peer);
-    if !addr.is_null() && !len.is_null() {
-        // SAFETY: the caller's address buffer of `*len` bytes.
-        unsafe { sock::write_addr(&peer, addr, len) };
+    if !addr.is_null() && !len.is_null() && !sock::write_addr(&peer, addr, len) {
+        return Flow::Fail(libc::EFAULT);
     }
     if st.log.verbose() {
         st.log.info(format_args!("accept on descriptor {fd}: connection from {peer} through the BIND"));
@@ -293,11 +291,8 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         -1,
         libc::EBADF,
         || match sockets::local(fd).or_else(|| sockets::virtual_bind(fd)) {
-            Some(local) => {
-                // SAFETY: the caller's buffer of `*len` bytes.
-                unsafe { sock::write_addr(&local, addr, len) };
-                Flow::Done(0)
-            }
+            Some(local) if sock::write_addr(&local, addr, len) => Flow::Done(0),
+            Some(_) => Flow::Fail(libc::EFAULT),
             None => Flow::Bypass,
         },
         real_getsockname,

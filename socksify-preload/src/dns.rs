@@ -507,8 +507,7 @@ pub unsafe extern "C" fn getnameinfo(
         libc::EAI_FAIL,
         0,
         || {
-            // SAFETY: the caller's address of `salen` bytes.
-            let Some(addr) = (unsafe { sock::read_addr(sa, salen) }) else { return Flow::Bypass };
+            let Some(addr) = sock::read_addr(sa, salen) else { return Flow::Bypass };
             let st = match state::get() {
                 Ok(st) => st,
                 Err(_) => return Flow::Done(libc::EAI_FAIL),

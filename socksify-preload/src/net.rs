@@ -15,17 +15,57 @@ use crate::{real, sock, sockets, state, udp};
 /// The arguments of connect(2).
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let real = || match real::connect.get() {
+        // SAFETY: the real connect with the caller's arguments.
+        Some(f) => unsafe { f(fd, addr, len) },
+        None => syscall_connect(fd, addr, len),
+    };
+    if crate::hook::inside() {
+        return reentrant_connect(fd, addr, len, real);
+    }
     run(
         -1,
         libc::ECONNREFUSED,
         // SAFETY: the caller's arguments, as connect(2) takes them.
         || unsafe { connect_flow(fd, addr, len) },
-        || match real::connect.get() {
-            // SAFETY: the real connect with the caller's arguments.
-            Some(f) => unsafe { f(fd, addr, len) },
-            None => syscall_connect(fd, addr, len),
-        },
+        real,
     )
+}
+
+/// A connect made while this thread is inside a hook already: from a signal handler that
+/// interrupted one, or from a library the real function called. It cannot run the chain from
+/// there (the hook it interrupted may hold what the chain needs), so only what would not be
+/// proxied anyway goes through; the rest fails — unless the kernel guard supervises the
+/// process, which then proxies it. Allocation-free: signal handlers run here.
+fn reentrant_connect(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    let Some(dest) = sock::read_addr(addr, len) else { return real() };
+    let st = match state::get() {
+        Ok(st) if st.guarded => return real(),
+        Ok(st) => st,
+        Err(_) => return real(),
+    };
+    let unmapped = match dest {
+        SocketAddr::V6(v6) => {
+            v6.ip().to_ipv4_mapped().map_or(dest, |v4| SocketAddr::new(std::net::IpAddr::V4(v4), v6.port()))
+        }
+        v4 => v4,
+    };
+    let stream = sock::socket_type(fd) == Some(libc::SOCK_STREAM);
+    if !stream || (!st.router.is_fake(unmapped.ip()) && st.router.config().is_direct(&unmapped)) {
+        return real();
+    }
+    const MSG: &[u8] = b"socksify: a connect made inside another socksify call (a signal handler?) failed: it cannot go through the proxies from there\n";
+    // SAFETY: one raw write of a static message; async-signal-safe.
+    unsafe {
+        crate::syscall::raw(libc::SYS_write, &[2, MSG.as_ptr() as libc::c_long, MSG.len() as libc::c_long])
+    };
+    crate::hook::set_errno(libc::ECONNREFUSED);
+    -1
 }
 
 fn syscall_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -39,8 +79,7 @@ fn syscall_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
 }
 
 unsafe fn connect_flow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Flow<c_int> {
-    // SAFETY: the caller's buffer of `len` bytes.
-    let Some(dest) = (unsafe { sock::read_addr(addr, len) }) else { return Flow::Bypass };
+    let Some(dest) = sock::read_addr(addr, len) else { return Flow::Bypass };
     match sock::socket_type(fd) {
         Some(libc::SOCK_STREAM) => tcp_connect(fd, dest),
         Some(libc::SOCK_DGRAM) => udp::connect(fd, dest),
@@ -57,6 +96,9 @@ fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
             return Flow::Fail(libc::ECONNREFUSED);
         }
     };
+    if st.for_the_stub(dest) {
+        return Flow::Bypass; // the kernel guard sends it to its DNS stub
+    }
     let target = match st.router.route(dest) {
         Route::Direct => return Flow::Bypass,
         Route::UnknownFake => {
@@ -99,9 +141,11 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         libc::ENOTCONN,
         || match sockets::peer(fd) {
             Some(peer) if !addr.is_null() && !len.is_null() => {
-                // SAFETY: the caller's buffer of `*len` bytes.
-                unsafe { sock::write_addr(&peer, addr, len) };
-                Flow::Done(0)
+                if sock::write_addr(&peer, addr, len) {
+                    Flow::Done(0)
+                } else {
+                    Flow::Fail(libc::EFAULT)
+                }
             }
             _ => Flow::Bypass,
         },
@@ -123,8 +167,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first. `fast_open` is set when
 /// the chain was built and the data still has to be sent.
 fn send_flow(fd: c_int, msg: &msghdr, flags: c_int, fast_open: &mut bool) -> Flow<ssize_t> {
-    // SAFETY: the caller's address buffer of msg_namelen bytes.
-    let dest = unsafe { sock::read_addr(msg.msg_name as *const sockaddr, msg.msg_namelen) };
+    let dest = sock::read_addr(msg.msg_name as *const sockaddr, msg.msg_namelen);
     match (sock::socket_type(fd), dest) {
         (Some(libc::SOCK_DGRAM), Some(dest)) => udp::send_to(fd, dest, msg, flags),
         (Some(libc::SOCK_DGRAM), None) => udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass),
@@ -264,12 +307,9 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 /// The arguments of sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if msg.is_null() {
-        return real::sendmsg_now(fd, msg, flags);
-    }
-    // SAFETY: the caller's message header.
-    let m = unsafe { &*msg };
-    send_hook(fd, m, flags, || real::sendmsg_now(fd, msg, flags))
+    // A header that cannot be read goes to the kernel, which says EFAULT.
+    let Some(m) = sock::copy_value(msg) else { return real::sendmsg_now(fd, msg, flags) };
+    send_hook(fd, &m, flags, || real::sendmsg_now(fd, msg, flags))
 }
 
 /// # Safety

@@ -5,20 +5,56 @@ use std::net::{IpAddr, SocketAddr};
 use libc::{c_int, sockaddr, socklen_t};
 use socket2::SockAddr;
 
-/// An AF_INET or AF_INET6 address from C; `None` for other families or bad lengths.
-///
-/// # Safety
-/// `addr` is null or points to `len` readable bytes.
-pub unsafe fn read_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
+/// Copies `out.len()` bytes from the program's address `src` without trusting it: a pointer
+/// the program got wrong is `false` (the kernel would say EFAULT), never a crash.
+pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
+    let remote = libc::iovec { iov_base: src as *mut libc::c_void, iov_len: out.len() };
+    // SAFETY: process_vm_readv on this process checks the remote range; the local one is `out`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == out.len() as isize
+}
+
+/// Copies `data` to the program's address `dst`; `false` when it is not writable.
+pub fn copy_out(dst: *mut u8, data: &[u8]) -> bool {
+    if data.is_empty() {
+        return true;
+    }
+    let local = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    let remote = libc::iovec { iov_base: dst.cast(), iov_len: data.len() };
+    // SAFETY: process_vm_writev on this process checks the remote range; the local one is read.
+    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == data.len() as isize
+}
+
+/// A value of plain old data at the program's address `src`, or `None` when unreadable.
+pub fn copy_value<T: Copy>(src: *const T) -> Option<T> {
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the bytes of `v`, which any bit pattern fills for plain old data.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>()) };
+    // SAFETY: every byte was copied from the program's value of type T.
+    copy_in(src.cast(), bytes).then(|| unsafe { v.assume_init() })
+}
+
+/// An AF_INET or AF_INET6 address from C; `None` for other families, bad lengths, or memory
+/// that cannot be read (the real call then gives the kernel's answer, EFAULT).
+pub fn read_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
     let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: the caller vouches for `len` bytes at `addr`; SockAddr::try_init hands us zeroed
-    // storage of sockaddr_storage size to copy them into.
+    let mut bytes = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
+    if !copy_in(addr.cast(), &mut bytes[..len]) {
+        return None;
+    }
+    // SAFETY: SockAddr::try_init hands us zeroed storage of sockaddr_storage size.
     let ((), sa) = unsafe {
         SockAddr::try_init(|storage, out_len| {
-            std::ptr::copy_nonoverlapping(addr.cast::<u8>(), storage.cast::<u8>(), len);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), storage.cast::<u8>(), len);
             *out_len = len as socklen_t;
             Ok(())
         })
@@ -28,18 +64,14 @@ pub unsafe fn read_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketA
 }
 
 /// Writes `addr` to a C buffer of `*len` bytes, truncating as the kernel does, and sets `*len` to
-/// the full size.
-///
-/// # Safety
-/// `out` points to `*len` writable bytes and `len` is valid.
-pub unsafe fn write_addr(addr: &SocketAddr, out: *mut sockaddr, len: *mut socklen_t) {
+/// the full size. `false` (EFAULT) when either pointer is unusable.
+pub fn write_addr(addr: &SocketAddr, out: *mut sockaddr, len: *mut socklen_t) -> bool {
     let sa = SockAddr::from(*addr);
-    // SAFETY: the caller vouches for `out`/`len`; we copy at most `*len` bytes.
-    unsafe {
-        let n = (*len as usize).min(sa.len() as usize);
-        std::ptr::copy_nonoverlapping(sa.as_ptr().cast::<u8>(), out.cast::<u8>(), n);
-        *len = sa.len();
-    }
+    let Some(room) = copy_value(len as *const socklen_t) else { return false };
+    let n = (room as usize).min(sa.len() as usize);
+    // SAFETY: the storage holds sa.len() initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), n) };
+    copy_out(out.cast(), bytes) && copy_out(len.cast(), &sa.len().to_ne_bytes())
 }
 
 /// The socket type (SOCK_STREAM, SOCK_DGRAM, …) of `fd`.

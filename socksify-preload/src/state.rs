@@ -9,6 +9,7 @@ use socksify_core::config::{self, Config};
 use socksify_core::fakedns::DEFAULT_CAPACITY;
 use socksify_core::hosts::Hosts;
 use socksify_core::router::Router;
+use socksify_core::session::{Session, SESSION_ENV};
 use socksify_core::Chain;
 
 use crate::log::Logger;
@@ -19,6 +20,12 @@ pub struct State {
     pub router: Router,
     pub chain: Chain,
     pub log: Logger,
+    /// The session of the `socksify` run (shared fake table, the guard's relay list), if any.
+    pub session: Option<Session>,
+    /// The kernel guard supervises this process: it answers DNS queries to the system's
+    /// nameservers (`nameservers`) with its stub, and catches what the hooks do not see.
+    pub guarded: bool,
+    pub nameservers: Vec<std::net::IpAddr>,
     /// `SOCKSIFY_TEST_PANIC=1`: proxied connects panic inside the hook, so that the test suite
     /// can show that a panic fails the call and never reaches the real `connect`.
     pub test_panic: bool,
@@ -62,8 +69,46 @@ fn build() -> Result<State, (Logger, String)> {
     }
     let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
     let chain = config.chain();
-    let router = Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
-        .map_err(|e| fail(format!("cannot map the fake address table: {e}")))?;
+    // The session's table when there is one: every process of the run shares it, and the
+    // kernel guard maps its fake addresses back too.
+    let mut session = match std::env::var_os(SESSION_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => match Session::open(std::path::Path::new(&dir), &config) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log.error(format_args!(
+                    "cannot open the session {}: {e}; fake addresses stay private to this process",
+                    std::path::Path::new(&dir).display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let fake = session.as_mut().and_then(Session::take_fake);
+    let guarded = session.as_ref().is_some_and(Session::guarded);
+    let router = match fake {
+        Some(fake) => Router::with_fake(config, Hosts::load_system(), Some(fake)),
+        None => Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
+            .map_err(|e| fail(format!("cannot map the fake address table: {e}")))?,
+    };
+    let nameservers = if guarded { socksify_core::resolvconf::system_nameservers() } else { Vec::new() };
     let test_panic = std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
-    Ok(State { router, chain, log, test_panic })
+    Ok(State { router, chain, log, session, guarded, nameservers, test_panic })
+}
+
+impl State {
+    /// True for a query to the system's nameservers that the kernel guard's stub answers: the
+    /// library leaves it alone (its datagrams would otherwise reach the proxy's resolver).
+    pub fn for_the_stub(&self, dest: std::net::SocketAddr) -> bool {
+        if !self.guarded || !self.router.remote_dns() || dest.port() != 53 {
+            return false;
+        }
+        let ip = match dest.ip() {
+            std::net::IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+            }
+            v4 => v4,
+        };
+        self.nameservers.contains(&ip)
+    }
 }

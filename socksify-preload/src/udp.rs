@@ -30,6 +30,9 @@ fn decide(dest: SocketAddr, what: &str) -> Result<Option<TargetAddr>, c_int> {
             return Err(libc::ENETUNREACH);
         }
     };
+    if st.for_the_stub(dest) {
+        return Ok(None); // the kernel guard answers it with its DNS stub
+    }
     match st.router.route_udp(dest) {
         UdpRoute::Direct => Ok(None),
         UdpRoute::Blocked => {
@@ -121,6 +124,14 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
     };
     if st.log.verbose() {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
+    }
+    // The kernel guard lets datagrams through only to relays the library opened.
+    if let Some(session) = st.session.as_ref().filter(|_| st.guarded) {
+        if !session.add_relay(relay) {
+            sock::close_raw(control);
+            st.log.error(format_args!("too many UDP relays in this session; the send failed"));
+            return Err(libc::ENOBUFS);
+        }
     }
     sockets::insert_udp(fd, Assoc { fd, control, relay, peer: None, sent: Vec::new() }).ok_or(libc::EBADF)
 }
@@ -278,9 +289,7 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             if n < 0 {
                 return Flow::Fail(crate::hook::errno());
             }
-            // SAFETY: the kernel wrote a socket address of msg_namelen bytes into `from`.
-            let src =
-                unsafe { sock::read_addr((&from as *const libc::sockaddr_storage).cast(), m.msg_namelen) };
+            let src = sock::read_addr((&from as *const libc::sockaddr_storage).cast(), m.msg_namelen);
             let from_relay =
                 src.is_some_and(|s| s.ip() == assoc.relay.ip() && s.port() == assoc.relay.port());
             let decoded = if from_relay { v5::decode_udp(&buf[..n as usize]).ok() } else { None };
@@ -301,8 +310,9 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             }
             if !msg.msg_name.is_null() {
                 let shown = source_as_seen(&assoc, source, family);
-                // SAFETY: the caller's name buffer of msg_namelen bytes.
-                unsafe { sock::write_addr(&shown, msg.msg_name.cast::<sockaddr>(), &mut msg.msg_namelen) };
+                if !sock::write_addr(&shown, msg.msg_name.cast::<sockaddr>(), &mut msg.msg_namelen) {
+                    return Flow::Fail(libc::EFAULT);
+                }
             }
             let len = if flags & libc::MSG_TRUNC != 0 { payload.len() } else { copied };
             return Flow::Done(len as ssize_t);

@@ -176,9 +176,23 @@ fn setuid_setgid_and_capability_programs_are_warned_about() {
         let prog = dir.join(format!("prog-{word}"));
         std::fs::copy("/bin/true", &prog).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(mode)).unwrap();
-        let out = run_copy(&mut socksify(&["-p", "socks5://127.0.0.1:1080", prog.to_str().unwrap()]));
+        let out = run_copy(&mut socksify(&[
+            "--mode",
+            "preload",
+            "-p",
+            "socks5://127.0.0.1:1080",
+            prog.to_str().unwrap(),
+        ]));
         let (_, err) = text(&out);
         assert!(err.contains(&format!("is {word}: the loader ignores LD_PRELOAD")), "{err}");
+        // Under the kernel guard it runs, without its privileges, and is proxied.
+        let out = run_copy(&mut socksify(&["-p", "socks5://127.0.0.1:1080", prog.to_str().unwrap()]));
+        let (_, err) = text(&out);
+        assert!(
+            err.contains(&format!("is {word}: under the kernel guard (no_new_privs) it runs without")),
+            "{err}"
+        );
+        assert!(out.status.success(), "{err}");
     }
     let prog = dir.join("prog-caps");
     std::fs::copy("/bin/true", &prog).unwrap();

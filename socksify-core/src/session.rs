@@ -1,0 +1,323 @@
+//! A session: what every process of one `socksify` run shares, whatever it `exec`s — a
+//! directory of the user's own (mode 0700, in `$XDG_RUNTIME_DIR`, else `/dev/shm`, else the
+//! temporary directory) named in the environment (`SOCKSIFY_SESSION`), holding
+//! - `fake`: the fake-address table (remote DNS), so a fake address handed to one process
+//!   connects by name from any other, and the kernel guard maps it back too;
+//! - `state`: a small shared page: whether the kernel guard supervises the session, and the UDP
+//!   relays the library opened (the guard lets datagrams to those through and no others).
+//!
+//! Both files are fixed-size mappings written lock-free, so a `fork()` at any moment leaves
+//! nothing locked. The process that created the session removes it when the session ends.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::Config;
+use crate::fakedns::{FakeDns, DEFAULT_CAPACITY};
+
+/// The environment variable that names the session directory.
+pub const SESSION_ENV: &str = "SOCKSIFY_SESSION";
+
+const STATE_MAGIC: &[u8; 8] = b"SFYSTAT1";
+/// Relays remembered at once; a full table refuses new ones (the datagram fails, logged).
+pub const MAX_RELAYS: usize = 255;
+const SLOT: usize = 24;
+const STATE_LEN: usize = 64 + MAX_RELAYS * SLOT;
+const FLAG_GUARDED: u32 = 1;
+
+pub struct Session {
+    dir: PathBuf,
+    fake: Option<FakeDns>,
+    state: *mut u8,
+    owner: bool,
+}
+
+// SAFETY: the state page is accessed through atomics and write-once slots only.
+unsafe impl Send for Session {}
+// SAFETY: as above.
+unsafe impl Sync for Session {}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // SAFETY: the state mapping made in `map_state`, unmapped once.
+        unsafe { libc::munmap(self.state.cast(), STATE_LEN) };
+    }
+}
+
+impl Session {
+    /// Makes a new session for `config` (a fake table when DNS is remote), named after this
+    /// process, which owns it and calls `remove` at the end.
+    pub fn create(config: &Config) -> io::Result<Session> {
+        let base = runtime_base();
+        sweep_stale(&base);
+        // SAFETY: getuid/getpid have no preconditions.
+        let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
+        let dir = base.join(format!("socksify-{uid}-{pid}-{:08x}", fastrand::u32(..)));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let made = (|| -> io::Result<Session> {
+            let fake = match config.dns {
+                crate::config::DnsMode::Remote => Some(FakeDns::create(
+                    &dir.join("fake"),
+                    config.fake_ipv4_range,
+                    config.fake_ipv6_range,
+                    DEFAULT_CAPACITY,
+                )?),
+                crate::config::DnsMode::Local => None,
+            };
+            let state = map_state(&dir.join("state"), true)?;
+            let session = Session { dir: dir.clone(), fake, state, owner: true };
+            // SAFETY: the magic at the start of the page, written before anyone opens it.
+            unsafe { std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.add(8), 8) };
+            Ok(session)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        made
+    }
+
+    /// Opens the session in `dir` (from `SOCKSIFY_SESSION`), made for the same configuration.
+    pub fn open(dir: &Path, config: &Config) -> io::Result<Session> {
+        let fake = match config.dns {
+            crate::config::DnsMode::Remote => {
+                Some(FakeDns::open(&dir.join("fake"), config.fake_ipv4_range, config.fake_ipv6_range)?)
+            }
+            crate::config::DnsMode::Local => None,
+        };
+        let state = map_state(&dir.join("state"), false)?;
+        // SAFETY: the magic is inside the mapping.
+        let magic = unsafe { std::slice::from_raw_parts(state.add(8), 8) };
+        let session = Session { dir: dir.to_path_buf(), fake, state, owner: false };
+        if magic != STATE_MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a socksify session"));
+        }
+        Ok(session)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the fake table out of the session (for a router); `None` under local DNS.
+    pub fn take_fake(&mut self) -> Option<FakeDns> {
+        self.fake.take()
+    }
+
+    /// Records that the kernel guard supervises this session (before the program runs).
+    pub fn mark_guarded(&self) {
+        self.flags().fetch_or(FLAG_GUARDED, Ordering::Release);
+    }
+
+    /// True when the kernel guard supervises this session.
+    pub fn guarded(&self) -> bool {
+        self.flags().load(Ordering::Acquire) & FLAG_GUARDED != 0
+    }
+
+    fn flags(&self) -> &AtomicU32 {
+        // SAFETY: offset 0 of the page-aligned mapping.
+        unsafe { &*(self.state as *const AtomicU32) }
+    }
+
+    fn slot(&self, i: usize) -> (&AtomicU32, *mut u8) {
+        // SAFETY: slot i < MAX_RELAYS lies inside the mapping, 4-byte aligned.
+        unsafe {
+            let at = self.state.add(64 + i * SLOT);
+            (&*(at as *const AtomicU32), at.add(4))
+        }
+    }
+
+    /// Remembers a UDP relay the library opened through a proxy. False when the table is full.
+    pub fn add_relay(&self, relay: SocketAddr) -> bool {
+        let bytes = encode(relay);
+        for i in 0..MAX_RELAYS {
+            let (state, data) = self.slot(i);
+            match state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: this slot was claimed by the exchange above.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+                    state.store(2, Ordering::Release);
+                    return true;
+                }
+                Err(2) if self.read_slot(data) == bytes => return true,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+
+    fn read_slot(&self, data: *mut u8) -> [u8; 19] {
+        let mut out = [0u8; 19];
+        // SAFETY: a published slot: its bytes were written before its state became 2.
+        unsafe { std::ptr::copy_nonoverlapping(data, out.as_mut_ptr(), out.len()) };
+        out
+    }
+
+    /// True when `addr` is a relay the library opened.
+    pub fn is_relay(&self, addr: SocketAddr) -> bool {
+        let want = encode(unmapped(addr));
+        (0..MAX_RELAYS).any(|i| {
+            let (state, data) = self.slot(i);
+            state.load(Ordering::Acquire) == 2 && self.read_slot(data) == want
+        })
+    }
+
+    /// Deletes the session's files (the creator, when the session ends).
+    pub fn remove(&self) {
+        if self.owner {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        _ => addr,
+    }
+}
+
+fn encode(addr: SocketAddr) -> [u8; 19] {
+    let addr = unmapped(addr);
+    let mut out = [0u8; 19];
+    out[..2].copy_from_slice(&addr.port().to_le_bytes());
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            out[2] = 4;
+            out[3..7].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out[2] = 6;
+            out[3..19].copy_from_slice(&v6.octets());
+        }
+    }
+    out
+}
+
+fn map_state(path: &Path, create: bool) -> io::Result<*mut u8> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).custom_flags(libc::O_CLOEXEC);
+    if create {
+        opts.create_new(true).mode(0o600);
+    }
+    let file = opts.open(path)?;
+    if create {
+        file.set_len(STATE_LEN as u64)?;
+    } else if file.metadata()?.len() != STATE_LEN as u64 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a socksify session"));
+    }
+    // SAFETY: a shared mapping of the whole file, STATE_LEN bytes long.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STATE_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(base.cast())
+}
+
+/// Where sessions live: `$XDG_RUNTIME_DIR` when it is a directory of ours, else `/dev/shm`
+/// (memory, like the runtime directory), else the temporary directory.
+pub fn runtime_base() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(PathBuf::from) {
+        if is_writable_dir(&dir) {
+            return dir;
+        }
+    }
+    let shm = PathBuf::from("/dev/shm");
+    if is_writable_dir(&shm) {
+        return shm;
+    }
+    std::env::temp_dir()
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: access(2) with a NUL-terminated path.
+    dir.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
+}
+
+/// Removes sessions of this user whose creator is gone (killed before it could clean up).
+fn sweep_stale(base: &Path) {
+    // SAFETY: getuid has no preconditions.
+    let prefix = format!("socksify-{}-", unsafe { libc::getuid() });
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<libc::pid_t>().ok()) else { continue };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_shared_by_whoever_opens_it_and_removed_by_its_creator() {
+        let config = Config::default();
+        let mut made = Session::create(&config).unwrap();
+        made.mark_guarded();
+        let dir = made.dir().to_path_buf();
+        let mode = std::fs::metadata(&dir).unwrap().permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o700);
+        let mut opened = Session::open(&dir, &config).unwrap();
+        assert!(opened.guarded());
+        let fake = made.take_fake().unwrap();
+        let idx = fake.insert("shared.example").unwrap();
+        let other = opened.take_fake().unwrap();
+        assert_eq!(other.name_of(IpAddr::V4(other.ipv4(idx))), Some("shared.example"));
+
+        let relay: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+        assert!(!made.is_relay(relay));
+        assert!(opened.add_relay(relay));
+        assert!(opened.add_relay(relay), "twice is fine");
+        assert!(made.is_relay(relay));
+        assert!(made.is_relay("[::ffff:192.0.2.1]:40001".parse().unwrap()), "v4-mapped is the same");
+        assert!(!made.is_relay("192.0.2.1:7".parse().unwrap()));
+        opened.remove();
+        assert!(dir.exists(), "only the creator removes it");
+        made.remove();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn the_relay_table_is_bounded() {
+        let s = Session::create(&Config::default()).unwrap();
+        assert!(!s.guarded());
+        for i in 0..MAX_RELAYS {
+            assert!(s.add_relay(SocketAddr::new("192.0.2.1".parse().unwrap(), 1000 + i as u16)));
+        }
+        assert!(!s.add_relay("192.0.2.1:9".parse().unwrap()));
+        assert!(s.is_relay("192.0.2.1:1000".parse().unwrap()));
+        s.remove();
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_session_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sfy-not-a-session-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(Session::open(&dir, &Config::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

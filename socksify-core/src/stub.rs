@@ -1,0 +1,153 @@
+//! A DNS stub resolver for remote DNS: it answers the queries a program sends to the system's
+//! nameservers itself, from the fake-address table, and never asks anyone. A name gets the
+//! fake address that `connect()` later maps back to it, so the name reaches the proxy in the
+//! CONNECT and no query leaves the machine.
+//!
+//! - A / AAAA: the fake address of the family the proxies are reached from (IPv4 unless every
+//!   proxy is an IPv6 address); the other family gets no records. Names in the hosts file and
+//!   `localhost` get their own addresses.
+//! - PTR of a fake address: its name; of a hosts-file address: the file's name.
+//! - Every other type: no records (NOERROR). Other opcodes: NOTIMP.
+
+use std::net::IpAddr;
+
+use crate::dnswire::{self, Query, Record};
+use crate::fakedns::FakeDnsError;
+use crate::router::{Resolution, Router};
+
+/// The time to live of every answer: fake addresses never change within a session.
+pub const TTL: u32 = 60;
+
+/// The response to `query`, or `None` for a message that deserves none (a response, or
+/// something too short to carry an id).
+pub fn answer(router: &Router, query: &[u8]) -> Option<Vec<u8>> {
+    let q = match dnswire::parse_query(query) {
+        Ok(q) => q,
+        Err(dnswire::DnsError::NotAQuery) | Err(dnswire::DnsError::Short) => return None,
+        Err(_) => return dnswire::error_response(query, dnswire::RCODE_FORMERR),
+    };
+    let (rcode, records) = records_for(router, &q);
+    Some(dnswire::response(query, &q, rcode, &records, TTL))
+}
+
+fn records_for(router: &Router, q: &Query) -> (u8, Vec<Record>) {
+    if q.opcode() != 0 {
+        return (dnswire::RCODE_NOTIMP, Vec::new());
+    }
+    if q.qclass != dnswire::CLASS_IN && q.qclass != 255 {
+        return (dnswire::RCODE_REFUSED, Vec::new());
+    }
+    match q.qtype {
+        dnswire::TYPE_PTR => match dnswire::reverse_name(&q.name).and_then(|ip| router.reverse(ip)) {
+            Some(name) => (dnswire::RCODE_NOERROR, vec![Record::Ptr(name)]),
+            None => (dnswire::RCODE_NXDOMAIN, Vec::new()),
+        },
+        dnswire::TYPE_A | dnswire::TYPE_AAAA | dnswire::TYPE_ANY => {
+            let want_v6 = q.qtype == dnswire::TYPE_AAAA;
+            let fit = |ip: &IpAddr| match (ip, q.qtype) {
+                (IpAddr::V4(v4), dnswire::TYPE_A | dnswire::TYPE_ANY) => Some(Record::A(*v4)),
+                (IpAddr::V6(v6), dnswire::TYPE_AAAA | dnswire::TYPE_ANY) => Some(Record::Aaaa(*v6)),
+                _ => None,
+            };
+            match router.resolve(&q.name) {
+                Resolution::Local(addrs) => (dnswire::RCODE_NOERROR, addrs.iter().filter_map(fit).collect()),
+                Resolution::Fake { v4, v6, .. } => {
+                    let records = match (router.prefers_v6(), want_v6, q.qtype == dnswire::TYPE_ANY) {
+                        (false, _, true) | (false, false, _) => fit(&v4).into_iter().collect(),
+                        (true, _, true) | (true, true, _) => fit(&v6).into_iter().collect(),
+                        _ => Vec::new(),
+                    };
+                    (dnswire::RCODE_NOERROR, records)
+                }
+                Resolution::Fail(FakeDnsError::Full(_)) => (dnswire::RCODE_SERVFAIL, Vec::new()),
+                Resolution::Fail(FakeDnsError::BadName) => (dnswire::RCODE_NXDOMAIN, Vec::new()),
+                // Local DNS has no stub: the system resolver answers.
+                Resolution::System => (dnswire::RCODE_REFUSED, Vec::new()),
+            }
+        }
+        _ => (dnswire::RCODE_NOERROR, Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dnswire::{parse_query, TYPE_A, TYPE_AAAA, TYPE_PTR};
+    use crate::hosts::Hosts;
+
+    fn router(proxy: &str) -> Router {
+        let config = Config::parse(&format!("[[proxy]]\nurl = \"{proxy}\""), "t").unwrap();
+        Router::new(config, Hosts::parse("192.0.2.50 build.lan\n"), 64).unwrap()
+    }
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        q
+    }
+
+    fn ancount(r: &[u8]) -> u16 {
+        u16::from_be_bytes([r[6], r[7]])
+    }
+
+    fn rcode(r: &[u8]) -> u8 {
+        r[3] & 0xf
+    }
+
+    #[test]
+    fn a_names_get_their_fake_address_and_ptr_gives_the_name_back() {
+        let r = router("socks5://192.0.2.1:1080");
+        let resp = answer(&r, &query("www.example.org", TYPE_A)).unwrap();
+        assert_eq!((rcode(&resp), ancount(&resp)), (0, 1));
+        let ip = IpAddr::from(<[u8; 4]>::try_from(&resp[resp.len() - 4..]).unwrap());
+        assert!(r.is_fake(ip));
+        assert_eq!(r.reverse(ip).as_deref(), Some("www.example.org"));
+        let IpAddr::V4(v4) = ip else { panic!() };
+        let o = v4.octets();
+        let ptr = answer(&r, &query(&format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0]), TYPE_PTR))
+            .unwrap();
+        assert!(ptr.ends_with(b"\x03www\x07example\x03org\x00"));
+        // The other family has no record: the proxies are reached over IPv4.
+        let aaaa = answer(&r, &query("www.example.org", TYPE_AAAA)).unwrap();
+        assert_eq!((rcode(&aaaa), ancount(&aaaa)), (0, 0));
+    }
+
+    #[test]
+    fn ipv6_proxies_get_aaaa_answers() {
+        let r = router("socks5://[2001:db8::1]:1080");
+        let aaaa = answer(&r, &query("www.example.org", TYPE_AAAA)).unwrap();
+        assert_eq!(ancount(&aaaa), 1);
+        let a = answer(&r, &query("www.example.org", TYPE_A)).unwrap();
+        assert_eq!(ancount(&a), 0);
+    }
+
+    #[test]
+    fn hosts_file_names_and_unknown_reverse_lookups() {
+        let r = router("socks5://192.0.2.1:1080");
+        let resp = answer(&r, &query("build.lan", TYPE_A)).unwrap();
+        assert!(resp.ends_with(&[192, 0, 2, 50]));
+        let resp = answer(&r, &query("9.9.9.9.in-addr.arpa", TYPE_PTR)).unwrap();
+        assert_eq!(rcode(&resp), 3);
+        let mx = answer(&r, &query("example.org", 15)).unwrap();
+        assert_eq!((rcode(&mx), ancount(&mx)), (0, 0));
+    }
+
+    #[test]
+    fn junk_gets_formerr_or_nothing() {
+        let r = router("socks5://192.0.2.1:1080");
+        assert_eq!(answer(&r, &[1, 2, 3]), None);
+        let mut bad = query("a.b", TYPE_A);
+        bad.truncate(14);
+        assert_eq!(rcode(&answer(&r, &bad).unwrap()), 1);
+        let resp = answer(&r, &query("a.b", TYPE_A)).unwrap();
+        assert!(parse_query(&resp).is_err(), "a response is not read as a query");
+        assert_eq!(answer(&r, &resp), None);
+    }
+}

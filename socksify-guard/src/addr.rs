@@ -1,0 +1,133 @@
+//! Socket addresses as the program wrote them, read the way the kernel reads them: which
+//! destination, if any, a `connect` or `sendto` would reach.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+/// The largest socket address the kernel accepts (sizeof(struct sockaddr_storage)).
+pub const MAX_LEN: usize = 128;
+const SIN_LEN: usize = 16;
+/// The size of a sockaddr_in6 without sin6_scope_id (RFC 2133), which the kernel accepts.
+const SIN6_LEN_RFC2133: usize = 24;
+
+/// What a socket address means for a socket of `family` and `ty`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// The kernel would reach this address (IPv4-mapped addresses as IPv4).
+    Inet(SocketAddr),
+    /// AF_UNSPEC: dissolves a connection; reaches nothing.
+    Unspec,
+    /// The kernel refuses it (wrong family, too short): reaches nothing.
+    Refused,
+}
+
+/// The destination `bytes` name for a socket of `family` (AF_INET/AF_INET6) and type `ty`.
+pub fn destination(bytes: &[u8], family: libc::c_int, ty: libc::c_int) -> Dest {
+    if bytes.len() < 2 {
+        return Dest::Refused;
+    }
+    let sa_family = u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int;
+    match (family, sa_family) {
+        (_, libc::AF_UNSPEC) => Dest::Unspec,
+        (libc::AF_INET, libc::AF_INET) if bytes.len() >= SIN_LEN => Dest::Inet(v4(bytes)),
+        (libc::AF_INET6, libc::AF_INET6) if bytes.len() >= SIN6_LEN_RFC2133 => {
+            Dest::Inet(unmapped(v6(bytes)))
+        }
+        // An IPv6 datagram socket takes an IPv4 address (ip6_datagram_connect); a stream one
+        // does not (tcp_v6_connect: EAFNOSUPPORT).
+        (libc::AF_INET6, libc::AF_INET) if ty == libc::SOCK_DGRAM && bytes.len() >= SIN_LEN => {
+            Dest::Inet(v4(bytes))
+        }
+        _ => Dest::Refused,
+    }
+}
+
+fn v4(b: &[u8]) -> SocketAddr {
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])), port)
+}
+
+fn v6(b: &[u8]) -> SocketAddr {
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&b[8..24]);
+    let scope = if b.len() >= 28 { u32::from_ne_bytes([b[24], b[25], b[26], b[27]]) } else { 0 };
+    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, flow, scope))
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 ones.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// `addr` as a socket of `family` writes it: IPv4 as IPv4-mapped on an IPv6 socket.
+pub fn for_family(addr: SocketAddr, family: libc::c_int) -> SocketAddr {
+    match (addr, family) {
+        (SocketAddr::V4(v4), libc::AF_INET6) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        (SocketAddr::V6(v6), libc::AF_INET) => unmapped(SocketAddr::V6(v6)),
+        (a, _) => a,
+    }
+}
+
+/// The bytes of a socket address (sockaddr_in or sockaddr_in6).
+pub fn encode(addr: SocketAddr) -> Vec<u8> {
+    let sa = socket2::SockAddr::from(addr);
+    // SAFETY: the storage holds `len` initialised bytes.
+    unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize) }.to_vec()
+}
+
+/// A socket address from its bytes (AF_INET or AF_INET6), as the kernel wrote it.
+pub fn decode(bytes: &[u8]) -> Option<SocketAddr> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    match u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int {
+        libc::AF_INET if bytes.len() >= SIN_LEN => Some(v4(bytes)),
+        libc::AF_INET6 if bytes.len() >= SIN6_LEN_RFC2133 => Some(v6(bytes)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_read_as_the_kernel_reads_them() {
+        let a: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let b = encode(a);
+        assert_eq!(destination(&b, libc::AF_INET, libc::SOCK_STREAM), Dest::Inet(a));
+        assert_eq!(destination(&b[..15], libc::AF_INET, libc::SOCK_STREAM), Dest::Refused, "too short");
+        assert_eq!(destination(&b, libc::AF_INET6, libc::SOCK_STREAM), Dest::Refused, "EAFNOSUPPORT");
+        assert_eq!(destination(&b, libc::AF_INET6, libc::SOCK_DGRAM), Dest::Inet(a), "UDP takes it");
+        let mapped = encode("[::ffff:192.0.2.1]:80".parse().unwrap());
+        assert_eq!(destination(&mapped, libc::AF_INET6, libc::SOCK_STREAM), Dest::Inet(a));
+        assert_eq!(destination(&mapped[..24], libc::AF_INET6, libc::SOCK_STREAM), Dest::Inet(a));
+        assert_eq!(destination(&mapped, libc::AF_INET, libc::SOCK_STREAM), Dest::Refused);
+        let unspec = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(destination(&unspec, libc::AF_INET, libc::SOCK_STREAM), Dest::Unspec);
+        assert_eq!(destination(&[1], libc::AF_INET, libc::SOCK_STREAM), Dest::Refused);
+        let unix = [1u8, 0, b'/', b'x'];
+        assert_eq!(destination(&unix, libc::AF_INET, libc::SOCK_STREAM), Dest::Refused);
+    }
+
+    #[test]
+    fn encode_and_decode_round_trip() {
+        for s in ["10.0.0.1:53", "[fd00::1]:53", "[::ffff:10.0.0.1]:1"] {
+            let a: SocketAddr = s.parse().unwrap();
+            assert_eq!(decode(&encode(a)), Some(a));
+        }
+        assert_eq!(
+            for_family("10.0.0.1:53".parse().unwrap(), libc::AF_INET6),
+            "[::ffff:10.0.0.1]:53".parse().unwrap()
+        );
+    }
+}

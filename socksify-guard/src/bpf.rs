@@ -1,0 +1,368 @@
+//! The seccomp filter: which system calls of the program reach the supervisor. It is small
+//! classic BPF, written here rather than through libseccomp (see the README's design section):
+//! every call that can send data somewhere is trapped, hot calls are not.
+//!
+//! Trapped (native architecture):
+//! - `connect`, `sendmsg`, `sendmmsg` — always (the destination lives in memory);
+//! - `sendto` and `recvfrom` with an address argument (a NULL one cannot name a destination,
+//!   and a NULL source needs no rewriting): `send`/`recv` stay untrapped;
+//! - `socket` of any family or protocol that is not plain TCP/UDP or local (packet, raw, ICMP,
+//!   SCTP, …), to refuse it;
+//! - `listen`, `accept`, `accept4`, `getsockname`, `getpeername` (SOCKS BIND, and the
+//!   addresses of proxied sockets), `io_uring_setup` (refused, so programs fall back);
+//! - x32 system calls: refused with ENOSYS in the filter itself; calls of another architecture
+//!   (`int 0x80` on x86_64) that create or use sockets: trapped, and refused.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use libc::{sock_filter, sock_fprog};
+
+/// AUDIT_ARCH_X86_64 / AUDIT_ARCH_AARCH64: the architecture a system call was made for.
+#[cfg(target_arch = "x86_64")]
+pub const NATIVE_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+pub const NATIVE_ARCH: u32 = 0xc000_00b7;
+
+/// i386 calls a 64-bit x86 process can make with `int 0x80`: the socket ones are trapped.
+#[cfg(target_arch = "x86_64")]
+pub const COMPAT_TRAPPED: &[u32] = &[
+    102, // socketcall
+    359, // socket
+    362, // connect
+    369, // sendto
+    370, // sendmsg
+    345, // sendmmsg
+    425, // io_uring_setup
+];
+#[cfg(target_arch = "aarch64")]
+pub const COMPAT_TRAPPED: &[u32] = &[281, 283, 290, 296, 374, 425];
+
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+const fn arg_hi(i: u32) -> u32 {
+    16 + 8 * i + 4
+}
+
+/// Socket families that never reach the network (or need privileges we do not grant).
+const LOCAL_FAMILIES: &[u32] = &[
+    libc::AF_UNIX as u32,
+    libc::AF_NETLINK as u32,
+    libc::AF_ALG as u32,
+    libc::AF_KEY as u32,
+    libc::AF_VSOCK as u32,
+];
+const IPPROTO_MPTCP: u32 = 262;
+const IPPROTO_UDPLITE: u32 = 136;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum L {
+    Native,
+    NonNative,
+    Arg4,
+    Socket,
+    Inet,
+    Stream,
+    Dgram,
+    Allow,
+    Notify,
+    #[cfg(target_arch = "x86_64")]
+    X32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum To {
+    Next,
+    L(L),
+}
+
+enum Op {
+    Load(u32),
+    And(u32),
+    Jeq(u32, To, To),
+    #[cfg(target_arch = "x86_64")]
+    Jge(u32, To, To),
+    Ret(u32),
+    Label(L),
+}
+
+const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+
+fn source() -> Vec<Op> {
+    use Op::*;
+    let n = To::Next;
+    let mut p = vec![
+        Load(OFF_ARCH),
+        Jeq(NATIVE_ARCH, To::L(L::Native), To::L(L::NonNative)),
+        Label(L::Native),
+        Load(OFF_NR),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    p.push(Jge(X32_SYSCALL_BIT, To::L(L::X32), n));
+    for nr in [
+        libc::SYS_connect,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
+        libc::SYS_listen,
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_getsockname,
+        libc::SYS_getpeername,
+        libc::SYS_io_uring_setup,
+    ] {
+        p.push(Jeq(nr as u32, To::L(L::Notify), n));
+    }
+    p.push(Jeq(libc::SYS_sendto as u32, To::L(L::Arg4), n));
+    p.push(Jeq(libc::SYS_recvfrom as u32, To::L(L::Arg4), n));
+    p.push(Jeq(libc::SYS_socket as u32, To::L(L::Socket), n));
+    p.push(Ret(ALLOW));
+
+    // sendto/recvfrom: trapped when the address pointer (argument 4) is not NULL.
+    p.extend([
+        Label(L::Arg4),
+        Load(arg_lo(4)),
+        Jeq(0, n, To::L(L::Notify)),
+        Load(arg_hi(4)),
+        Jeq(0, To::L(L::Allow), To::L(L::Notify)),
+    ]);
+
+    // socket(domain, type, protocol): local families and plain TCP/UDP pass.
+    p.extend([Label(L::Socket), Load(arg_lo(0))]);
+    p.push(Jeq(libc::AF_INET as u32, To::L(L::Inet), n));
+    p.push(Jeq(libc::AF_INET6 as u32, To::L(L::Inet), n));
+    for family in LOCAL_FAMILIES {
+        p.push(Jeq(*family, To::L(L::Allow), n));
+    }
+    p.push(Ret(NOTIFY));
+    p.extend([
+        Label(L::Inet),
+        Load(arg_lo(1)),
+        And(0xf),
+        Jeq(libc::SOCK_STREAM as u32, To::L(L::Stream), n),
+        Jeq(libc::SOCK_DGRAM as u32, To::L(L::Dgram), To::L(L::Notify)),
+        Label(L::Stream),
+        Load(arg_lo(2)),
+        Jeq(0, To::L(L::Allow), n),
+        Jeq(libc::IPPROTO_TCP as u32, To::L(L::Allow), n),
+        Jeq(IPPROTO_MPTCP, To::L(L::Allow), To::L(L::Notify)),
+        Label(L::Dgram),
+        Load(arg_lo(2)),
+        Jeq(0, To::L(L::Allow), n),
+        Jeq(libc::IPPROTO_UDP as u32, To::L(L::Allow), n),
+        Jeq(IPPROTO_UDPLITE, To::L(L::Allow), To::L(L::Notify)),
+    ]);
+    p.extend([Label(L::NonNative), Load(OFF_NR)]);
+    for nr in COMPAT_TRAPPED {
+        p.push(Jeq(*nr, To::L(L::Notify), n));
+    }
+    p.push(Ret(ALLOW));
+    p.extend([Label(L::Allow), Ret(ALLOW), Label(L::Notify), Ret(NOTIFY)]);
+    #[cfg(target_arch = "x86_64")]
+    p.extend([Label(L::X32), Ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)]);
+    p
+}
+
+/// Assembles the filter: labels become relative jumps.
+pub fn program() -> Vec<sock_filter> {
+    let src = source();
+    let mut at = Vec::new();
+    let mut index = 0usize;
+    for op in &src {
+        match op {
+            Op::Label(l) => at.push((*l, index)),
+            _ => index += 1,
+        }
+    }
+    let target = |to: To, here: usize| -> u8 {
+        match to {
+            To::Next => 0,
+            To::L(l) => {
+                let dest = at.iter().find(|(x, _)| *x == l).expect("label defined").1;
+                let off =
+                    dest.checked_sub(here + 1).unwrap_or_else(|| panic!("jump to {l:?} goes backwards"));
+                u8::try_from(off).expect("jump within 255 instructions")
+            }
+        }
+    };
+    let stmt = |code: u32, k: u32| sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let mut out = Vec::with_capacity(index);
+    for op in &src {
+        let here = out.len();
+        match *op {
+            Op::Label(_) => continue,
+            Op::Load(off) => out.push(stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off)),
+            Op::And(k) => out.push(stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, k)),
+            Op::Ret(k) => out.push(stmt(libc::BPF_RET | libc::BPF_K, k)),
+            Op::Jeq(k, t, f) => out.push(sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: target(t, here),
+                jf: target(f, here),
+                k,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Op::Jge(k, t, f) => out.push(sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+                jt: target(t, here),
+                jf: target(f, here),
+                k,
+            }),
+        }
+    }
+    out
+}
+
+/// Why the guard cannot be installed.
+#[derive(Debug)]
+pub struct Unavailable {
+    pub errno: i32,
+    pub why: String,
+}
+
+/// Whether this kernel lets an unprivileged process install a user-notification filter.
+pub fn available() -> Result<(), Unavailable> {
+    let action: u32 = libc::SECCOMP_RET_USER_NOTIF;
+    // SAFETY: SECCOMP_GET_ACTION_AVAIL reads one u32.
+    let r =
+        unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_GET_ACTION_AVAIL, 0, &action as *const u32) };
+    if r == 0 {
+        return Ok(());
+    }
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOSYS);
+    let why = match errno {
+        libc::ENOSYS => "the kernel has no seccomp".to_owned(),
+        libc::EOPNOTSUPP => "the kernel has no seccomp user notification (Linux 5.0 or later has)".to_owned(),
+        libc::EPERM | libc::EACCES => "seccomp is forbidden here (a container's profile?)".to_owned(),
+        e => format!("seccomp: {}", io::Error::from_raw_os_error(e)),
+    };
+    Err(Unavailable { errno, why })
+}
+
+/// Installs the filter on the calling thread (and its future children): `no_new_privs`, then
+/// the filter with a new listener. Returns the listener. Async-signal-safe: it runs between
+/// `fork` and `exec`.
+pub fn install(prog: &[sock_filter]) -> Result<OwnedFd, i32> {
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(last_errno());
+    }
+    let fprog = sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut sock_filter };
+    let mut flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    loop {
+        // SAFETY: seccomp(2) with a filter that outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const sock_fprog,
+            )
+        };
+        if r >= 0 {
+            return Ok(crate::sys::owned(r));
+        }
+        let e = last_errno();
+        // Before 5.19 there is no WAIT_KILLABLE_RECV: go without it.
+        if e == libc::EINVAL && flags & libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 {
+            flags &= !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+fn last_errno() -> i32 {
+    // SAFETY: this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the filter on one call, as the kernel would.
+    fn run(nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let prog = program();
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            let code = ins.code as u32;
+            pc += 1;
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    let k = ins.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= ins.k,
+                c if c == libc::BPF_RET | libc::BPF_K => return ins.k,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    pc += if acc == ins.k { ins.jt } else { ins.jf } as usize
+                }
+                c if c == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K => {
+                    pc += if acc >= ins.k { ins.jt } else { ins.jf } as usize
+                }
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    fn native(nr: i64, args: [u64; 6]) -> u32 {
+        run(nr, NATIVE_ARCH, args)
+    }
+
+    #[test]
+    fn connects_and_sends_with_a_destination_are_trapped_hot_calls_are_not() {
+        assert_eq!(native(libc::SYS_connect, [3, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(native(libc::SYS_sendmsg, [3, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(native(libc::SYS_sendmmsg, [3, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 5, 0, 0, 0]), ALLOW, "send()");
+        assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 5, 0, 0x7fff_0000, 16]), NOTIFY);
+        assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 5, 0, 1 << 40, 16]), NOTIFY, "high half");
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 5, 0, 0, 0]), ALLOW, "recv()");
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 5, 0, 0x1000, 0x2000]), NOTIFY);
+        assert_eq!(native(libc::SYS_read, [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(native(libc::SYS_write, [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(native(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]), NOTIFY);
+        for nr in [libc::SYS_listen, libc::SYS_accept4, libc::SYS_getpeername] {
+            assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), NOTIFY);
+        }
+    }
+
+    #[test]
+    fn sockets_that_bypass_tcp_and_udp_are_trapped() {
+        let s = |d: i32, t: i32, p: i32| native(libc::SYS_socket, [d as u64, t as u64, p as u64, 0, 0, 0]);
+        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0), ALLOW);
+        assert_eq!(s(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP), ALLOW);
+        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP), ALLOW);
+        assert_eq!(s(libc::AF_UNIX, libc::SOCK_STREAM, 0), ALLOW);
+        assert_eq!(s(libc::AF_NETLINK, libc::SOCK_RAW, 0), ALLOW);
+        assert_eq!(s(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP), NOTIFY);
+        assert_eq!(s(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP), NOTIFY, "ping sockets");
+        assert_eq!(s(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6), NOTIFY);
+        assert_eq!(s(libc::AF_PACKET, libc::SOCK_RAW, 0), NOTIFY);
+        assert_eq!(s(libc::AF_INET, libc::SOCK_SEQPACKET, 0), NOTIFY, "SCTP");
+        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, 132), NOTIFY, "SCTP");
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn other_architectures_cannot_go_around_it() {
+        assert_eq!(native(libc::SYS_connect | X32_SYSCALL_BIT as i64, [0; 6]), libc::SECCOMP_RET_ERRNO | 38);
+        const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+        assert_eq!(run(362, AUDIT_ARCH_I386, [0; 6]), NOTIFY, "i386 connect");
+        assert_eq!(run(102, AUDIT_ARCH_I386, [3, 0, 0, 0, 0, 0]), NOTIFY, "socketcall");
+        assert_eq!(run(3, AUDIT_ARCH_I386, [0; 6]), ALLOW, "i386 read");
+    }
+}

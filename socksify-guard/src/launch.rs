@@ -1,0 +1,500 @@
+//! The three processes of a guarded run, and why there are three:
+//!
+//! ```text
+//!   shell ── socksify (the "front": what the shell waits for; same pid as before)
+//!               └── supervisor (subreaper: every orphan of the tree comes back to it)
+//!                      └── the program (filter installed, then exec) ── its children …
+//! ```
+//!
+//! - The supervisor must be an ancestor of every process it acts for (`pidfd_getfd` and
+//!   `process_vm_readv` need ptrace rights, which Yama's default scope grants to ancestors), and
+//!   it must outlive the program as long as any of the program's descendants lives (a daemon
+//!   the program started still has its calls trapped).
+//! - The shell must see the program's own life: it waits for the front, which ends with the
+//!   program's exit status (re-raising the signal that killed it), stops when the program
+//!   stops, and passes on the signals sent to it. All three share the shell's process group, so
+//!   the terminal's own signals (Ctrl-C, Ctrl-Z, SIGWINCH) reach the program directly.
+//!
+//! The filter is installed by the program's process itself, between `fork` and `exec`; it
+//! hands the listener's number to the supervisor through a pipe (`write` is not trapped), the
+//! supervisor takes the listener with `pidfd_getfd`, and only then does the program `exec`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use socksify_core::hosts::Hosts;
+use socksify_core::router::Router;
+use socksify_core::session::{Session, SESSION_ENV};
+use socksify_core::Config;
+
+use crate::log::{Level, Log};
+use crate::notif::Listener;
+use crate::policy::Policy;
+use crate::stub::Stubs;
+use crate::supervisor::Supervisor;
+use crate::sys;
+
+/// What the program's process does when the filter cannot be installed.
+pub enum Fallback {
+    /// Run without the guard, after this warning (a dynamic program in auto mode).
+    Warn(String),
+    /// Do not run: print this and exit 126.
+    Refuse(String),
+}
+
+pub struct Launch {
+    pub argv: Vec<CString>,
+    /// The program's environment, without the session variable (the supervisor adds it).
+    pub env: Vec<CString>,
+    pub config: Config,
+    pub level: Level,
+    pub fallback: Fallback,
+}
+
+const MSG_PID: i32 = 1;
+const MSG_STOPPED: i32 = 2;
+const MSG_EXITED: i32 = 4;
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn write_all(fd: RawFd, bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, bytes[at..].as_ptr().cast(), bytes.len() - at) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        at += n as usize;
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; false at EOF or on error.
+fn read_full(fd: RawFd, buf: &mut [u8]) -> bool {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: reading into a live slice.
+        let n = unsafe { libc::read(fd, buf[at..].as_mut_ptr().cast(), buf.len() - at) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        at += n as usize;
+    }
+    true
+}
+
+fn send_msg(fd: RawFd, kind: i32, value: i32) {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&kind.to_ne_bytes());
+    m[4..].copy_from_slice(&value.to_ne_bytes());
+    write_all(fd, &m);
+}
+
+/// Runs the program under the guard; returns the exit status for the front to exit with (or
+/// never returns, when the program was killed by a signal that the front re-raises).
+pub fn run(launch: Launch) -> i32 {
+    let (status_r, status_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("cannot start the guard: {e}")),
+    };
+    let (alive_r, alive_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("cannot start the guard: {e}")),
+    };
+    // SAFETY: this process is single-threaded here; the child only runs `supervise`.
+    match unsafe { libc::fork() } {
+        -1 => fail(&format!("cannot start the guard: {}", io::Error::last_os_error())),
+        0 => {
+            drop(status_r);
+            drop(alive_w);
+            supervise(launch, status_w, alive_r)
+        }
+        _ => {
+            drop(status_w);
+            drop(alive_r);
+            // The front keeps `alive_w` open until it exits: the supervisor sees it go.
+            let code = front(status_r);
+            drop(alive_w);
+            code
+        }
+    }
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("socksify: {msg}");
+    126
+}
+
+/// The signals the front passes on to the program.
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGALRM,
+];
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+/// The process the shell waits for: mirrors the program's stops and exit, passes signals on.
+fn front(status: OwnedFd) -> i32 {
+    let set = sigset(FORWARDED);
+    // SAFETY: blocking signals for this thread, then a signalfd for them.
+    let sigfd = unsafe {
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    };
+    // Neither stdin nor stdout is the front's business: a pipe the program writes to must end
+    // when the program's end of it does.
+    to_dev_null(&[0, 1]);
+    let mut program: libc::pid_t = 0;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll over a local array.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), if sigfd >= 0 { 2 } else { 1 }, -1) };
+        if r < 0 {
+            continue;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            // SAFETY: signalfd_siginfo is plain old data, read whole from the signalfd.
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            // SAFETY: reading one struct from the signalfd.
+            let n = unsafe {
+                libc::read(
+                    sigfd,
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    std::mem::size_of_val(&info),
+                )
+            };
+            if n == std::mem::size_of_val(&info) as isize && program > 0 {
+                forward(&info, program);
+            }
+        }
+        if fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            let mut m = [0u8; 8];
+            if !read_full(status.as_raw_fd(), &mut m) {
+                eprintln!("socksify: the guard's supervisor ended unexpectedly");
+                return 1;
+            }
+            let kind = i32::from_ne_bytes(m[..4].try_into().expect("4 bytes"));
+            let value = i32::from_ne_bytes(m[4..].try_into().expect("4 bytes"));
+            match kind {
+                MSG_PID => program = value,
+                MSG_STOPPED => mirror_stop(program, value),
+                MSG_EXITED => return exit_like(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Passes a signal on, unless the program has it already: the terminal sent it to the whole
+/// process group (SI_KERNEL), or the program (or its process group) sent it.
+fn forward(info: &libc::signalfd_siginfo, program: libc::pid_t) {
+    const SI_KERNEL: i32 = 0x80;
+    if info.ssi_code == SI_KERNEL {
+        return;
+    }
+    let sender = info.ssi_pid as libc::pid_t;
+    // SAFETY: getpgid/getpgrp have no preconditions.
+    if sender == program || (sender > 0 && unsafe { libc::getpgid(sender) == libc::getpgrp() }) {
+        return;
+    }
+    // SAFETY: a signal to the program's process.
+    unsafe { libc::kill(program, info.ssi_signo as libc::c_int) };
+}
+
+/// The program stopped: the front stops too (so the shell sees the job stopped), unless it has
+/// been continued already (a terminal stop stopped the front itself, and `fg` woke both).
+fn mirror_stop(program: libc::pid_t, sig: i32) {
+    let state = std::fs::read_to_string(format!("/proc/{program}/stat")).unwrap_or_default();
+    let stopped = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']));
+    if stopped {
+        let own = if sig == libc::SIGSTOP { libc::SIGSTOP } else { libc::SIGTSTP };
+        // SAFETY: stopping this process.
+        unsafe { libc::kill(libc::getpid(), own) };
+    }
+}
+
+/// Ends the front as the program ended: its exit code, or its signal (re-raised, no core).
+fn exit_like(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        return libc::WEXITSTATUS(status);
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: no core file for the front, the default action, unblocked, then the signal.
+        unsafe {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let set = sigset(&[sig]);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        return 128 + sig;
+    }
+    1
+}
+
+fn to_dev_null(fds: &[RawFd]) {
+    // SAFETY: opening /dev/null and putting it in place of standard descriptors.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 {
+            return;
+        }
+        for &fd in fds {
+            libc::dup2(null, fd);
+        }
+        libc::close(null);
+    }
+}
+
+/// The supervisor's process: starts the program, then serves its tree until the tree is gone.
+fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let session = match Session::create(&launch.config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("socksify: warning: no session directory ({e}): fake addresses are not shared between processes");
+            None
+        }
+    };
+    let mut env = launch.env.clone();
+    if let Some(s) = &session {
+        let mut kv = format!("{SESSION_ENV}=").into_bytes();
+        kv.extend_from_slice(s.dir().as_os_str().as_encoded_bytes());
+        if let Ok(c) = CString::new(kv) {
+            env.push(c);
+        }
+    }
+    let prog = crate::bpf::program();
+    let (to_sup_r, to_sup_w) = pipe().unwrap_or_else(|e| die(&format!("cannot start the guard: {e}")));
+    let (to_child_r, to_child_w) = pipe().unwrap_or_else(|e| die(&format!("cannot start the guard: {e}")));
+    // SAFETY: single-threaded; the child only installs the filter, writes, reads and execs.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        drop(to_sup_r);
+        drop(to_child_w);
+        program_process(&prog, to_sup_w, to_child_r, &launch, &env);
+    }
+    if child < 0 {
+        die(&format!("cannot start the program: {}", io::Error::last_os_error()));
+    }
+    drop(to_sup_w);
+    drop(to_child_r);
+    let mut word = [0u8; 4];
+    let got = read_full(to_sup_r.as_raw_fd(), &mut word);
+    let listener_fd = i32::from_ne_bytes(word);
+    let mut supervisor = None;
+    if got && listener_fd >= 0 {
+        let taken = sys::syscall!(libc::SYS_pidfd_open, child, 0)
+            .map(sys::owned)
+            .and_then(|pidfd| sys::pidfd_getfd(&pidfd, listener_fd));
+        match taken {
+            Ok(fd) => {
+                if let Some(s) = &session {
+                    s.mark_guarded();
+                }
+                supervisor = Some(fd);
+                write_all(to_child_w.as_raw_fd(), b"g");
+            }
+            Err(e) => {
+                eprintln!("socksify: cannot take the guard's listener: {e}; the program does not run");
+                write_all(to_child_w.as_raw_fd(), b"x");
+            }
+        }
+    }
+    drop(to_child_w);
+    send_msg(status.as_raw_fd(), MSG_PID, child);
+    to_dev_null(&[0, 1]);
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGHUP,
+        libc::SIGTERM,
+        libc::SIGPIPE,
+    ] {
+        // SAFETY: the supervisor ignores what the terminal and the shell send the job.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let program_done = Arc::new(AtomicBool::new(false));
+    if let Some(fd) = supervisor {
+        start_supervisor(fd, &launch, session.as_ref());
+    }
+    watch_front(alive, child, program_done.clone());
+    reap(child, &status, &program_done);
+    if let Some(s) = &session {
+        s.remove();
+    }
+    // SAFETY: ending the supervisor without running the front's destructors twice.
+    unsafe { libc::_exit(0) }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("socksify: {msg}");
+    // SAFETY: leaving the forked process at once.
+    unsafe { libc::_exit(126) }
+}
+
+fn start_supervisor(listener: OwnedFd, launch: &Launch, session: Option<&Session>) {
+    let config = launch.config.clone();
+    let mut session = session.and_then(|s| Session::open(s.dir(), &config).ok());
+    let fake = session.as_mut().and_then(|s| s.take_fake());
+    let remote = config.dns == socksify_core::DnsMode::Remote;
+    let router = match fake {
+        Some(f) => Router::with_fake(config.clone(), Hosts::load_system(), Some(f)),
+        None => {
+            match Router::new(config.clone(), Hosts::load_system(), socksify_core::fakedns::DEFAULT_CAPACITY)
+            {
+                Ok(r) => r,
+                Err(e) => die(&format!("cannot map the fake address table: {e}")),
+            }
+        }
+    };
+    let nameservers = socksify_core::resolvconf::system_nameservers();
+    let stub_count = if remote { nameservers.len() } else { 0 };
+    let policy = Arc::new(Policy::new(router, nameservers, session));
+    let stubs = Stubs::start(stub_count, policy.clone())
+        .unwrap_or_else(|e| die(&format!("cannot start the DNS stub: {e}")));
+    let log = Log::new(launch.level, config.log_file.as_deref());
+    let sup = Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), stubs, log));
+    let _ = std::thread::Builder::new().name("guard".into()).spawn(move || sup.run());
+}
+
+/// If the front is killed (SIGKILL, which it cannot pass on), the program is killed too, as
+/// it would have been without socksify.
+fn watch_front(alive: OwnedFd, child: libc::pid_t, done: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new().name("front-watch".into()).spawn(move || {
+        let mut b = [0u8; 1];
+        // Returns at EOF: the front's end closed.
+        let _ = read_full(alive.as_raw_fd(), &mut b);
+        if !done.load(Ordering::Acquire) {
+            // SAFETY: a signal to the program (still our child: it cannot have been reaped).
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+    });
+}
+
+/// Reaps the tree (orphans come to us: we are their subreaper) until no process is left,
+/// telling the front how the program stops and ends.
+fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool) {
+    loop {
+        let mut st = 0;
+        // SAFETY: waiting for any child of ours.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WUNTRACED) };
+        if pid < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => return, // ECHILD: the tree is gone
+            }
+        }
+        if pid != child {
+            continue;
+        }
+        if libc::WIFSTOPPED(st) {
+            send_msg(status.as_raw_fd(), MSG_STOPPED, libc::WSTOPSIG(st));
+        } else if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+            done.store(true, Ordering::Release);
+            send_msg(status.as_raw_fd(), MSG_EXITED, st);
+        }
+    }
+}
+
+/// Between fork and exec, in the program's own process: install the filter, hand its listener
+/// over, wait for the supervisor, exec.
+fn program_process(
+    prog: &[libc::sock_filter],
+    to_sup: OwnedFd,
+    from_sup: OwnedFd,
+    launch: &Launch,
+    env: &[CString],
+) -> ! {
+    match crate::bpf::install(prog) {
+        Ok(listener) => {
+            write_all(to_sup.as_raw_fd(), &listener.as_raw_fd().to_ne_bytes());
+            let mut go = [0u8; 1];
+            if !read_full(from_sup.as_raw_fd(), &mut go) || go[0] != b'g' {
+                // SAFETY: leaving the forked process.
+                unsafe { libc::_exit(126) };
+            }
+            drop(listener); // the supervisor has its own copy now
+        }
+        Err(errno) => {
+            write_all(to_sup.as_raw_fd(), &(-errno).to_ne_bytes());
+            if errno == libc::EBUSY {
+                // Already under a guard (an outer socksify's): that one keeps enforcing.
+                if launch.level >= Level::Verbose {
+                    eprintln!("socksify: already under a socksify guard; it keeps supervising this program");
+                }
+            } else {
+                let why = io::Error::from_raw_os_error(errno);
+                match &launch.fallback {
+                    Fallback::Warn(w) => {
+                        eprintln!("socksify: warning: the kernel guard cannot be installed ({why}); {w}")
+                    }
+                    Fallback::Refuse(r) => {
+                        eprintln!("socksify: the kernel guard cannot be installed ({why}); {r}");
+                        // SAFETY: leaving the forked process.
+                        unsafe { libc::_exit(126) };
+                    }
+                }
+            }
+        }
+    }
+    drop(to_sup);
+    drop(from_sup);
+    exec(&launch.argv, env)
+}
+
+/// execvpe, with the shell's statuses on failure (127: not found, 126: not runnable).
+pub fn exec(argv: &[CString], env: &[CString]) -> ! {
+    let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
+    let (a, e) = (ptrs(argv), ptrs(env));
+    // SAFETY: NUL-terminated argument and environment arrays that outlive the call.
+    unsafe { libc::execvpe(a[0], a.as_ptr(), e.as_ptr()) };
+    let err = io::Error::last_os_error();
+    eprintln!("socksify: cannot run {}: {err}", argv[0].to_string_lossy());
+    let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+    // SAFETY: leaving the forked process.
+    unsafe { libc::_exit(code) }
+}

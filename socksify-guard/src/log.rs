@@ -1,0 +1,64 @@
+//! The supervisor's log lines: one `write` each, to the descriptor it was given at start (its
+//! own duplicate of stderr) or to the configured file, named after the process that made the
+//! call.
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+pub struct Log {
+    level: Level,
+    out: Option<OwnedFd>,
+}
+
+impl Log {
+    /// Logs at `level` to `file` (appended), else to a duplicate of this process's stderr.
+    pub fn new(level: Level, file: Option<&Path>) -> Log {
+        let out = match file {
+            Some(path) => {
+                std::fs::OpenOptions::new().append(true).create(true).open(path).ok().map(OwnedFd::from)
+            }
+            None => {
+                // SAFETY: F_DUPFD_CLOEXEC of stderr, high, owned from here on.
+                let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+                // SAFETY: a descriptor just created for us.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        };
+        Log { level, out }
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.level >= Level::Verbose
+    }
+
+    /// A failure the user should see (hidden by `--quiet`).
+    pub fn error(&self, pid: libc::pid_t, args: fmt::Arguments) {
+        if self.level >= Level::Normal {
+            self.write(pid, args);
+        }
+    }
+
+    /// A line per proxied connection and per decision, with `--verbose`.
+    pub fn info(&self, pid: libc::pid_t, args: fmt::Arguments) {
+        if self.level >= Level::Verbose {
+            self.write(pid, args);
+        }
+    }
+
+    fn write(&self, pid: libc::pid_t, args: fmt::Arguments) {
+        let Some(fd) = &self.out else { return };
+        let line = format!("socksify[{pid}]: {args}\n");
+        // SAFETY: borrowing our own descriptor for one write; ManuallyDrop keeps it open.
+        let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+        let _ = f.write_all(line.as_bytes());
+    }
+}

@@ -1,0 +1,139 @@
+//! The DNS stub the guard sends the system's nameservers' queries to: one UDP socket and one TCP
+//! listener on loopback per nameserver (IPv4, and IPv6 when the host has `::1`), answered from
+//! the fake-address table by `socksify_core::stub`. One per nameserver, so that a reply's source
+//! tells which nameserver the program asked, and the program can be shown that one.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::addr::unmapped;
+use crate::policy::Policy;
+
+struct Server {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Addrs {
+    udp4: SocketAddr,
+    udp6: Option<SocketAddr>,
+    tcp4: SocketAddr,
+    tcp6: Option<SocketAddr>,
+}
+
+pub struct Stubs {
+    addrs: Vec<Addrs>,
+}
+
+impl Stubs {
+    /// Binds one stub per nameserver and serves them all from one thread (TCP connections get
+    /// a thread each).
+    pub fn start(count: usize, policy: Arc<Policy>) -> std::io::Result<Stubs> {
+        let lo4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        let lo6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0);
+        let mut servers = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..count {
+            let udp4 = UdpSocket::bind(lo4)?;
+            let tcp4 = TcpListener::bind(lo4)?;
+            let udp6 = UdpSocket::bind(lo6).ok();
+            let tcp6 = TcpListener::bind(lo6).ok();
+            addrs.push(Addrs {
+                udp4: udp4.local_addr()?,
+                udp6: udp6.as_ref().and_then(|s| s.local_addr().ok()),
+                tcp4: tcp4.local_addr()?,
+                tcp6: tcp6.as_ref().and_then(|s| s.local_addr().ok()),
+            });
+            let udp = [Some(udp4), udp6].into_iter().flatten().collect();
+            let tcp = [Some(tcp4), tcp6].into_iter().flatten().collect();
+            servers.push(Server { udp, tcp });
+        }
+        if count > 0 {
+            std::thread::Builder::new().name("dns-stub".into()).spawn(move || serve(servers, policy))?;
+        }
+        Ok(Stubs { addrs })
+    }
+
+    /// Where a socket of `family` sends nameserver `i`'s UDP queries.
+    pub fn udp_addr(&self, i: usize, family: libc::c_int) -> SocketAddr {
+        let a = self.addrs[i];
+        match (family, a.udp6) {
+            (libc::AF_INET6, Some(v6)) => v6,
+            _ => a.udp4,
+        }
+    }
+
+    pub fn tcp_addr(&self, i: usize, family: libc::c_int) -> SocketAddr {
+        let a = self.addrs[i];
+        match (family, a.tcp6) {
+            (libc::AF_INET6, Some(v6)) => v6,
+            _ => a.tcp4,
+        }
+    }
+
+    /// The nameserver whose stub sent a datagram from `src`.
+    pub fn nameserver_of(&self, src: SocketAddr) -> Option<usize> {
+        let src = unmapped(src);
+        self.addrs.iter().position(|a| a.udp4 == src || a.udp6 == Some(src))
+    }
+}
+
+fn serve(servers: Vec<Server>, policy: Arc<Policy>) {
+    let udp: Vec<&UdpSocket> = servers.iter().flat_map(|s| s.udp.iter()).collect();
+    let tcp: Vec<&TcpListener> = servers.iter().flat_map(|s| s.tcp.iter()).collect();
+    let mut fds: Vec<libc::pollfd> = udp
+        .iter()
+        .map(|s| s.as_raw_fd())
+        .chain(tcp.iter().map(|l| l.as_raw_fd()))
+        .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: poll over a local array of pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            continue;
+        }
+        for (i, pfd) in fds.iter_mut().enumerate() {
+            if pfd.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            pfd.revents = 0;
+            if i < udp.len() {
+                let sock = udp[i];
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let Some(reply) = socksify_core::stub::answer(&policy.router, &buf[..n]) {
+                        let _ = sock.send_to(&reply, from);
+                    }
+                }
+            } else if let Ok((conn, _)) = tcp[i - udp.len()].accept() {
+                let policy = policy.clone();
+                let _ = std::thread::Builder::new()
+                    .name("dns-stub-tcp".into())
+                    .spawn(move || serve_tcp(conn, &policy));
+            }
+        }
+    }
+}
+
+/// DNS over TCP: each message behind its two-byte length.
+fn serve_tcp(mut conn: TcpStream, policy: &Policy) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut len = [0u8; 2];
+    while conn.read_exact(&mut len).is_ok() {
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        if conn.read_exact(&mut msg).is_err() {
+            return;
+        }
+        let Some(reply) = socksify_core::stub::answer(&policy.router, &msg) else { return };
+        let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        if conn.write_all(&out).is_err() {
+            return;
+        }
+    }
+}

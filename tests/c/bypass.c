@@ -1,0 +1,204 @@
+/* Programs that go around LD_PRELOAD, for the kernel guard's tests. Each fetches
+ * http://HOST:PORT/PATH and prints the body; HOST may be a name (getaddrinfo) or an address.
+ *
+ *   bypass raw HOST PORT PATH       connect with an inline `syscall` instruction (no libc)
+ *   bypass alias HOST PORT PATH     glibc's public alias __connect
+ *   bypass dlsym HOST PORT PATH     dlsym(dlopen("libc.so.6"), "connect")
+ *   bypass uring HOST PORT PATH     io_uring IORING_OP_CONNECT; falls back to connect() when
+ *                                   io_uring_setup fails (prints "uring: fallback (errno)")
+ *   bypass libc HOST PORT PATH      plain connect() (also what the static builds use)
+ *   bypass signal HOST PORT         connects from a SIGALRM handler while the main thread is
+ *                                   inside getaddrinfo (a hook), 1 ms apart; prints
+ *                                   "handler connects: N ok, M failed"
+ *   bypass efault                   connect with bad sockaddr pointers: prints the errnos
+ *   bypass exec-empty-env PROG ARGS execve with an empty environment
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#ifdef WITH_URING
+#include <liburing.h>
+#endif
+
+static long raw3(long n, long a, long b, long c) {
+    long ret;
+#if defined(__x86_64__)
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n, x0 __asm__("x0") = a, x1 __asm__("x1") = b, x2 __asm__("x2") = c;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+    ret = x0;
+#endif
+    return ret;
+}
+
+static int resolve(const char *host, const char *port, struct sockaddr_storage *out, socklen_t *len) {
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "getaddrinfo %s: %s\n", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int fetch(int fd, const char *host, const char *path) {
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host);
+    if (write(fd, req, n) != n) { perror("write"); return 1; }
+    static char buf[1 << 20];
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fd, buf + got, sizeof buf - got - 1)) > 0) got += r;
+    buf[got] = 0;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (!body || strncmp(buf, "HTTP/1.", 7)) { fprintf(stderr, "bad response\n"); return 1; }
+    fputs(body + 4, stdout);
+    return 0;
+}
+
+typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+#ifdef __GLIBC__
+extern int __connect(int, const struct sockaddr *, socklen_t);
+#endif
+
+static const char *errname(int e) {
+    switch (e) {
+    case EFAULT: return "EFAULT";
+    case EINVAL: return "EINVAL";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    default: return strerror(e);
+    }
+}
+
+static int via(const char *mode, const char *host, const char *port, const char *path) {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    if (resolve(host, port, &sa, &len)) return 2;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rc = -1;
+    if (!strcmp(mode, "raw")) {
+        long r = raw3(SYS_connect, fd, (long)&sa, len);
+        if (r < 0) { errno = -r; rc = -1; } else rc = 0;
+    } else if (!strcmp(mode, "alias")) {
+#ifdef __GLIBC__
+        rc = __connect(fd, (struct sockaddr *)&sa, len);
+#else
+        fprintf(stderr, "no __connect in this libc\n");
+        return 2;
+#endif
+    } else if (!strcmp(mode, "dlsym")) {
+        void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+        connect_fn f = libc ? (connect_fn)dlsym(libc, "connect") : NULL;
+        if (!f) { fprintf(stderr, "dlsym: %s\n", dlerror()); return 2; }
+        rc = f(fd, (struct sockaddr *)&sa, len);
+    } else if (!strcmp(mode, "uring")) {
+#ifdef WITH_URING
+        struct io_uring ring;
+        int e = io_uring_queue_init(4, &ring, 0);
+        if (e < 0) {
+            printf("uring: fallback (%s)\n", strerror(-e));
+            fflush(stdout);
+            rc = connect(fd, (struct sockaddr *)&sa, len);
+        } else {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            io_uring_prep_connect(sqe, fd, (struct sockaddr *)&sa, len);
+            io_uring_submit(&ring);
+            struct io_uring_cqe *cqe;
+            io_uring_wait_cqe(&ring, &cqe);
+            rc = cqe->res < 0 ? (errno = -cqe->res, -1) : 0;
+            io_uring_cqe_seen(&ring, cqe);
+            printf("uring: connected with io_uring\n");
+            fflush(stdout);
+        }
+#else
+        fprintf(stderr, "built without liburing\n");
+        return 2;
+#endif
+    } else {
+        rc = connect(fd, (struct sockaddr *)&sa, len);
+    }
+    if (rc != 0) { fprintf(stderr, "connect: %s\n", strerror(errno)); return 1; }
+    return fetch(fd, host, path);
+}
+
+static struct sockaddr_in target;
+static volatile int handler_ok, handler_failed;
+
+static void on_alarm(int sig) {
+    (void)sig;
+    int saved = errno;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&target, sizeof target) == 0) handler_ok++;
+    else handler_failed++;
+    close(fd);
+    errno = saved;
+}
+
+static int from_signal(const char *host, const char *port) {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    if (resolve(host, port, &sa, &len)) return 2;
+    memcpy(&target, &sa, sizeof target);
+    struct sigaction act = {0};
+    act.sa_handler = on_alarm;
+    act.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &act, NULL);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    char name[64];
+    for (int i = 0; handler_ok + handler_failed < 30 && i < 2000000; i++) {
+        struct addrinfo *res;
+        snprintf(name, sizeof name, "n%d.socksify.test", i % 50);
+        if (getaddrinfo(name, "80", NULL, &res) == 0) freeaddrinfo(res);
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("handler connects: %d ok, %d failed\n", handler_ok, handler_failed);
+    return 0;
+}
+
+static int efault(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int r = connect(fd, (struct sockaddr *)0x10, 16);
+    printf("low pointer: %d %s\n", r, r ? errname(errno) : "-");
+    long page = sysconf(_SC_PAGESIZE);
+    char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(p + page, page);
+    struct sockaddr_in *edge = (struct sockaddr_in *)(p + page - 8); /* half of it is unmapped */
+    memset(edge, 0, 8);
+    edge->sin_family = AF_INET;
+    r = connect(fd, (struct sockaddr *)edge, sizeof *edge);
+    printf("end of page: %d %s\n", r, r ? errname(errno) : "-");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "efault")) return efault();
+    if (argc >= 4 && !strcmp(argv[1], "signal")) return from_signal(argv[2], argv[3]);
+    if (argc >= 3 && !strcmp(argv[1], "exec-empty-env")) {
+        char *env[] = {NULL};
+        execve(argv[2], argv + 2, env);
+        perror("execve");
+        return 127;
+    }
+    if (argc < 5) { fprintf(stderr, "usage: see the comment at the top\n"); return 2; }
+    return via(argv[1], argv[2], argv[3], argv[4]);
+}
