@@ -358,11 +358,16 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     let program_done = Arc::new(AtomicBool::new(false));
-    if let Some(fd) = supervisor {
-        start_supervisor(fd, &launch, session.as_ref());
-    }
+    let sup = supervisor.map(|fd| start_supervisor(fd, &launch, session.as_ref()));
     watch_front(alive, child, program_done.clone());
-    reap(child, &status, &program_done);
+    reap(child, &status, &program_done, || {
+        // The program ended: whatever it left running must not keep its stderr open (a pipe
+        // reading it would never end). Their log lines go to log_file only, if there is one.
+        if let Some(sup) = &sup {
+            sup.log.detach_stderr();
+        }
+        to_dev_null(&[2]);
+    });
     if let Some(s) = &session {
         s.remove();
     }
@@ -376,7 +381,7 @@ fn die(msg: &str) -> ! {
     unsafe { libc::_exit(126) }
 }
 
-fn start_supervisor(listener: OwnedFd, launch: &Launch, session: Option<&Session>) {
+fn start_supervisor(listener: OwnedFd, launch: &Launch, session: Option<&Session>) -> Arc<Supervisor> {
     let config = launch.config.clone();
     let mut session = session.and_then(|s| Session::open(s.dir(), &config).ok());
     let fake = session.as_mut().and_then(|s| s.take_fake());
@@ -398,7 +403,9 @@ fn start_supervisor(listener: OwnedFd, launch: &Launch, session: Option<&Session
         .unwrap_or_else(|e| die(&format!("cannot start the DNS stub: {e}")));
     let log = Log::new(launch.level, config.log_file.as_deref());
     let sup = Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), stubs, log));
-    let _ = std::thread::Builder::new().name("guard".into()).spawn(move || sup.run());
+    let running = sup.clone();
+    let _ = std::thread::Builder::new().name("guard".into()).spawn(move || running.run());
+    sup
 }
 
 /// If the front is killed (SIGKILL, which it cannot pass on), the program is killed too, as
@@ -417,7 +424,7 @@ fn watch_front(alive: OwnedFd, child: libc::pid_t, done: Arc<AtomicBool>) {
 
 /// Reaps the tree (orphans come to us: we are their subreaper) until no process is left,
 /// telling the front how the program stops and ends.
-fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool) {
+fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool, mut program_ended: impl FnMut()) {
     loop {
         let mut st = 0;
         // SAFETY: waiting for any child of ours.
@@ -436,6 +443,7 @@ fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool) {
         } else if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
             done.store(true, Ordering::Release);
             send_msg(status.as_raw_fd(), MSG_EXITED, st);
+            program_ended();
         }
     }
 }

@@ -16,7 +16,8 @@ pub enum Level {
 
 pub struct Log {
     level: Level,
-    out: Option<OwnedFd>,
+    out: std::sync::RwLock<Option<OwnedFd>>,
+    to_file: bool,
 }
 
 impl Log {
@@ -33,7 +34,15 @@ impl Log {
                 (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
             }
         };
-        Log { level, out }
+        Log { level, out: std::sync::RwLock::new(out), to_file: file.is_some() }
+    }
+
+    /// Lets go of the stderr it was given (the program has ended; what it left running logs to
+    /// `log_file` only): a pipe the program's stderr was must end when the program does.
+    pub fn detach_stderr(&self) {
+        if !self.to_file {
+            *self.out.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     pub fn verbose(&self) -> bool {
@@ -55,7 +64,8 @@ impl Log {
     }
 
     fn write(&self, pid: libc::pid_t, args: fmt::Arguments) {
-        let Some(fd) = &self.out else { return };
+        let out = self.out.read().unwrap_or_else(|p| p.into_inner());
+        let Some(fd) = out.as_ref() else { return };
         let line = format!("socksify[{pid}]: {args}\n");
         // SAFETY: borrowing our own descriptor for one write; ManuallyDrop keeps it open.
         let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });

@@ -12,6 +12,8 @@
  *                                   "handler connects: N ok, M failed"
  *   bypass efault                   connect with bad sockaddr pointers: prints the errnos
  *   bypass exec-empty-env PROG ARGS execve with an empty environment
+ *   bypass no-seccomp PROG ARGS     runs PROG where seccomp(2) fails with EPERM (as under a
+ *                                   container profile that forbids it)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -27,6 +29,13 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#if __has_include(<linux/filter.h>) /* not with musl-gcc, which has no kernel headers */
+#define WITH_SECCOMP 1
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#endif
 #ifdef WITH_URING
 #include <liburing.h>
 #endif
@@ -190,7 +199,31 @@ static int efault(void) {
     return 0;
 }
 
+static int no_seccomp(char **argv) {
+#ifndef WITH_SECCOMP
+    (void)argv;
+    fprintf(stderr, "built without seccomp headers\n");
+    return 2;
+#else
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_seccomp, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) {
+        perror("seccomp");
+        return 2;
+    }
+    execvp(argv[0], argv);
+    perror("execvp");
+    return 127;
+#endif
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "no-seccomp")) return no_seccomp(argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "efault")) return efault();
     if (argc >= 4 && !strcmp(argv[1], "signal")) return from_signal(argv[2], argv[3]);
     if (argc >= 3 && !strcmp(argv[1], "exec-empty-env")) {

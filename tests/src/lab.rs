@@ -180,6 +180,13 @@ impl Drop for Client {
     }
 }
 
+/// How many queries the lab's resolver (dnsmasq, 10.77.0.2 / fd77::2 and 10.77.0.3 / fd77::3)
+/// has answered so far.
+pub fn dns_queries() -> u64 {
+    let out = Command::new(lab_script()).arg("dns-queries").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+}
+
 /// ssh to the lab's sshd as root with the lab's key, running `command`.
 pub fn ssh_argv<'a>(host: &'a str, command: &'a str) -> Vec<&'a str> {
     vec![

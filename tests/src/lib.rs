@@ -4,6 +4,7 @@
 //! A test whose server is not running fails with a message that says how to start it: nothing
 //! is skipped in silence.
 
+pub mod build;
 pub mod hostile;
 pub mod lab;
 

@@ -1,0 +1,2 @@
+module goget
+go 1.19
