@@ -8,6 +8,11 @@
  *   sfybench socks5 (-a IP | -H NAME) -p PORT -x PROXY_IP [-P PROXY_PORT] [...]
  *       the floor: the same round trip through a hand-written SOCKS5 client (no
  *       auth; CONNECT with ATYP IPv4/IPv6, or ATYP domain for NAME: no local lookup).
+ *   sfybench bulk   -a IP -p PORT [-n N] [-W WARM]
+ *       bulk data: one connection, then per operation 16 KiB written and read back
+ *       (checked); us_per_op is per 16 KiB chunk.
+ *   sfybench bulk-socks5 -a IP -p PORT -x PROXY_IP [-P PROXY_PORT] [...]
+ *       the bulk floor: the same through a hand-written SOCKS5 CONNECT.
  *   sfybench udp    -a IP -p PORT [-n N] [-s SIZE] [-W WARM]
  *       one UDP socket; per datagram sendto(target) + recvfrom + check.
  *   sfybench udp-socks5 -a IP -p PORT -x PROXY_IP [-P PROXY_PORT] [...]
@@ -416,6 +421,56 @@ static int run_tcp_like(op_fn op)
     return fail == 0 && ok == g_n ? 0 : 1;
 }
 
+/* ------------------------------------------------------------------ bulk */
+
+#define BULK_CHUNK 16384
+
+/* One connection (plain, or through the floor's SOCKS5 CONNECT), then N chunks echoed. */
+static int run_bulk(int socks)
+{
+    int fd;
+    if (socks) {
+        fd = socks5_open(0);
+        if (fd < 0)
+            die("cannot reach the proxy");
+        unsigned char req[4 + 1 + 255 + 2] = {5, 1, 0};
+        size_t len = 3 + put_dest(req + 3, &g_target, NULL, g_port);
+        unsigned char rep[262];
+        if (write_all(fd, req, len) < 0 || read_socks5_reply(fd, rep, 0, "CONNECT reply") < 0)
+            die("CONNECT failed");
+    } else {
+        fd = socket(g_target.ss_family, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&g_target, g_target_len) < 0)
+            die("connect: %s", strerror(errno));
+    }
+    static unsigned char out[BULK_CHUNK], in[BULK_CHUNK];
+    long ok = 0, fail = 0;
+    double c0 = 0, t0 = 0;
+    for (long i = 0; i < g_warm + g_n; i++) {
+        if (i == g_warm) {
+            c0 = cpu_s(RUSAGE_SELF);
+            t0 = now_s();
+        }
+        memset(out, (int)(i & 0xff), sizeof out);
+        out[0] = (unsigned char)(i >> 8);
+        if (write_all(fd, out, sizeof out) < 0 || read_full(fd, in, sizeof in) < 0 || memcmp(in, out, sizeof in)) {
+            if (i >= g_warm)
+                fail++;
+            report(i, "bulk chunk %ld: %s", i, strerror(errno));
+            break;
+        }
+        if (i >= g_warm)
+            ok++;
+    }
+    double secs = now_s() - t0;
+    double cpu = cpu_s(RUSAGE_SELF) - c0;
+    close(fd);
+    printf("ok=%ld fail=%ld threads=1 secs=%.6f us_per_op=%.3f cpu_us_per_op=%.3f\n", ok, g_n - ok, secs,
+           secs * 1e6 / (double)g_n, cpu * 1e6 / (double)g_n);
+    (void)fail;
+    return ok == g_n ? 0 : 1;
+}
+
 /* ------------------------------------------------------------------ UDP */
 
 static void set_rcvtimeo(int fd)
@@ -728,7 +783,7 @@ static int run_echod(char **addrs, int naddrs)
 
 static void usage(void)
 {
-    fputs("usage: sfybench tcp|socks5|udp|udp-socks5 (-a IP | -H NAME) -p PORT [-x PROXY_IP] [-P PROXY_PORT]\n"
+    fputs("usage: sfybench tcp|socks5|bulk|bulk-socks5|udp|udp-socks5 (-a IP | -H NAME) -p PORT [-x PROXY_IP] [-P PROXY_PORT]\n"
           "                [-n N] [-t THREADS] [-s SIZE] [-W WARM]\n"
           "       sfybench spawn [-n N] [-W WARM] -- COMMAND ARGS...\n"
           "       sfybench echod -p PORT -l ADDR [-l ADDR...]\n",
@@ -784,7 +839,7 @@ int main(int argc, char **argv)
         die("give exactly one of -a IP and -H NAME");
     if (g_ip && parse_ip(g_ip, g_port, &g_target, &g_target_len) < 0)
         die("not an IP address: %s", g_ip);
-    int socks = strcmp(mode, "socks5") == 0 || strcmp(mode, "udp-socks5") == 0;
+    int socks = strcmp(mode, "socks5") == 0 || strcmp(mode, "udp-socks5") == 0 || strcmp(mode, "bulk-socks5") == 0;
     if (socks) {
         if (!g_pip || parse_ip(g_pip, g_pport, &g_proxy, &g_proxy_len) < 0)
             die("-x PROXY_IP is required (an IP address)");
@@ -795,6 +850,8 @@ int main(int argc, char **argv)
         return run_tcp_like(op_tcp);
     if (strcmp(mode, "socks5") == 0)
         return run_tcp_like(op_socks5);
+    if (strcmp(mode, "bulk") == 0 || strcmp(mode, "bulk-socks5") == 0)
+        return run_bulk(socks);
     if (g_name)
         die("UDP modes take -a IP only");
     if (strcmp(mode, "udp") == 0)

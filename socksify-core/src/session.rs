@@ -52,11 +52,18 @@ impl Session {
     /// Makes a new session for `config` (a fake table when DNS is remote), named after this
     /// process, which owns it and calls `remove` at the end.
     pub fn create(config: &Config) -> io::Result<Session> {
-        let base = runtime_base();
-        sweep_stale(&base);
-        // SAFETY: getuid/getpid have no preconditions.
-        let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
-        let dir = base.join(format!("socksify-{uid}-{pid}-{:08x}", fastrand::u32(..)));
+        Session::create_at(&new_dir_name(), config)
+    }
+
+    /// Makes a new session in `dir` (from `new_dir_name`: named after this process).
+    pub fn create_at(dir: &Path, config: &Config) -> io::Result<Session> {
+        let dir = dir.to_path_buf();
+        // Now and then, sessions left by creators that were killed are swept away.
+        if fastrand::u8(..16) == 0 {
+            if let Some(base) = dir.parent() {
+                sweep_stale(base);
+            }
+        }
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let made = (|| -> io::Result<Session> {
             let fake = match config.dns {
@@ -171,6 +178,13 @@ impl Session {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A new session directory's path, named after this process (which will create it).
+pub fn new_dir_name() -> PathBuf {
+    // SAFETY: getuid/getpid have no preconditions.
+    let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
+    runtime_base().join(format!("socksify-{uid}-{pid}-{:08x}", fastrand::u32(..)))
 }
 
 fn unmapped(addr: SocketAddr) -> SocketAddr {

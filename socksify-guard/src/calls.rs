@@ -183,7 +183,8 @@ fn tcp_connect(
     match call.sup.policy.tcp(dest) {
         TcpPlan::Direct => maybe_slow(sock, false, move |fd| result(sys::connect_raw(fd, &bytes))),
         TcpPlan::Stub(i) => {
-            let to = addr::for_family(call.sup.stubs.tcp_addr(i, family), family);
+            let Some(stubs) = call.sup.stubs(call.n.tid) else { return errno_reply(libc::ECONNREFUSED) };
+            let to = addr::for_family(stubs.tcp_addr(i, family), family);
             remember_peer(call.sup, sock.as_raw_fd(), shown);
             maybe_slow(sock, false, move |fd| result(sys::connect_to(fd, &to)))
         }
@@ -266,7 +267,8 @@ fn udp_connect(
     match call.sup.policy.udp(dest) {
         UdpPlan::Direct => reply(result(sys::connect_raw(sock.as_raw_fd(), &bytes))),
         UdpPlan::Stub(i) => {
-            let to = addr::for_family(call.sup.stubs.udp_addr(i, family), family);
+            let Some(stubs) = call.sup.stubs(call.n.tid) else { return errno_reply(libc::ECONNREFUSED) };
+            let to = addr::for_family(stubs.udp_addr(i, family), family);
             let r = sys::connect_to(sock.as_raw_fd(), &to);
             if r.is_ok() {
                 mark_dns(call.sup, sock.as_raw_fd(), i, shown);
@@ -354,10 +356,10 @@ fn send_one(call: &mut Call, sock: &OwnedFd, family: libc::c_int, ty: libc::c_in
         let Some(dest) = dest else { return SendPlan::Now(None) };
         return match call.sup.policy.tcp(dest) {
             TcpPlan::Direct => SendPlan::Now(m.name.clone()),
-            TcpPlan::Stub(i) => {
-                let to = addr::for_family(call.sup.stubs.tcp_addr(i, family), family);
-                SendPlan::Now(Some(addr::encode(to)))
-            }
+            TcpPlan::Stub(i) => match call.sup.stubs(call.n.tid) {
+                Some(stubs) => SendPlan::Now(Some(addr::encode(addr::for_family(stubs.tcp_addr(i, family), family)))),
+                None => SendPlan::Fail(libc::ECONNREFUSED),
+            },
             TcpPlan::Refuse(e, why) => {
                 call.sup.log.error(call.tgid(), format_args!("{why}"));
                 SendPlan::Fail(e)
@@ -375,9 +377,9 @@ fn send_one(call: &mut Call, sock: &OwnedFd, family: libc::c_int, ty: libc::c_in
     match call.sup.policy.udp(dest) {
         UdpPlan::Direct => SendPlan::Now(m.name.clone()),
         UdpPlan::Stub(i) => {
+            let Some(stubs) = call.sup.stubs(call.n.tid) else { return SendPlan::Fail(libc::ECONNREFUSED) };
             mark_dns(call.sup, sock.as_raw_fd(), i, shown);
-            let to = addr::for_family(call.sup.stubs.udp_addr(i, family), family);
-            SendPlan::Now(Some(addr::encode(to)))
+            SendPlan::Now(Some(addr::encode(addr::for_family(stubs.udp_addr(i, family), family))))
         }
         UdpPlan::Refuse(e, why) => {
             call.sup.log.error(call.tgid(), format_args!("{why}"));
@@ -604,7 +606,7 @@ fn recvfrom(call: &mut Call) -> Outcome {
             unsafe { std::slice::from_raw_parts(&from as *const _ as *const u8, from_len as usize) };
         let family = sys::socket_kind(fd).map(|k| k.0).unwrap_or(libc::AF_INET);
         let src = addr::decode(from_bytes);
-        let shown_bytes = match src.and_then(|s| sup.stubs.nameserver_of(s)) {
+        let shown_bytes = match src.and_then(|s| sup.stubs(tid)?.nameserver_of(s)) {
             Some(ns) if ns == mark.ns => addr::encode(addr::for_family(mark.shown, family)),
             _ => from_bytes.to_vec(),
         };

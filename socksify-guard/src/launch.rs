@@ -21,9 +21,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use socksify_core::hosts::Hosts;
 use socksify_core::router::Router;
@@ -33,9 +33,7 @@ use socksify_core::Config;
 use crate::log::{Level, Log};
 use crate::notif::Listener;
 use crate::policy::Policy;
-use crate::stub::Stubs;
 use crate::supervisor::Supervisor;
-use crate::sys;
 
 /// What the program's process does when the filter cannot be installed.
 pub enum Fallback {
@@ -304,66 +302,35 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
             env.push(c);
         }
     }
-    let prog = crate::bpf::program();
-    let (to_sup_r, to_sup_w) = pipe().unwrap_or_else(|e| die(&format!("cannot start the guard: {e}")));
-    let (to_child_r, to_child_w) = pipe().unwrap_or_else(|e| die(&format!("cannot start the guard: {e}")));
-    // SAFETY: single-threaded; the child only installs the filter, writes, reads and execs.
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        drop(to_sup_r);
-        drop(to_child_w);
-        program_process(&prog, to_sup_w, to_child_r, &launch, &env);
-    }
+    let (child, listener) = start_program(&launch, &env, session.as_ref());
     if child < 0 {
-        die(&format!("cannot start the program: {}", io::Error::last_os_error()));
+        die(&format!("cannot start the program: {}", io::Error::from_raw_os_error(-child)));
     }
-    drop(to_sup_w);
-    drop(to_child_r);
-    let mut word = [0u8; 4];
-    let got = read_full(to_sup_r.as_raw_fd(), &mut word);
-    let listener_fd = i32::from_ne_bytes(word);
-    let mut supervisor = None;
-    if got && listener_fd >= 0 {
-        let taken = sys::syscall!(libc::SYS_pidfd_open, child, 0)
-            .map(sys::owned)
-            .and_then(|pidfd| sys::pidfd_getfd(&pidfd, listener_fd));
-        match taken {
-            Ok(fd) => {
-                if let Some(s) = &session {
-                    s.mark_guarded();
-                }
-                supervisor = Some(fd);
-                write_all(to_child_w.as_raw_fd(), b"g");
-            }
-            Err(e) => {
-                eprintln!("socksify: cannot take the guard's listener: {e}; the program does not run");
-                write_all(to_child_w.as_raw_fd(), b"x");
-            }
-        }
-    }
-    drop(to_child_w);
     send_msg(status.as_raw_fd(), MSG_PID, child);
     to_dev_null(&[0, 1]);
-    for sig in [
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGHUP,
-        libc::SIGTERM,
-        libc::SIGPIPE,
-    ] {
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
         // SAFETY: the supervisor ignores what the terminal and the shell send the job.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    let program_done = Arc::new(AtomicBool::new(false));
-    let sup = supervisor.map(|fd| start_supervisor(fd, &launch, session.as_ref()));
-    watch_front(alive, child, program_done.clone());
-    reap(child, &status, &program_done, || {
+    watch_front(alive, child);
+    // The reaper is this thread: it must see the program end as soon as it does. The
+    // supervisor is made ready on its own thread meanwhile.
+    let sup: Arc<OnceLock<Arc<Supervisor>>> = Arc::new(OnceLock::new());
+    if let Some(fd) = listener {
+        let sup = sup.clone();
+        let config = launch.config.clone();
+        let level = launch.level;
+        let dir = session.as_ref().map(|s| s.dir().to_path_buf());
+        let _ = std::thread::Builder::new().name("guard".into()).spawn(move || {
+            let s = start_supervisor(fd, config, level, dir);
+            let _ = sup.set(s.clone());
+            s.run();
+        });
+    }
+    reap(child, &status, || {
         // The program ended: whatever it left running must not keep its stderr open (a pipe
         // reading it would never end). Their log lines go to log_file only, if there is one.
-        if let Some(sup) = &sup {
+        if let Some(sup) = sup.get() {
             sup.log.detach_stderr();
         }
         to_dev_null(&[2]);
@@ -375,56 +342,174 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     unsafe { libc::_exit(0) }
 }
 
+/// What the program's process gets from the supervisor: everything prepared beforehand, since
+/// it runs in the supervisor's memory (CLONE_VM) until it execs and must not allocate.
+struct Start {
+    prog: Vec<libc::sock_filter>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// Out: the listener's descriptor (in the shared table), or -errno.
+    listener: AtomicI32,
+    session: Option<*const Session>,
+    /// Printed when the filter cannot be installed (and the program runs without it).
+    warn: Vec<u8>,
+    /// Printed when the filter cannot be installed and the program must not run.
+    refuse: Option<Vec<u8>>,
+    nested: Option<Vec<u8>>,
+    cannot_run: Vec<u8>,
+}
+
+/// Starts the program's process: it shares the supervisor's memory and descriptor table until
+/// it execs (CLONE_VM | CLONE_VFORK | CLONE_FILES, as posix_spawn does), so the listener the
+/// filter returns is in the supervisor's table already — no hand-over, no second copy of the
+/// address space. Returns the program's pid (or -errno) and the listener, if installed.
+fn start_program(launch: &Launch, env: &[CString], session: Option<&Session>) -> (libc::pid_t, Option<OwnedFd>) {
+    let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
+    let name = launch.argv[0].to_string_lossy();
+    let (warn, refuse) = match &launch.fallback {
+        Fallback::Warn(w) => (format!("socksify: warning: the kernel guard cannot be installed; {w}\n"), None),
+        Fallback::Refuse(r) => {
+            (String::new(), Some(format!("socksify: the kernel guard cannot be installed; {r}\n").into_bytes()))
+        }
+    };
+    let start = Start {
+        prog: crate::bpf::program(),
+        argv: ptrs(&launch.argv),
+        envp: ptrs(env),
+        listener: AtomicI32::new(-libc::EINVAL),
+        session: session.map(|s| s as *const Session),
+        warn: warn.into_bytes(),
+        refuse,
+        nested: (launch.level >= Level::Verbose)
+            .then(|| b"socksify: already under a socksify guard; it keeps supervising this program\n".to_vec()),
+        cannot_run: format!("socksify: cannot run {name}: ").into_bytes(),
+    };
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the top of our stack buffer, 16-byte aligned as the ABI wants.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) as usize & !15 } as *mut libc::c_void;
+    // SAFETY: the child runs `program_process` on its own stack in our memory; CLONE_VFORK
+    // suspends this thread until it execs or exits, so nothing else touches what it reads.
+    // No signal handler of ours is installed yet.
+    let pid = unsafe {
+        libc::clone(
+            program_process,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            &start as *const Start as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return (-io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN), None);
+    }
+    drop(stack);
+    let fd = start.listener.load(Ordering::Acquire);
+    // SAFETY: the filter's listener, created in our descriptor table by the child.
+    (pid, (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn raw_write(bytes: &[u8]) {
+    // SAFETY: a write from a live slice to stderr; async-signal-safe.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// In the program's process, between clone and exec: install the filter, exec. It runs in the
+/// supervisor's memory, so it only reads what `Start` prepared and makes system calls.
+extern "C" fn program_process(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the supervisor's `Start`, alive (the supervisor waits: CLONE_VFORK).
+    let start = unsafe { &*(arg as *const Start) };
+    match crate::bpf::install(&start.prog) {
+        Ok(listener) => {
+            // The descriptor is in the table we share with the supervisor: it keeps it.
+            start.listener.store(listener.into_raw_fd(), Ordering::Release);
+            if let Some(session) = start.session {
+                // SAFETY: the supervisor's session, alive while it waits for us.
+                unsafe { (*session).mark_guarded() };
+            }
+        }
+        Err(errno) => {
+            start.listener.store(-errno, Ordering::Release);
+            if errno == libc::EBUSY {
+                // Already under a guard (an outer socksify's): that one keeps enforcing.
+                if let Some(m) = &start.nested {
+                    raw_write(m);
+                }
+            } else if let Some(refuse) = &start.refuse {
+                raw_write(refuse);
+                // SAFETY: leaving the child at once.
+                unsafe { libc::_exit(126) };
+            } else {
+                raw_write(&start.warn);
+            }
+        }
+    }
+    // SAFETY: NUL-terminated arrays prepared by the supervisor.
+    unsafe { libc::execvpe(start.argv[0], start.argv.as_ptr(), start.envp.as_ptr()) };
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT);
+    raw_write(&start.cannot_run);
+    // SAFETY: strerror's static message for this errno.
+    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) };
+    raw_write(msg.to_bytes());
+    raw_write(b"\n");
+    // SAFETY: leaving the child (the shell's statuses: 127 not found, 126 not runnable).
+    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+}
+
 fn die(msg: &str) -> ! {
     eprintln!("socksify: {msg}");
     // SAFETY: leaving the forked process at once.
     unsafe { libc::_exit(126) }
 }
 
-fn start_supervisor(listener: OwnedFd, launch: &Launch, session: Option<&Session>) -> Arc<Supervisor> {
-    let config = launch.config.clone();
-    let mut session = session.and_then(|s| Session::open(s.dir(), &config).ok());
+fn start_supervisor(listener: OwnedFd, config: Config, level: Level, session: Option<std::path::PathBuf>) -> Arc<Supervisor> {
+    let mut session = session.and_then(|dir| Session::open(&dir, &config).ok());
     let fake = session.as_mut().and_then(|s| s.take_fake());
-    let remote = config.dns == socksify_core::DnsMode::Remote;
     let router = match fake {
         Some(f) => Router::with_fake(config.clone(), Hosts::load_system(), Some(f)),
-        None => {
-            match Router::new(config.clone(), Hosts::load_system(), socksify_core::fakedns::DEFAULT_CAPACITY)
-            {
-                Ok(r) => r,
-                Err(e) => die(&format!("cannot map the fake address table: {e}")),
-            }
-        }
+        None => match Router::new(config.clone(), Hosts::load_system(), socksify_core::fakedns::DEFAULT_CAPACITY) {
+            Ok(r) => r,
+            Err(e) => die(&format!("cannot map the fake address table: {e}")),
+        },
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
-    let stub_count = if remote { nameservers.len() } else { 0 };
     let policy = Arc::new(Policy::new(router, nameservers, session));
-    let stubs = Stubs::start(stub_count, policy.clone())
-        .unwrap_or_else(|e| die(&format!("cannot start the DNS stub: {e}")));
-    let log = Log::new(launch.level, config.log_file.as_deref());
-    let sup = Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), stubs, log));
-    let running = sup.clone();
-    let _ = std::thread::Builder::new().name("guard".into()).spawn(move || running.run());
-    sup
+    let log = Log::new(level, config.log_file.as_deref());
+    Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), log))
+}
+
+/// The program, for the signal handler below.
+static PROGRAM: AtomicI32 = AtomicI32::new(0);
+static PROGRAM_DONE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn front_died(_: libc::c_int) {
+    let pid = PROGRAM.load(Ordering::Acquire);
+    if pid > 0 && !PROGRAM_DONE.load(Ordering::Acquire) {
+        // SAFETY: kill is async-signal-safe; the program is our child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 /// If the front is killed (SIGKILL, which it cannot pass on), the program is killed too, as
-/// it would have been without socksify.
-fn watch_front(alive: OwnedFd, child: libc::pid_t, done: Arc<AtomicBool>) {
-    let _ = std::thread::Builder::new().name("front-watch".into()).spawn(move || {
-        let mut b = [0u8; 1];
-        // Returns at EOF: the front's end closed.
-        let _ = read_full(alive.as_raw_fd(), &mut b);
-        if !done.load(Ordering::Acquire) {
-            // SAFETY: a signal to the program (still our child: it cannot have been reaped).
-            unsafe { libc::kill(child, libc::SIGKILL) };
-        }
-    });
+/// it would have been without socksify: the kernel signals us when the front (our parent)
+/// dies, and the handler kills the program. (`alive` closes with the front: if it died before
+/// the death signal was armed, its end is closed already.)
+fn watch_front(alive: OwnedFd, child: libc::pid_t) {
+    PROGRAM.store(child, Ordering::Release);
+    // SAFETY: a handler that only reads atomics and calls kill; then the death signal.
+    unsafe {
+        libc::signal(libc::SIGUSR1, front_died as *const () as libc::sighandler_t);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0);
+    }
+    let mut pfd = libc::pollfd { fd: alive.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: a zero-timeout poll on our own pipe.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
+        front_died(0);
+    }
+    std::mem::forget(alive); // open until we exit: its end tells nothing more
 }
 
 /// Reaps the tree (orphans come to us: we are their subreaper) until no process is left,
 /// telling the front how the program stops and ends.
-fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool, mut program_ended: impl FnMut()) {
+fn reap(child: libc::pid_t, status: &OwnedFd, mut program_ended: impl FnMut()) {
     loop {
         let mut st = 0;
         // SAFETY: waiting for any child of ours.
@@ -441,57 +526,13 @@ fn reap(child: libc::pid_t, status: &OwnedFd, done: &AtomicBool, mut program_end
         if libc::WIFSTOPPED(st) {
             send_msg(status.as_raw_fd(), MSG_STOPPED, libc::WSTOPSIG(st));
         } else if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-            done.store(true, Ordering::Release);
+            // Before the front hears of it (and exits, which signals us): the program's pid is
+            // free now and must never be killed again.
+            PROGRAM_DONE.store(true, Ordering::Release);
             send_msg(status.as_raw_fd(), MSG_EXITED, st);
             program_ended();
         }
     }
-}
-
-/// Between fork and exec, in the program's own process: install the filter, hand its listener
-/// over, wait for the supervisor, exec.
-fn program_process(
-    prog: &[libc::sock_filter],
-    to_sup: OwnedFd,
-    from_sup: OwnedFd,
-    launch: &Launch,
-    env: &[CString],
-) -> ! {
-    match crate::bpf::install(prog) {
-        Ok(listener) => {
-            write_all(to_sup.as_raw_fd(), &listener.as_raw_fd().to_ne_bytes());
-            let mut go = [0u8; 1];
-            if !read_full(from_sup.as_raw_fd(), &mut go) || go[0] != b'g' {
-                // SAFETY: leaving the forked process.
-                unsafe { libc::_exit(126) };
-            }
-            drop(listener); // the supervisor has its own copy now
-        }
-        Err(errno) => {
-            write_all(to_sup.as_raw_fd(), &(-errno).to_ne_bytes());
-            if errno == libc::EBUSY {
-                // Already under a guard (an outer socksify's): that one keeps enforcing.
-                if launch.level >= Level::Verbose {
-                    eprintln!("socksify: already under a socksify guard; it keeps supervising this program");
-                }
-            } else {
-                let why = io::Error::from_raw_os_error(errno);
-                match &launch.fallback {
-                    Fallback::Warn(w) => {
-                        eprintln!("socksify: warning: the kernel guard cannot be installed ({why}); {w}")
-                    }
-                    Fallback::Refuse(r) => {
-                        eprintln!("socksify: the kernel guard cannot be installed ({why}); {r}");
-                        // SAFETY: leaving the forked process.
-                        unsafe { libc::_exit(126) };
-                    }
-                }
-            }
-        }
-    }
-    drop(to_sup);
-    drop(from_sup);
-    exec(&launch.argv, env)
 }
 
 /// execvpe, with the shell's statuses on failure (127: not found, 126: not runnable).

@@ -1,16 +1,19 @@
 //! The supervisor: it receives every trapped call of the program's process tree, decides
-//! (`policy`), acts on the program's behalf on its own sockets (`calls`), and answers. Calls
-//! that can be answered at once are answered on the receiving thread (with the kernel's
-//! synchronous wake-up, a trap then costs a few microseconds); calls that may wait — a proxy
-//! handshake, a blocking connect, a BIND's second reply — go to a pool of workers that grows
-//! with demand, so that no slow proxy ever holds up another call.
+//! (`policy`), acts on the program's behalf on its own sockets (`calls`), and answers.
+//!
+//! Threads take turns (leader/followers): every idle thread waits in the listener's receive;
+//! the one that gets a call handles it to the end, on the CPU the kernel woke it on (with the
+//! synchronous wake-up a trap then costs a few microseconds, and no hand-off adds another).
+//! Before a call that may wait — a proxy handshake, a blocking connect, a BIND's second reply —
+//! the thread makes sure another one is receiving, starting one if none is idle, so that no
+//! slow proxy ever holds up another call.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use socksify_core::{Chain, TargetAddr};
@@ -20,6 +23,7 @@ use crate::notif::{Listener, Notif, Reply};
 use crate::policy::Policy;
 use crate::stub::Stubs;
 use crate::sys;
+
 
 /// How a call ended up.
 pub enum Outcome {
@@ -111,28 +115,88 @@ pub struct Supervisor {
     pub listener: Listener,
     pub policy: Arc<Policy>,
     pub chain: Chain,
-    pub stubs: Stubs,
     pub log: Log,
+    /// The DNS stub, started at the first query (most programs send none).
+    stubs: OnceLock<Option<Stubs>>,
     table: Mutex<Table>,
     /// Entries in the table: calls that only matter for known sockets skip all work at 0.
     entries: AtomicUsize,
     dns_sockets: AtomicUsize,
-    pool: Pool,
+    /// pidfds of the threads that made calls, and their processes, kept for their next calls.
+    threads: Mutex<HashMap<libc::pid_t, ThreadRef>>,
+    idle: AtomicUsize,
+    workers: AtomicUsize,
 }
 
+/// A thread of the program: a pidfd for it, and its process (looked up once).
+#[derive(Clone)]
+pub struct ThreadRef {
+    pub pidfd: Arc<OwnedFd>,
+    tgid: Option<libc::pid_t>,
+}
+
+const MAX_THREADS_KNOWN: usize = 4096;
+const MAX_WORKERS: usize = 1024;
+const MAX_IDLE: usize = 2;
+
 impl Supervisor {
-    pub fn new(listener: Listener, policy: Arc<Policy>, chain: Chain, stubs: Stubs, log: Log) -> Supervisor {
+    pub fn new(listener: Listener, policy: Arc<Policy>, chain: Chain, log: Log) -> Supervisor {
         Supervisor {
             listener,
             policy,
             chain,
-            stubs,
             log,
+            stubs: OnceLock::new(),
             table: Mutex::new(Table::default()),
             entries: AtomicUsize::new(0),
             dns_sockets: AtomicUsize::new(0),
-            pool: Pool::default(),
+            threads: Mutex::new(HashMap::new()),
+            idle: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
         }
+    }
+
+    /// The DNS stub (one server per system nameserver), started on first use; `None` (logged)
+    /// when it cannot be.
+    pub fn stubs(&self, tid: libc::pid_t) -> Option<&Stubs> {
+        self.stubs
+            .get_or_init(|| match Stubs::start(self.policy.nameservers.len(), self.policy.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.log.error(tid, format_args!("cannot start the DNS stub: {e}; DNS queries fail"));
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// A pidfd for thread `tid` (kept: a dead thread's pidfd never works for a new thread of
+    /// the same number, so a stale one only costs a retry).
+    pub fn thread(&self, tid: libc::pid_t, fresh: bool) -> std::io::Result<ThreadRef> {
+        let mut known = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh {
+            if let Some(t) = known.get(&tid) {
+                return Ok(t.clone());
+            }
+        }
+        let t = ThreadRef { pidfd: Arc::new(sys::pidfd_open(tid)?), tgid: None };
+        if known.len() >= MAX_THREADS_KNOWN {
+            known.clear();
+        }
+        known.insert(tid, t.clone());
+        Ok(t)
+    }
+
+    /// The process of thread `tid` (from /proc once, then remembered).
+    pub fn tgid(&self, tid: libc::pid_t) -> libc::pid_t {
+        if let Some(Some(t)) = self.threads.lock().unwrap_or_else(|p| p.into_inner()).get(&tid).map(|t| t.tgid) {
+            return t;
+        }
+        let tgid = sys::tgid_of(tid).unwrap_or(tid);
+        if let Some(t) = self.threads.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&tid) {
+            t.tgid = Some(tgid);
+        }
+        tgid
     }
 
     pub fn any_entries(&self) -> bool {
@@ -152,15 +216,65 @@ impl Supervisor {
         r
     }
 
-    /// Receives and answers calls until no process uses the filter any more.
+    /// Serves calls on this thread (the first receiving thread: more start when calls wait).
     pub fn run(self: Arc<Self>) {
-        while self.listener.wait() {
-            let n = match self.listener.recv() {
+        self.workers.fetch_add(1, Ordering::AcqRel);
+        self.serve();
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        if self.workers.fetch_add(1, Ordering::AcqRel) >= MAX_WORKERS {
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let sup = self.clone();
+        if std::thread::Builder::new().name("guard".into()).spawn(move || sup.serve()).is_err() {
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// One receiving thread: takes a call, handles it to the end, and waits again — or leaves
+    /// when enough others wait. The process ends when the program's tree is gone.
+    fn serve(self: Arc<Self>) {
+        loop {
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            let got = self.listener.recv();
+            self.idle.fetch_sub(1, Ordering::AcqRel);
+            let n = match got {
                 Ok(n) => n,
-                Err(_) => continue, // the caller died between the poll and the receive
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The listener is unusable: answer nothing more from this thread.
+                    self.workers.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
             };
-            let outcome = self.decide(n);
-            self.finish(n, outcome);
+            match self.decide(n) {
+                Outcome::Reply(r) => {
+                    let _ = self.listener.respond(n.id, r);
+                }
+                Outcome::Done => {}
+                Outcome::Slow(job) => {
+                    // This call may wait: someone else must be receiving meanwhile.
+                    if self.idle.load(Ordering::Acquire) == 0 {
+                        self.spawn_worker();
+                    }
+                    let o = match catch_unwind(AssertUnwindSafe(|| job(&self))) {
+                        Ok(o) => o,
+                        Err(_) => {
+                            self.log.error(n.tid, format_args!("internal error in the guard; the call failed"));
+                            errno_reply(fail_errno(n.nr))
+                        }
+                    };
+                    if let Outcome::Reply(r) = o {
+                        let _ = self.listener.respond(n.id, r);
+                    }
+                }
+            }
+            if self.idle.load(Ordering::Acquire) >= MAX_IDLE {
+                self.workers.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
         }
     }
 
@@ -169,44 +283,8 @@ impl Supervisor {
         match catch_unwind(AssertUnwindSafe(|| crate::calls::handle(self, n))) {
             Ok(o) => o,
             Err(_) => {
-                self.log.error(
-                    n.tid,
-                    format_args!("internal error in the guard; the call failed (nothing went direct)"),
-                );
+                self.log.error(n.tid, format_args!("internal error in the guard; the call failed (nothing went direct)"));
                 errno_reply(fail_errno(n.nr))
-            }
-        }
-    }
-
-    fn finish(self: &Arc<Self>, n: Notif, outcome: Outcome) {
-        match outcome {
-            Outcome::Reply(r) => {
-                let _ = self.listener.respond(n.id, r);
-            }
-            Outcome::Done => {}
-            Outcome::Slow(job) => {
-                let sup = self.clone();
-                self.pool.submit(
-                    self.clone(),
-                    Box::new(move || {
-                        let o = match catch_unwind(AssertUnwindSafe(|| job(&sup))) {
-                            Ok(o) => o,
-                            Err(_) => {
-                                sup.log.error(
-                                    n.tid,
-                                    format_args!("internal error in the guard; the call failed"),
-                                );
-                                errno_reply(fail_errno(n.nr))
-                            }
-                        };
-                        match o {
-                            Outcome::Reply(r) => {
-                                let _ = sup.listener.respond(n.id, r);
-                            }
-                            Outcome::Slow(_) | Outcome::Done => {}
-                        }
-                    }),
-                );
             }
         }
     }
@@ -221,71 +299,15 @@ fn fail_errno(nr: i64) -> i32 {
     }
 }
 
-/// Worker threads for calls that may wait: one is started whenever a call finds none idle.
-#[derive(Default)]
-struct Pool {
-    queue: Mutex<PoolState>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct PoolState {
-    jobs: VecDeque<Box<dyn FnOnce() + Send>>,
-    idle: usize,
-    threads: usize,
-}
-
-const MAX_WORKERS: usize = 1024;
-const MAX_IDLE: usize = 4;
-
-impl Pool {
-    fn submit(&self, sup: Arc<Supervisor>, job: Box<dyn FnOnce() + Send>) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.jobs.push_back(job);
-        if q.idle == 0 && q.threads < MAX_WORKERS {
-            q.threads += 1;
-            let spawned = std::thread::Builder::new().name("guard-worker".into()).spawn(move || worker(sup));
-            if spawned.is_err() {
-                q.threads -= 1;
-            }
-        }
-        drop(q);
-        self.ready.notify_one();
-    }
-}
-
-fn worker(sup: Arc<Supervisor>) {
-    let pool = &sup.pool;
-    let mut q = pool.queue.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        if let Some(job) = q.jobs.pop_front() {
-            drop(q);
-            job();
-            q = pool.queue.lock().unwrap_or_else(|p| p.into_inner());
-            continue;
-        }
-        if q.idle >= MAX_IDLE {
-            q.threads -= 1;
-            return;
-        }
-        q.idle += 1;
-        let (next, _) =
-            pool.ready.wait_timeout(q, Duration::from_secs(30)).unwrap_or_else(|p| p.into_inner());
-        q = next;
-        q.idle -= 1;
-    }
-}
-
 /// One trapped call being handled: its notification, and the program's process opened once.
 pub struct Call<'a> {
     pub sup: &'a Supervisor,
     pub n: Notif,
-    pidfd: Option<OwnedFd>,
 }
 
 impl<'a> Call<'a> {
     pub fn new(sup: &'a Supervisor, n: Notif) -> Call<'a> {
-        Call { sup, n, pidfd: None }
+        Call { sup, n }
     }
 
     pub fn arg(&self, i: usize) -> u64 {
@@ -295,11 +317,14 @@ impl<'a> Call<'a> {
     /// Descriptor `fd` of the calling process: the very same open file. Fails with the errno
     /// the call itself would have (EBADF), or EPERM when the process cannot be acted for.
     pub fn take_fd(&mut self, fd: i32) -> Result<OwnedFd, i32> {
-        if self.pidfd.is_none() {
-            self.pidfd = Some(sys::pidfd_open(self.n.tid).map_err(|e| sys::errno(&e))?);
+        let thread = self.sup.thread(self.n.tid, false).map_err(|e| sys::errno(&e))?;
+        let mut r = sys::pidfd_getfd(&thread.pidfd, fd);
+        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ESRCH)) {
+            // A pidfd kept for an earlier thread of this number: open a fresh one.
+            let thread = self.sup.thread(self.n.tid, true).map_err(|e| sys::errno(&e))?;
+            r = sys::pidfd_getfd(&thread.pidfd, fd);
         }
-        let pidfd = self.pidfd.as_ref().expect("opened above");
-        let r = sys::pidfd_getfd(pidfd, fd).map_err(|e| match sys::errno(&e) {
+        let r = r.map_err(|e| match sys::errno(&e) {
             libc::EPERM | libc::EACCES => {
                 self.sup.log.error(
                     self.n.tid,
@@ -339,7 +364,7 @@ impl<'a> Call<'a> {
 
     /// The calling process (for log lines and per-process state).
     pub fn tgid(&self) -> libc::pid_t {
-        sys::tgid_of(self.n.tid).unwrap_or(self.n.tid)
+        self.sup.tgid(self.n.tid)
     }
 }
 

@@ -25,7 +25,7 @@ pub struct State {
     /// The kernel guard supervises this process: it answers DNS queries to the system's
     /// nameservers (`nameservers`) with its stub, and catches what the hooks do not see.
     pub guarded: bool,
-    pub nameservers: Vec<std::net::IpAddr>,
+    nameservers: OnceLock<Vec<std::net::IpAddr>>,
     /// `SOCKSIFY_TEST_PANIC=1`: proxied connects panic inside the hook, so that the test suite
     /// can show that a panic fails the call and never reaches the real `connect`.
     pub test_panic: bool,
@@ -91,7 +91,7 @@ fn build() -> Result<State, (Logger, String)> {
         None => Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
             .map_err(|e| fail(format!("cannot map the fake address table: {e}")))?,
     };
-    let nameservers = if guarded { socksify_core::resolvconf::system_nameservers() } else { Vec::new() };
+    let nameservers = OnceLock::new();
     let test_panic = std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
     Ok(State { router, chain, log, session, guarded, nameservers, test_panic })
 }
@@ -109,6 +109,6 @@ impl State {
             }
             v4 => v4,
         };
-        self.nameservers.contains(&ip)
+        self.nameservers.get_or_init(socksify_core::resolvconf::system_nameservers).contains(&ip)
     }
 }
