@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +163,28 @@ impl Chain {
     /// Builds the chain on `fd` and sends `cmd` for `target` to the last hop. Dead hops are left
     /// out and the chain built again on the same descriptor, except in strict mode.
     pub fn establish(&self, fd: RawFd, cmd: Command, target: &TargetAddr) -> Result<Established, ChainError> {
+        self.establish_until(fd, cmd, target, None)
+    }
+
+    /// `connect` that also gives up at `until` (a socket's SO_SNDTIMEO, say), whatever the
+    /// configured timeouts leave.
+    pub fn connect_until(
+        &self,
+        fd: RawFd,
+        target: &TargetAddr,
+        until: Option<Instant>,
+    ) -> Result<Established, ChainError> {
+        self.establish_until(fd, Command::Connect, target, until)
+    }
+
+    /// `establish`, giving up at `until` if it comes before the configured timeouts.
+    pub fn establish_until(
+        &self,
+        fd: RawFd,
+        cmd: Command,
+        target: &TargetAddr,
+        until: Option<Instant>,
+    ) -> Result<Established, ChainError> {
         if self.proxies.is_empty() {
             return Err(ChainError::Empty);
         }
@@ -177,7 +199,7 @@ impl Chain {
                     return Err(ChainError::NotEnoughAlive { needed, alive, last });
                 }
             };
-            match self.attempt(fd, family, &path, cmd, target) {
+            match self.attempt(fd, family, &path, cmd, target, until) {
                 Ok(est) => return Ok(est),
                 Err((Some(culprit), e)) if self.mode != ChainMode::Strict => {
                     dead[culprit] = true;
@@ -228,17 +250,23 @@ impl Chain {
         path: &[usize],
         cmd: Command,
         target: &TargetAddr,
+        until: Option<Instant>,
     ) -> Attempt {
+        // Each phase's timeout, cut short by `until`.
+        let within = |t: Duration| match until {
+            Some(u) => t.min(u.saturating_duration_since(Instant::now())),
+            None => t,
+        };
         let first = path[0];
         let first_addr = resolve(&self.proxies[first], family)
             .map_err(|e| (Some(first), self.hop_error(first, Stage::Resolve, e)))?;
-        sys::connect_timeout(fd, &first_addr, self.timeouts.connect)
+        sys::connect_timeout(fd, &first_addr, within(self.timeouts.connect))
             .map_err(|e| (Some(first), self.hop_error(first, Stage::Reach, e.into())))?;
 
         let mut stream = FdStream::new(fd);
         for pair in path.windows(2) {
             let (hop, next) = (pair[0], pair[1]);
-            stream.set_timeout(Some(self.timeouts.read));
+            stream.set_timeout(Some(within(self.timeouts.read)));
             if let Err(e) =
                 self.proxies[hop].request(&mut stream, Command::Connect, &self.proxies[next].target())
             {
@@ -249,7 +277,7 @@ impl Chain {
         }
 
         let last = *path.last().expect("a path has at least one hop");
-        stream.set_timeout(Some(self.timeouts.read));
+        stream.set_timeout(Some(within(self.timeouts.read)));
         let bound = self.proxies[last].request(&mut stream, cmd, target).map_err(|e| {
             let culprit = if e.is_refusal() { None } else { Some(last) };
             (culprit, self.hop_error(last, Stage::Request(cmd, target.clone()), e))

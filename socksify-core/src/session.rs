@@ -3,14 +3,13 @@
 //! temporary directory) named in the environment (`SOCKSIFY_SESSION`), holding
 //! - `fake`: the fake-address table (remote DNS), so a fake address handed to one process
 //!   connects by name from any other, and the kernel guard maps it back too;
-//! - `state`: a small shared page: whether the kernel guard supervises the session, and the UDP
-//!   relays the library opened (the guard lets datagrams to those through and no others).
+//! - `state`: a small shared page: whether the kernel guard supervises the session.
 //!
 //! Both files are fixed-size mappings written lock-free, so a `fork()` at any moment leaves
 //! nothing locked. The process that created the session removes it when the session ends.
+//! Nothing in them can widen what the guard lets through: the program can write them.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -23,11 +22,17 @@ use crate::fakedns::{FakeDns, DEFAULT_CAPACITY};
 pub const SESSION_ENV: &str = "SOCKSIFY_SESSION";
 
 const STATE_MAGIC: &[u8; 8] = b"SFYSTAT1";
-/// Relays remembered at once; a full table refuses new ones (the datagram fails, logged).
-pub const MAX_RELAYS: usize = 255;
-const SLOT: usize = 24;
-const STATE_LEN: usize = 64 + MAX_RELAYS * SLOT;
+const STATE_LEN: usize = 4096;
 const FLAG_GUARDED: u32 = 1;
+
+/// The address of the library's request to the kernel guard for a UDP association:
+/// `sendto(control_socket, buf, len, 0, GUARD_ASSOCIATE, 16)` on an unconnected TCP socket. The
+/// guard connects it to the proxy, makes the association, remembers the relay (datagrams to it
+/// are then let through) and writes the relay's socket address into `buf`, returning its
+/// length. Without a guard the call fails (EPIPE/ENOTCONN): the library does it itself. Anyone
+/// may ask: the guard only ever opens genuine associations through the chain.
+pub const GUARD_ASSOCIATE: [u8; 16] =
+    [2, 0, 0, 0, 0, 0, 0, 0, b's', b'f', b'y', b'U', b'D', b'P', b'a', b'1'];
 
 pub struct Session {
     dir: PathBuf,
@@ -129,49 +134,6 @@ impl Session {
         unsafe { &*(self.state as *const AtomicU32) }
     }
 
-    fn slot(&self, i: usize) -> (&AtomicU32, *mut u8) {
-        // SAFETY: slot i < MAX_RELAYS lies inside the mapping, 4-byte aligned.
-        unsafe {
-            let at = self.state.add(64 + i * SLOT);
-            (&*(at as *const AtomicU32), at.add(4))
-        }
-    }
-
-    /// Remembers a UDP relay the library opened through a proxy. False when the table is full.
-    pub fn add_relay(&self, relay: SocketAddr) -> bool {
-        let bytes = encode(relay);
-        for i in 0..MAX_RELAYS {
-            let (state, data) = self.slot(i);
-            match state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    // SAFETY: this slot was claimed by the exchange above.
-                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
-                    state.store(2, Ordering::Release);
-                    return true;
-                }
-                Err(2) if self.read_slot(data) == bytes => return true,
-                Err(_) => continue,
-            }
-        }
-        false
-    }
-
-    fn read_slot(&self, data: *mut u8) -> [u8; 19] {
-        let mut out = [0u8; 19];
-        // SAFETY: a published slot: its bytes were written before its state became 2.
-        unsafe { std::ptr::copy_nonoverlapping(data, out.as_mut_ptr(), out.len()) };
-        out
-    }
-
-    /// True when `addr` is a relay the library opened.
-    pub fn is_relay(&self, addr: SocketAddr) -> bool {
-        let want = encode(unmapped(addr));
-        (0..MAX_RELAYS).any(|i| {
-            let (state, data) = self.slot(i);
-            state.load(Ordering::Acquire) == 2 && self.read_slot(data) == want
-        })
-    }
-
     /// Deletes the session's files (the creator, when the session ends).
     pub fn remove(&self) {
         if self.owner {
@@ -185,33 +147,6 @@ pub fn new_dir_name() -> PathBuf {
     // SAFETY: getuid/getpid have no preconditions.
     let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
     runtime_base().join(format!("socksify-{uid}-{pid}-{:08x}", fastrand::u32(..)))
-}
-
-fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        _ => addr,
-    }
-}
-
-fn encode(addr: SocketAddr) -> [u8; 19] {
-    let addr = unmapped(addr);
-    let mut out = [0u8; 19];
-    out[..2].copy_from_slice(&addr.port().to_le_bytes());
-    match addr.ip() {
-        IpAddr::V4(v4) => {
-            out[2] = 4;
-            out[3..7].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            out[2] = 6;
-            out[3..19].copy_from_slice(&v6.octets());
-        }
-    }
-    out
 }
 
 fn map_state(path: &Path, create: bool) -> io::Result<*mut u8> {
@@ -300,31 +235,12 @@ mod tests {
         let fake = made.take_fake().unwrap();
         let idx = fake.insert("shared.example").unwrap();
         let other = opened.take_fake().unwrap();
-        assert_eq!(other.name_of(IpAddr::V4(other.ipv4(idx))), Some("shared.example"));
+        assert_eq!(other.name_of(std::net::IpAddr::V4(other.ipv4(idx))), Some("shared.example"));
 
-        let relay: SocketAddr = "192.0.2.1:40001".parse().unwrap();
-        assert!(!made.is_relay(relay));
-        assert!(opened.add_relay(relay));
-        assert!(opened.add_relay(relay), "twice is fine");
-        assert!(made.is_relay(relay));
-        assert!(made.is_relay("[::ffff:192.0.2.1]:40001".parse().unwrap()), "v4-mapped is the same");
-        assert!(!made.is_relay("192.0.2.1:7".parse().unwrap()));
         opened.remove();
         assert!(dir.exists(), "only the creator removes it");
         made.remove();
         assert!(!dir.exists());
-    }
-
-    #[test]
-    fn the_relay_table_is_bounded() {
-        let s = Session::create(&Config::default()).unwrap();
-        assert!(!s.guarded());
-        for i in 0..MAX_RELAYS {
-            assert!(s.add_relay(SocketAddr::new("192.0.2.1".parse().unwrap(), 1000 + i as u16)));
-        }
-        assert!(!s.add_relay("192.0.2.1:9".parse().unwrap()));
-        assert!(s.is_relay("192.0.2.1:1000".parse().unwrap()));
-        s.remove();
     }
 
     #[test]

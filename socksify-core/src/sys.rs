@@ -91,16 +91,20 @@ pub fn take_error(fd: RawFd) -> io::Result<()> {
 
 /// Drops a TCP socket's connection so that it can connect again (connect to AF_UNSPEC): how a
 /// chain retries on the program's own descriptor.
+/// The error the dropped connection leaves pending (a reset) is cleared: the failure was
+/// reported already, and the kernel's SO_ERROR after a failed connect is 0.
 pub fn disconnect(fd: RawFd) -> io::Result<()> {
     let mut sa: libc::sockaddr = zeroed_sockaddr();
     sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    syscall!(
+    let r = syscall!(
         libc::SYS_connect,
         fd,
         &sa as *const libc::sockaddr,
         std::mem::size_of::<libc::sockaddr>() as libc::socklen_t
     )
-    .map(drop)
+    .map(drop);
+    let _ = take_error(fd);
+    r
 }
 
 fn zeroed_sockaddr() -> libc::sockaddr {

@@ -41,6 +41,46 @@ pub fn destination(bytes: &[u8], family: libc::c_int, ty: libc::c_int) -> Dest {
     }
 }
 
+/// Where a datagram sent with address `bytes` goes, for a datagram socket of `family` — the
+/// rules of udp_sendmsg/udpv6_sendmsg, which differ from connect's: on an IPv4 socket an
+/// AF_UNSPEC address is used as an IPv4 one; on an IPv6 socket it means "no address".
+pub fn send_destination(bytes: &[u8], family: libc::c_int) -> SendDest {
+    if bytes.len() < 2 {
+        return SendDest::Refused;
+    }
+    let sa_family = u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int;
+    let v4_ok = |b: &[u8]| {
+        if b.len() < SIN_LEN || u16::from_be_bytes([b[2], b[3]]) == 0 {
+            SendDest::Refused // EINVAL: too short, or port 0
+        } else {
+            SendDest::Inet(v4(b))
+        }
+    };
+    match (family, sa_family) {
+        (libc::AF_INET, libc::AF_INET | libc::AF_UNSPEC) => v4_ok(bytes),
+        (libc::AF_INET6, libc::AF_INET) => v4_ok(bytes),
+        (libc::AF_INET6, libc::AF_UNSPEC) => SendDest::Peer,
+        (libc::AF_INET6, libc::AF_INET6) if bytes.len() >= SIN6_LEN_RFC2133 => {
+            if u16::from_be_bytes([bytes[2], bytes[3]]) == 0 {
+                SendDest::Refused
+            } else {
+                SendDest::Inet(unmapped(v6(bytes)))
+            }
+        }
+        _ => SendDest::Refused,
+    }
+}
+
+/// See `send_destination`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendDest {
+    Inet(SocketAddr),
+    /// No address after all: the connected peer.
+    Peer,
+    /// The kernel refuses it (EINVAL, EAFNOSUPPORT): nothing is sent.
+    Refused,
+}
+
 fn v4(b: &[u8]) -> SocketAddr {
     let port = u16::from_be_bytes([b[2], b[3]]);
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])), port)
@@ -117,6 +157,25 @@ mod tests {
         assert_eq!(destination(&[1], libc::AF_INET, libc::SOCK_STREAM), Dest::Refused);
         let unix = [1u8, 0, b'/', b'x'];
         assert_eq!(destination(&unix, libc::AF_INET, libc::SOCK_STREAM), Dest::Refused);
+    }
+
+    #[test]
+    fn datagram_destinations_follow_udp_sendmsg() {
+        let a: SocketAddr = "192.0.2.1:7".parse().unwrap();
+        let mut unspec = encode(a);
+        unspec[0] = 0;
+        unspec[1] = 0;
+        assert_eq!(send_destination(&unspec, libc::AF_INET), SendDest::Inet(a), "AF_UNSPEC is IPv4 there");
+        assert_eq!(send_destination(&unspec, libc::AF_INET6), SendDest::Peer, "and nothing on IPv6");
+        assert_eq!(send_destination(&encode(a), libc::AF_INET6), SendDest::Inet(a));
+        assert_eq!(send_destination(&encode(a)[..12], libc::AF_INET), SendDest::Refused);
+        assert_eq!(
+            send_destination(&encode("192.0.2.1:0".parse().unwrap()), libc::AF_INET),
+            SendDest::Refused
+        );
+        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        assert_eq!(send_destination(&encode(v6), libc::AF_INET6), SendDest::Inet(v6));
+        assert_eq!(send_destination(&encode(v6), libc::AF_INET), SendDest::Refused);
     }
 
     #[test]

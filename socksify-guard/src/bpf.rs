@@ -10,6 +10,10 @@
 //!   SCTP, …), to refuse it;
 //! - `listen`, `accept`, `accept4`, `getsockname`, `getpeername` (SOCKS BIND, and the
 //!   addresses of proxied sockets), `io_uring_setup` (refused, so programs fall back);
+//! - `setsockopt` of the options that send packets by themselves or elsewhere: IP options
+//!   (source routes), IPv6 routing headers, multicast group joins;
+//! - `ptrace` attach/seize, `process_vm_writev` and `pidfd_getfd`: reaching into a process
+//!   outside the tree (the supervisor included) would be a way around the filter;
 //! - x32 system calls: refused with ENOSYS in the filter itself; calls of another architecture
 //!   (`int 0x80` on x86_64) that create or use sockets: trapped, and refused.
 
@@ -61,11 +65,31 @@ const LOCAL_FAMILIES: &[u32] = &[
 const IPPROTO_MPTCP: u32 = 262;
 const IPPROTO_UDPLITE: u32 = 136;
 
+/// setsockopt(level, optname) pairs that are trapped.
+pub const TRAPPED_SOCKOPTS: &[(u32, u32)] = &[
+    (0, 4),   // IPPROTO_IP, IP_OPTIONS (source routes)
+    (0, 35),  // IP_ADD_MEMBERSHIP
+    (0, 39),  // IP_ADD_SOURCE_MEMBERSHIP
+    (0, 42),  // MCAST_JOIN_GROUP
+    (0, 46),  // MCAST_JOIN_SOURCE_GROUP
+    (41, 5),  // IPPROTO_IPV6, IPV6_2292RTHDR
+    (41, 20), // IPV6_ADD_MEMBERSHIP
+    (41, 42), // MCAST_JOIN_GROUP
+    (41, 46), // MCAST_JOIN_SOURCE_GROUP
+    (41, 57), // IPV6_RTHDR
+];
+const PTRACE_ATTACH: u32 = 16;
+const PTRACE_SEIZE: u32 = 0x4206;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum L {
     Native,
     NonNative,
     Arg4,
+    Sockopt,
+    SockoptIp,
+    SockoptIpv6,
+    Ptrace,
     Socket,
     Inet,
     Stream,
@@ -116,13 +140,40 @@ fn source() -> Vec<Op> {
         libc::SYS_getsockname,
         libc::SYS_getpeername,
         libc::SYS_io_uring_setup,
+        libc::SYS_process_vm_writev,
+        libc::SYS_pidfd_getfd,
     ] {
         p.push(Jeq(nr as u32, To::L(L::Notify), n));
     }
     p.push(Jeq(libc::SYS_sendto as u32, To::L(L::Arg4), n));
     p.push(Jeq(libc::SYS_recvfrom as u32, To::L(L::Arg4), n));
     p.push(Jeq(libc::SYS_socket as u32, To::L(L::Socket), n));
+    p.push(Jeq(libc::SYS_setsockopt as u32, To::L(L::Sockopt), n));
+    p.push(Jeq(libc::SYS_ptrace as u32, To::L(L::Ptrace), n));
     p.push(Ret(ALLOW));
+
+    // setsockopt(fd, level, optname, …): the listed pairs.
+    p.extend([Label(L::Sockopt), Load(arg_lo(1))]);
+    p.push(Jeq(0, To::L(L::SockoptIp), n));
+    p.push(Jeq(41, To::L(L::SockoptIpv6), To::L(L::Allow)));
+    p.extend([Label(L::SockoptIp), Load(arg_lo(2))]);
+    for (_, opt) in TRAPPED_SOCKOPTS.iter().filter(|(l, _)| *l == 0) {
+        p.push(Jeq(*opt, To::L(L::Notify), n));
+    }
+    p.push(Ret(ALLOW));
+    p.extend([Label(L::SockoptIpv6), Load(arg_lo(2))]);
+    for (_, opt) in TRAPPED_SOCKOPTS.iter().filter(|(l, _)| *l == 41) {
+        p.push(Jeq(*opt, To::L(L::Notify), n));
+    }
+    p.push(Ret(ALLOW));
+
+    // ptrace(request, …): attaching to a process.
+    p.extend([
+        Label(L::Ptrace),
+        Load(arg_lo(0)),
+        Jeq(PTRACE_ATTACH, To::L(L::Notify), n),
+        Jeq(PTRACE_SEIZE, To::L(L::Notify), To::L(L::Allow)),
+    ]);
 
     // sendto/recvfrom: trapped when the address pointer (argument 4) is not NULL.
     p.extend([
@@ -338,6 +389,24 @@ mod tests {
         for nr in [libc::SYS_listen, libc::SYS_accept4, libc::SYS_getpeername] {
             assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), NOTIFY);
         }
+    }
+
+    #[test]
+    fn options_that_route_elsewhere_and_reaching_into_processes_are_trapped() {
+        let so = |level: u64, opt: u64| native(libc::SYS_setsockopt, [3, level, opt, 0, 0, 0]);
+        assert_eq!(so(0, 4), NOTIFY, "IP_OPTIONS");
+        assert_eq!(so(0, 35), NOTIFY, "IP_ADD_MEMBERSHIP");
+        assert_eq!(so(41, 57), NOTIFY, "IPV6_RTHDR");
+        assert_eq!(so(6, 1), ALLOW, "TCP_NODELAY");
+        assert_eq!(so(1, 2), ALLOW, "SO_REUSEADDR");
+        assert_eq!(so(0, 1), ALLOW, "IP_TOS");
+        assert_eq!(native(libc::SYS_ptrace, [16, 1, 0, 0, 0, 0]), NOTIFY, "PTRACE_ATTACH");
+        assert_eq!(native(libc::SYS_ptrace, [0x4206, 1, 0, 0, 0, 0]), NOTIFY, "PTRACE_SEIZE");
+        assert_eq!(native(libc::SYS_ptrace, [0, 0, 0, 0, 0, 0]), ALLOW, "PTRACE_TRACEME");
+        assert_eq!(native(libc::SYS_ptrace, [12, 1, 0, 0, 0, 0]), ALLOW, "PTRACE_GETREGS");
+        assert_eq!(native(libc::SYS_process_vm_writev, [1, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(native(libc::SYS_pidfd_getfd, [1, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(native(libc::SYS_process_vm_readv, [1, 0, 0, 0, 0, 0]), ALLOW);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::log::{Level, Log};
 use crate::notif::Listener;
 use crate::policy::Policy;
 use crate::supervisor::Supervisor;
+use crate::sys;
 
 /// What the program's process does when the filter cannot be installed.
 pub enum Fallback {
@@ -63,7 +64,23 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both were just created for us.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high(r)?, high(w)?))
+}
+
+/// Moves a descriptor of ours away from 0, 1 and 2, which may have been closed by whoever
+/// started us: the program must find them as they were.
+fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC of a descriptor we own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 fn write_all(fd: RawFd, bytes: &[u8]) {
@@ -108,6 +125,10 @@ fn send_msg(fd: RawFd, kind: i32, value: i32) {
 /// Runs the program under the guard; returns the exit status for the front to exit with (or
 /// never returns, when the program was killed by a signal that the front re-raises).
 pub fn run(launch: Launch) -> i32 {
+    // Nothing of the program's may reach into socksify's own processes (ptrace,
+    // process_vm_writev, /proc/PID/mem): the front and the supervisor are not dumpable.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let (status_r, status_w) = match pipe() {
         Ok(p) => p,
         Err(e) => return fail(&format!("cannot start the guard: {e}")),
@@ -124,11 +145,11 @@ pub fn run(launch: Launch) -> i32 {
             drop(alive_w);
             supervise(launch, status_w, alive_r)
         }
-        _ => {
+        supervisor => {
             drop(status_w);
             drop(alive_r);
             // The front keeps `alive_w` open until it exits: the supervisor sees it go.
-            let code = front(status_r);
+            let code = front(status_r, supervisor);
             drop(alive_w);
             code
         }
@@ -140,39 +161,35 @@ fn fail(msg: &str) -> i32 {
     126
 }
 
-/// The signals the front passes on to the program.
-const FORWARDED: &[libc::c_int] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCONT,
-    libc::SIGALRM,
-];
+/// The signals the front cannot take: every other one is passed on to the program.
+const NOT_FORWARDED: &[libc::c_int] = &[libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD];
 
-fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset on a local set.
+fn sigset(signals: impl IntoIterator<Item = libc::c_int>) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a local set (glibc refuses its two internal signals).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in signals {
-            libc::sigaddset(&mut set, *s);
+            libc::sigaddset(&mut set, s);
         }
         set
     }
 }
 
+fn forwarded() -> libc::sigset_t {
+    sigset((1..=libc::SIGRTMAX()).filter(|s| !NOT_FORWARDED.contains(s)))
+}
+
 /// The process the shell waits for: mirrors the program's stops and exit, passes signals on.
-fn front(status: OwnedFd) -> i32 {
-    let set = sigset(FORWARDED);
+fn front(status: OwnedFd, supervisor: libc::pid_t) -> i32 {
+    let set = forwarded();
     // SAFETY: blocking signals for this thread, then a signalfd for them.
     let sigfd = unsafe {
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
     };
+    // SAFETY: taking ownership of the signalfd just made.
+    let sigfd = (sigfd >= 0).then(|| high(unsafe { OwnedFd::from_raw_fd(sigfd) }).ok()).flatten();
     // Neither stdin nor stdout is the front's business: a pipe the program writes to must end
     // when the program's end of it does.
     to_dev_null(&[0, 1]);
@@ -180,10 +197,14 @@ fn front(status: OwnedFd) -> i32 {
     loop {
         let mut fds = [
             libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: sigfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll over a local array.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), if sigfd >= 0 { 2 } else { 1 }, -1) };
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if r < 0 {
             continue;
         }
@@ -193,19 +214,20 @@ fn front(status: OwnedFd) -> i32 {
             // SAFETY: reading one struct from the signalfd.
             let n = unsafe {
                 libc::read(
-                    sigfd,
+                    fds[1].fd,
                     (&mut info as *mut libc::signalfd_siginfo).cast(),
                     std::mem::size_of_val(&info),
                 )
             };
             if n == std::mem::size_of_val(&info) as isize && program > 0 {
-                forward(&info, program);
+                forward(&info, program, supervisor);
             }
         }
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
             let mut m = [0u8; 8];
             if !read_full(status.as_raw_fd(), &mut m) {
-                eprintln!("socksify: the guard's supervisor ended unexpectedly");
+                eprintln!("socksify: the guard's supervisor ended unexpectedly; the program's network calls now fail");
+                wait_for_exit(program);
                 return 1;
             }
             let kind = i32::from_ne_bytes(m[..4].try_into().expect("4 bytes"));
@@ -220,31 +242,74 @@ fn front(status: OwnedFd) -> i32 {
     }
 }
 
+/// Waits for a process that is not our child to end (the shell keeps waiting for it).
+fn wait_for_exit(pid: libc::pid_t) {
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: pidfd_open, then poll it: readable when the process has ended.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+        if fd >= 0 {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            while libc::poll(&mut pfd, 1, -1) < 0 {}
+            libc::close(fd);
+        }
+    }
+}
+
 /// Passes a signal on, unless the program has it already: the terminal sent it to the whole
-/// process group (SI_KERNEL), or the program (or its process group) sent it.
-fn forward(info: &libc::signalfd_siginfo, program: libc::pid_t) {
+/// process group (SI_KERNEL), or a process of the program's tree sent it.
+fn forward(info: &libc::signalfd_siginfo, program: libc::pid_t, supervisor: libc::pid_t) {
     const SI_KERNEL: i32 = 0x80;
     if info.ssi_code == SI_KERNEL {
         return;
     }
     let sender = info.ssi_pid as libc::pid_t;
-    // SAFETY: getpgid/getpgrp have no preconditions.
-    if sender == program || (sender > 0 && unsafe { libc::getpgid(sender) == libc::getpgrp() }) {
+    if sender > 0 && descends_from(sender, &[program, supervisor]) {
         return;
     }
     // SAFETY: a signal to the program's process.
     unsafe { libc::kill(program, info.ssi_signo as libc::c_int) };
 }
 
-/// The program stopped: the front stops too (so the shell sees the job stopped), unless it has
-/// been continued already (a terminal stop stopped the front itself, and `fg` woke both).
+/// True when `pid` is one of `ancestors` or descends from one (by /proc's parent links).
+fn descends_from(pid: libc::pid_t, ancestors: &[libc::pid_t]) -> bool {
+    let mut p = pid;
+    for _ in 0..256 {
+        if ancestors.contains(&p) {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
+        let Some(ppid) =
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        else {
+            return false;
+        };
+        p = ppid;
+    }
+    false
+}
+
+/// The program stopped: the front stops too (so the shell sees the job stopped), with the same
+/// signal, unless it has been continued already (a terminal stop stopped the front as well —
+/// the signal was blocked there, so it is raised now — and `fg` may have woken both).
 fn mirror_stop(program: libc::pid_t, sig: i32) {
     let state = std::fs::read_to_string(format!("/proc/{program}/stat")).unwrap_or_default();
     let stopped = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']));
-    if stopped {
-        let own = if sig == libc::SIGSTOP { libc::SIGSTOP } else { libc::SIGTSTP };
-        // SAFETY: stopping this process.
-        unsafe { libc::kill(libc::getpid(), own) };
+    if !stopped {
+        return;
+    }
+    let own = if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) { sig } else { libc::SIGSTOP };
+    let one = sigset([own]);
+    // SAFETY: the stop signal, let through for the moment it takes to stop this process.
+    unsafe {
+        libc::kill(libc::getpid(), own);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+        libc::sigprocmask(libc::SIG_BLOCK, &one, std::ptr::null_mut());
     }
 }
 
@@ -260,7 +325,7 @@ fn exit_like(status: i32) -> i32 {
             let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             libc::setrlimit(libc::RLIMIT_CORE, &none);
             libc::signal(sig, libc::SIG_DFL);
-            let set = sigset(&[sig]);
+            let set = sigset([sig]);
             libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
             libc::kill(libc::getpid(), sig);
         }
@@ -285,6 +350,10 @@ fn to_dev_null(fds: &[RawFd]) {
 
 /// The supervisor's process: starts the program, then serves its tree until the tree is gone.
 fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
+    // SAFETY: getppid has no preconditions; the front is our parent now.
+    let front = unsafe { libc::getppid() };
+    // A pidfd of the front, to wake it (SIGCONT) without ever signalling a reused pid.
+    let front_fd = sys::syscall!(libc::SYS_pidfd_open, front, 0).ok().map(sys::owned);
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let session = match Session::create(&launch.config) {
@@ -308,11 +377,20 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     }
     send_msg(status.as_raw_fd(), MSG_PID, child);
     to_dev_null(&[0, 1]);
-    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGHUP,
+        libc::SIGTERM,
+        libc::SIGPIPE,
+    ] {
         // SAFETY: the supervisor ignores what the terminal and the shell send the job.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    watch_front(alive, child);
+    watch_front(alive, child, front);
     // The reaper is this thread: it must see the program end as soon as it does. The
     // supervisor is made ready on its own thread meanwhile.
     let sup: Arc<OnceLock<Arc<Supervisor>>> = Arc::new(OnceLock::new());
@@ -327,7 +405,7 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
             s.run();
         });
     }
-    reap(child, &status, || {
+    reap(child, &status, front_fd.as_ref(), || {
         // The program ended: whatever it left running must not keep its stderr open (a pipe
         // reading it would never end). Their log lines go to log_file only, if there is one.
         if let Some(sup) = sup.get() {
@@ -363,14 +441,21 @@ struct Start {
 /// it execs (CLONE_VM | CLONE_VFORK | CLONE_FILES, as posix_spawn does), so the listener the
 /// filter returns is in the supervisor's table already — no hand-over, no second copy of the
 /// address space. Returns the program's pid (or -errno) and the listener, if installed.
-fn start_program(launch: &Launch, env: &[CString], session: Option<&Session>) -> (libc::pid_t, Option<OwnedFd>) {
+fn start_program(
+    launch: &Launch,
+    env: &[CString],
+    session: Option<&Session>,
+) -> (libc::pid_t, Option<OwnedFd>) {
     let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
     let name = launch.argv[0].to_string_lossy();
     let (warn, refuse) = match &launch.fallback {
-        Fallback::Warn(w) => (format!("socksify: warning: the kernel guard cannot be installed; {w}\n"), None),
-        Fallback::Refuse(r) => {
-            (String::new(), Some(format!("socksify: the kernel guard cannot be installed; {r}\n").into_bytes()))
+        Fallback::Warn(w) => {
+            (format!("socksify: warning: the kernel guard cannot be installed; {w}\n"), None)
         }
+        Fallback::Refuse(r) => (
+            String::new(),
+            Some(format!("socksify: the kernel guard cannot be installed; {r}\n").into_bytes()),
+        ),
     };
     let start = Start {
         prog: crate::bpf::program(),
@@ -380,8 +465,9 @@ fn start_program(launch: &Launch, env: &[CString], session: Option<&Session>) ->
         session: session.map(|s| s as *const Session),
         warn: warn.into_bytes(),
         refuse,
-        nested: (launch.level >= Level::Verbose)
-            .then(|| b"socksify: already under a socksify guard; it keeps supervising this program\n".to_vec()),
+        nested: (launch.level >= Level::Normal).then(|| {
+            b"socksify: note: already under an outer socksify's guard: calls the library does not proxy take the outer one's proxies\n".to_vec()
+        }),
         cannot_run: format!("socksify: cannot run {name}: ").into_bytes(),
     };
     let mut stack = vec![0u8; 256 * 1024];
@@ -460,18 +546,26 @@ fn die(msg: &str) -> ! {
     unsafe { libc::_exit(126) }
 }
 
-fn start_supervisor(listener: OwnedFd, config: Config, level: Level, session: Option<std::path::PathBuf>) -> Arc<Supervisor> {
+fn start_supervisor(
+    listener: OwnedFd,
+    config: Config,
+    level: Level,
+    session: Option<std::path::PathBuf>,
+) -> Arc<Supervisor> {
     let mut session = session.and_then(|dir| Session::open(&dir, &config).ok());
     let fake = session.as_mut().and_then(|s| s.take_fake());
     let router = match fake {
         Some(f) => Router::with_fake(config.clone(), Hosts::load_system(), Some(f)),
-        None => match Router::new(config.clone(), Hosts::load_system(), socksify_core::fakedns::DEFAULT_CAPACITY) {
-            Ok(r) => r,
-            Err(e) => die(&format!("cannot map the fake address table: {e}")),
-        },
+        None => {
+            match Router::new(config.clone(), Hosts::load_system(), socksify_core::fakedns::DEFAULT_CAPACITY)
+            {
+                Ok(r) => r,
+                Err(e) => die(&format!("cannot map the fake address table: {e}")),
+            }
+        }
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
-    let policy = Arc::new(Policy::new(router, nameservers, session));
+    let policy = Arc::new(Policy::new(router, nameservers));
     let log = Log::new(level, config.log_file.as_deref());
     Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), log))
 }
@@ -480,9 +574,14 @@ fn start_supervisor(listener: OwnedFd, config: Config, level: Level, session: Op
 static PROGRAM: AtomicI32 = AtomicI32::new(0);
 static PROGRAM_DONE: AtomicBool = AtomicBool::new(false);
 
+/// The front's pid: the death signal is real only once our parent is someone else.
+static FRONT: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn front_died(_: libc::c_int) {
     let pid = PROGRAM.load(Ordering::Acquire);
-    if pid > 0 && !PROGRAM_DONE.load(Ordering::Acquire) {
+    // SAFETY: getppid is async-signal-safe.
+    let gone = unsafe { libc::getppid() } != FRONT.load(Ordering::Acquire);
+    if gone && pid > 0 && !PROGRAM_DONE.load(Ordering::Acquire) {
         // SAFETY: kill is async-signal-safe; the program is our child, not yet reaped.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -492,8 +591,9 @@ extern "C" fn front_died(_: libc::c_int) {
 /// it would have been without socksify: the kernel signals us when the front (our parent)
 /// dies, and the handler kills the program. (`alive` closes with the front: if it died before
 /// the death signal was armed, its end is closed already.)
-fn watch_front(alive: OwnedFd, child: libc::pid_t) {
+fn watch_front(alive: OwnedFd, child: libc::pid_t, front: libc::pid_t) {
     PROGRAM.store(child, Ordering::Release);
+    FRONT.store(front, Ordering::Release);
     // SAFETY: a handler that only reads atomics and calls kill; then the death signal.
     unsafe {
         libc::signal(libc::SIGUSR1, front_died as *const () as libc::sighandler_t);
@@ -509,11 +609,11 @@ fn watch_front(alive: OwnedFd, child: libc::pid_t) {
 
 /// Reaps the tree (orphans come to us: we are their subreaper) until no process is left,
 /// telling the front how the program stops and ends.
-fn reap(child: libc::pid_t, status: &OwnedFd, mut program_ended: impl FnMut()) {
+fn reap(child: libc::pid_t, status: &OwnedFd, front: Option<&OwnedFd>, mut program_ended: impl FnMut()) {
     loop {
         let mut st = 0;
         // SAFETY: waiting for any child of ours.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WUNTRACED) };
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WUNTRACED | libc::WCONTINUED) };
         if pid < 0 {
             match io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => continue,
@@ -525,6 +625,12 @@ fn reap(child: libc::pid_t, status: &OwnedFd, mut program_ended: impl FnMut()) {
         }
         if libc::WIFSTOPPED(st) {
             send_msg(status.as_raw_fd(), MSG_STOPPED, libc::WSTOPSIG(st));
+        } else if libc::WIFCONTINUED(st) {
+            // Someone continued the program: the front, stopped to mirror it, goes on too.
+            if let Some(f) = front {
+                // SAFETY: pidfd_send_signal to the front's pidfd.
+                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, f.as_raw_fd(), libc::SIGCONT, 0, 0) };
+            }
         } else if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
             // Before the front hears of it (and exits, which signals us): the program's pid is
             // free now and must never be killed again.

@@ -2,10 +2,11 @@
 //! proxies' own addresses, the system's nameservers and the session's relays: no system call
 //! is made here, so every rule is unit-tested.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Mutex;
 
 use socksify_core::router::{Route, Router, UdpRoute};
-use socksify_core::session::Session;
 use socksify_core::{BindMode, Host, TargetAddr};
 
 use crate::addr::unmapped;
@@ -37,11 +38,13 @@ pub struct Policy {
     pub hops: Vec<SocketAddr>,
     /// The system's nameservers (resolv.conf), which programs query themselves.
     pub nameservers: Vec<IpAddr>,
-    pub session: Option<Session>,
+    /// UDP relays of associations the guard opened (for the library): datagrams to them go
+    /// through the proxy's relay, so they are let through.
+    relays: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Policy {
-    pub fn new(router: Router, nameservers: Vec<IpAddr>, session: Option<Session>) -> Policy {
+    pub fn new(router: Router, nameservers: Vec<IpAddr>) -> Policy {
         let mut hops = Vec::new();
         for p in &router.config().proxies {
             match &p.host {
@@ -53,7 +56,20 @@ impl Policy {
                 }
             }
         }
-        Policy { router, hops, nameservers, session }
+        Policy { router, hops, nameservers, relays: Mutex::new(HashSet::new()) }
+    }
+
+    /// Remembers the relay of a UDP association the guard made.
+    pub fn add_relay(&self, relay: SocketAddr) {
+        let mut r = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= 4096 {
+            r.clear();
+        }
+        r.insert(unmapped(relay));
+    }
+
+    fn is_relay(&self, addr: SocketAddr) -> bool {
+        self.relays.lock().unwrap_or_else(|p| p.into_inner()).contains(&unmapped(addr))
     }
 
     fn remote_dns(&self) -> bool {
@@ -99,8 +115,8 @@ impl Policy {
         if let Some(i) = self.nameserver(dest) {
             return UdpPlan::Stub(i);
         }
-        if self.session.as_ref().is_some_and(|s| s.is_relay(dest)) {
-            return UdpPlan::Direct; // the library's datagrams to a proxy's relay
+        if self.is_relay(dest) {
+            return UdpPlan::Direct; // datagrams to a proxy's relay (the library's)
         }
         if !self.remote_dns() && dest.port() == 53 && self.nameservers.contains(&dest.ip()) {
             return UdpPlan::Direct; // dns = "local": the system resolver answers
@@ -153,7 +169,7 @@ mod tests {
         )
         .unwrap();
         let router = Router::new(config, Hosts::default(), 64).unwrap();
-        Policy::new(router, vec!["10.0.0.53".parse().unwrap(), "127.0.0.53".parse().unwrap()], None)
+        Policy::new(router, vec!["10.0.0.53".parse().unwrap(), "127.0.0.53".parse().unwrap()])
     }
 
     fn sa(s: &str) -> SocketAddr {
@@ -213,15 +229,15 @@ mod tests {
     #[test]
     fn udp_goes_to_registered_relays_and_loopback_only() {
         let config = Config::parse("[[proxy]]\nurl = \"socks5://192.0.2.1:1080\"\n", "t").unwrap();
-        let session = Session::create(&config).unwrap();
-        session.add_relay(sa("192.0.2.1:40000"));
         let router = Router::new(config, Hosts::default(), 8).unwrap();
-        let p = Policy::new(router, vec![], Some(session));
+        let p = Policy::new(router, vec![]);
+        assert!(matches!(p.udp(sa("192.0.2.1:40000")), UdpPlan::Refuse(..)));
+        p.add_relay(sa("192.0.2.1:40000"));
         assert_eq!(p.udp(sa("192.0.2.1:40000")), UdpPlan::Direct);
+        assert_eq!(p.udp(sa("[::ffff:192.0.2.1]:40000")), UdpPlan::Direct);
         assert!(matches!(p.udp(sa("192.0.2.1:7")), UdpPlan::Refuse(..)), "the proxy's host, not its relay");
         assert_eq!(p.udp(sa("127.0.0.1:7")), UdpPlan::Direct);
         assert_eq!(p.udp(sa("0.0.0.0:7")), UdpPlan::Direct);
-        p.session.as_ref().unwrap().remove();
         let p = policy("udp = \"block\"");
         assert!(matches!(p.udp(sa("198.51.100.1:9")), UdpPlan::Refuse(libc::ENETUNREACH, _)));
         let p = policy("udp = \"direct\"");

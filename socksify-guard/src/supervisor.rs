@@ -24,7 +24,6 @@ use crate::policy::Policy;
 use crate::stub::Stubs;
 use crate::sys;
 
-
 /// How a call ended up.
 pub enum Outcome {
     Reply(Reply),
@@ -55,13 +54,16 @@ pub struct Entry {
     /// A socket whose queries went to the stub: replies from it are shown as from `shown`.
     pub dns: Option<DnsMark>,
     pub bind: Option<BindMark>,
+    /// A proxied connect is under way (another connect: EALREADY; getpeername: ENOTCONN).
+    pub connecting: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct DnsMark {
     pub ns: usize,
     pub shown: SocketAddr,
-    pub until: Instant,
+    /// None: for as long as the socket lives (a connected resolver socket).
+    pub until: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +99,13 @@ impl Table {
             self.order.push_back(inode);
         }
         f(self.sockets.entry(inode).or_default());
+    }
+
+    /// Forgets a socket that is connected elsewhere now.
+    pub fn forget(&mut self, inode: u64) {
+        if let Some(e) = self.sockets.get_mut(&inode) {
+            *e = Entry { bind: e.bind, ..Entry::default() };
+        }
     }
 
     pub fn note_proxied(&mut self, tgid: libc::pid_t, target: TargetAddr) {
@@ -136,7 +145,7 @@ pub struct ThreadRef {
 }
 
 const MAX_THREADS_KNOWN: usize = 4096;
-const MAX_WORKERS: usize = 1024;
+const MAX_WORKERS: usize = 8192;
 const MAX_IDLE: usize = 2;
 
 impl Supervisor {
@@ -189,7 +198,9 @@ impl Supervisor {
 
     /// The process of thread `tid` (from /proc once, then remembered).
     pub fn tgid(&self, tid: libc::pid_t) -> libc::pid_t {
-        if let Some(Some(t)) = self.threads.lock().unwrap_or_else(|p| p.into_inner()).get(&tid).map(|t| t.tgid) {
+        if let Some(Some(t)) =
+            self.threads.lock().unwrap_or_else(|p| p.into_inner()).get(&tid).map(|t| t.tgid)
+        {
             return t;
         }
         let tgid = sys::tgid_of(tid).unwrap_or(tid);
@@ -228,7 +239,11 @@ impl Supervisor {
             return;
         }
         let sup = self.clone();
-        if std::thread::Builder::new().name("guard".into()).spawn(move || sup.serve()).is_err() {
+        let spawned = std::thread::Builder::new()
+            .name("guard".into())
+            .stack_size(256 * 1024)
+            .spawn(move || sup.serve());
+        if spawned.is_err() {
             self.workers.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -242,7 +257,12 @@ impl Supervisor {
             self.idle.fetch_sub(1, Ordering::AcqRel);
             let n = match got {
                 Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOENT)
+                        || e.kind() == std::io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
                 Err(_) => {
                     // The listener is unusable: answer nothing more from this thread.
                     self.workers.fetch_sub(1, Ordering::AcqRel);
@@ -262,7 +282,8 @@ impl Supervisor {
                     let o = match catch_unwind(AssertUnwindSafe(|| job(&self))) {
                         Ok(o) => o,
                         Err(_) => {
-                            self.log.error(n.tid, format_args!("internal error in the guard; the call failed"));
+                            self.log
+                                .error(n.tid, format_args!("internal error in the guard; the call failed"));
                             errno_reply(fail_errno(n.nr))
                         }
                     };
@@ -283,7 +304,10 @@ impl Supervisor {
         match catch_unwind(AssertUnwindSafe(|| crate::calls::handle(self, n))) {
             Ok(o) => o,
             Err(_) => {
-                self.log.error(n.tid, format_args!("internal error in the guard; the call failed (nothing went direct)"));
+                self.log.error(
+                    n.tid,
+                    format_args!("internal error in the guard; the call failed (nothing went direct)"),
+                );
                 errno_reply(fail_errno(n.nr))
             }
         }

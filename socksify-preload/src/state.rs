@@ -20,8 +20,6 @@ pub struct State {
     pub router: Router,
     pub chain: Chain,
     pub log: Logger,
-    /// The session of the `socksify` run (shared fake table, the guard's relay list), if any.
-    pub session: Option<Session>,
     /// The kernel guard supervises this process: it answers DNS queries to the system's
     /// nameservers (`nameservers`) with its stub, and catches what the hooks do not see.
     pub guarded: bool,
@@ -93,7 +91,8 @@ fn build() -> Result<State, (Logger, String)> {
     };
     let nameservers = OnceLock::new();
     let test_panic = std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
-    Ok(State { router, chain, log, session, guarded, nameservers, test_panic })
+    drop(session); // its fake table lives on in the router
+    Ok(State { router, chain, log, guarded, nameservers, test_panic })
 }
 
 impl State {

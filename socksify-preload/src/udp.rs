@@ -98,21 +98,16 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
         }
         None => raw,
     };
-    let est = match st.chain.udp_associate(control) {
-        Ok(est) => est,
-        Err(e) => {
+    // Under the kernel guard the guard makes the association (and so knows the relay, which
+    // it lets datagrams through to); otherwise the library does.
+    let relay = if st.guarded { guard_associate(control) } else { own_associate(st, control) };
+    let relay = match relay {
+        Ok(r) => r,
+        Err((errno, why)) => {
             sock::close_raw(control);
-            st.log.error(format_args!("UDP association for descriptor {fd} failed: {e}"));
-            return Err(e.errno());
+            st.log.error(format_args!("UDP association for descriptor {fd} failed: {why}"));
+            return Err(errno);
         }
-    };
-    let Some(relay) = est.bound.ip() else {
-        sock::close_raw(control);
-        st.log.error(format_args!(
-            "the proxy named its UDP relay by a host name ({}); not supported",
-            est.bound
-        ));
-        return Err(libc::EPROTO);
     };
     let relay = match sock::in_family(relay, family) {
         Some(r) => r,
@@ -125,15 +120,45 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
     if st.log.verbose() {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
     }
-    // The kernel guard lets datagrams through only to relays the library opened.
-    if let Some(session) = st.session.as_ref().filter(|_| st.guarded) {
-        if !session.add_relay(relay) {
-            sock::close_raw(control);
-            st.log.error(format_args!("too many UDP relays in this session; the send failed"));
-            return Err(libc::ENOBUFS);
-        }
-    }
     sockets::insert_udp(fd, Assoc { fd, control, relay, peer: None, sent: Vec::new() }).ok_or(libc::EBADF)
+}
+
+/// The relay of a UDP association made on `control` through the chain.
+fn own_associate(st: &state::State, control: c_int) -> Result<SocketAddr, (c_int, String)> {
+    let est = st.chain.udp_associate(control).map_err(|e| (e.errno(), e.to_string()))?;
+    est.bound.ip().ok_or_else(|| {
+        (libc::EPROTO, format!("the proxy named its UDP relay by a host name ({}); not supported", est.bound))
+    })
+}
+
+/// The relay of a UDP association the kernel guard makes on `control` when asked with
+/// `GUARD_ASSOCIATE` (it says why it failed in its own log line).
+fn guard_associate(control: c_int) -> Result<SocketAddr, (c_int, String)> {
+    let mut buf = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
+    let ask = socksify_core::session::GUARD_ASSOCIATE;
+    // SAFETY: sendto from/into local buffers; the guard answers it (the kernel never sends).
+    let n = unsafe {
+        crate::syscall::raw(
+            libc::SYS_sendto,
+            &[
+                control as libc::c_long,
+                buf.as_mut_ptr() as libc::c_long,
+                buf.len() as libc::c_long,
+                0,
+                ask.as_ptr() as libc::c_long,
+                ask.len() as libc::c_long,
+            ],
+        )
+    };
+    if n < 0 {
+        let e = crate::hook::errno();
+        return Err((
+            e,
+            format!("the kernel guard could not make it ({})", std::io::Error::from_raw_os_error(e)),
+        ));
+    }
+    sock::read_addr(buf.as_ptr().cast(), n as socklen_t)
+        .ok_or((libc::EPROTO, "the kernel guard's answer is not an address".to_owned()))
 }
 
 /// The control connection still stands: nothing to read, no hang-up, still open.

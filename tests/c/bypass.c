@@ -14,6 +14,13 @@
  *   bypass exec-empty-env PROG ARGS execve with an empty environment
  *   bypass no-seccomp PROG ARGS     runs PROG where seccomp(2) fails with EPERM (as under a
  *                                   container profile that forbids it)
+ *   bypass udp-unspec IP PORT       a datagram to IP:PORT with sa_family AF_UNSPEC (which an
+ *                                   IPv4 UDP socket sends to IP:PORT); prints the result
+ *   bypass fdswap N IP PORT         another thread swaps descriptor 50 between an AF_UNIX and a
+ *                                   TCP socket while this one connects it to IP:PORT N times
+ *   bypass reach                    ptrace, pidfd_getfd and process_vm_writev of the parent
+ *   bypass sndtimeo IP PORT MS      a blocking connect with SO_SNDTIMEO = MS: errno and time
+ *   bypass unspec-peer IP PORT      connect, getpeername, connect(AF_UNSPEC), getpeername
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -27,6 +34,10 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <pthread.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -93,6 +104,12 @@ static const char *errname(int e) {
     case EINVAL: return "EINVAL";
     case ECONNREFUSED: return "ECONNREFUSED";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EPERM: return "EPERM";
+    case ENETUNREACH: return "ENETUNREACH";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EINPROGRESS: return "EINPROGRESS";
+    case ENOTCONN: return "ENOTCONN";
+    case EISCONN: return "EISCONN";
     default: return strerror(e);
     }
 }
@@ -199,6 +216,109 @@ static int efault(void) {
     return 0;
 }
 
+static int make_target(const char *ip, const char *port, struct sockaddr_in *sa) {
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(atoi(port));
+    return inet_pton(AF_INET, ip, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+static int udp_unspec(const char *ip, const char *port) {
+    struct sockaddr_in sa;
+    if (make_target(ip, port, &sa)) return 2;
+    sa.sin_family = AF_UNSPEC;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    ssize_t n = sendto(fd, "unspec", 6, 0, (struct sockaddr *)&sa, sizeof sa);
+    if (n < 0) { printf("sendto: %s\n", errname(errno)); return 0; }
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[16];
+    printf("sent %zd, %s\n", n, recv(fd, buf, sizeof buf, 0) > 0 ? "echoed" : "no echo");
+    return 0;
+}
+
+static volatile int swapping = 1;
+static void *swapper(void *arg) {
+    (void)arg;
+    for (int i = 0; swapping; i++) {
+        int s = (i & 1) ? socket(AF_UNIX, SOCK_STREAM, 0) : socket(AF_INET, SOCK_STREAM, 0);
+        dup2(s, 50);
+        close(s);
+    }
+    return NULL;
+}
+
+static int fdswap(int n, const char *ip, const char *port) {
+    struct sockaddr_in sa;
+    if (make_target(ip, port, &sa)) return 2;
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    dup2(s, 50);
+    close(s);
+    pthread_t th;
+    pthread_create(&th, NULL, swapper, NULL);
+    int ok = 0;
+    for (int i = 0; i < n; i++)
+        if (connect(50, (struct sockaddr *)&sa, sizeof sa) == 0) ok++;
+    swapping = 0;
+    pthread_join(th, NULL);
+    printf("connects that succeeded: %d of %d\n", ok, n);
+    return 0;
+}
+
+static int reach(void) {
+    pid_t parent = getppid();
+    errno = 0;
+    long r = ptrace(PTRACE_ATTACH, parent, 0, 0);
+    printf("ptrace: %s\n", r == 0 ? "attached" : errname(errno));
+    int pidfd = syscall(SYS_pidfd_open, parent, 0);
+    int fd = pidfd >= 0 ? syscall(SYS_pidfd_getfd, pidfd, 2, 0) : -1;
+    printf("pidfd_getfd: %s\n", fd >= 0 ? "got it" : errname(errno));
+    char byte = 0;
+    struct iovec local = {&byte, 1}, remote = {&byte, 1};
+    ssize_t w = process_vm_writev(parent, &local, 1, &remote, 1, 0);
+    printf("process_vm_writev: %s\n", w >= 0 ? "wrote" : errname(errno));
+    return 0;
+}
+
+static double ms_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int sndtimeo(const char *ip, const char *port, int ms) {
+    struct sockaddr_in sa;
+    if (make_target(ip, port, &sa)) return 2;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    double t = ms_now();
+    int r = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    printf("connect: %s after %.0f ms\n", r == 0 ? "ok" : errname(errno), ms_now() - t);
+    return 0;
+}
+
+static int unspec_peer(const char *ip, const char *port) {
+    struct sockaddr_in sa, peer;
+    if (make_target(ip, port, &sa)) return 2;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) { printf("connect: %s\n", errname(errno)); return 1; }
+    socklen_t len = sizeof peer;
+    getpeername(fd, (struct sockaddr *)&peer, &len);
+    char text[32];
+    printf("peer: %s:%d\n", inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text), ntohs(peer.sin_port));
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    printf("disconnect: %s\n", connect(fd, &un, sizeof un) == 0 ? "ok" : errname(errno));
+    len = sizeof peer;
+    printf("peer after: %s\n", getpeername(fd, (struct sockaddr *)&peer, &len) == 0 ? "connected" : errname(errno));
+    int err = -1;
+    len = sizeof err;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    printf("SO_ERROR: %d\n", err);
+    return 0;
+}
+
 static int no_seccomp(char **argv) {
 #ifndef WITH_SECCOMP
     (void)argv;
@@ -224,6 +344,11 @@ static int no_seccomp(char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "no-seccomp")) return no_seccomp(argv + 2);
+    if (argc >= 4 && !strcmp(argv[1], "udp-unspec")) return udp_unspec(argv[2], argv[3]);
+    if (argc >= 5 && !strcmp(argv[1], "fdswap")) return fdswap(atoi(argv[2]), argv[3], argv[4]);
+    if (argc >= 2 && !strcmp(argv[1], "reach")) return reach();
+    if (argc >= 5 && !strcmp(argv[1], "sndtimeo")) return sndtimeo(argv[2], argv[3], atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "unspec-peer")) return unspec_peer(argv[2], argv[3]);
     if (argc >= 2 && !strcmp(argv[1], "efault")) return efault();
     if (argc >= 4 && !strcmp(argv[1], "signal")) return from_signal(argv[2], argv[3]);
     if (argc >= 3 && !strcmp(argv[1], "exec-empty-env")) {

@@ -42,17 +42,20 @@ pub fn c_program(name: &str, link: Link) -> PathBuf {
     let mut cmd = match link {
         Link::Dynamic => {
             let mut c = Command::new("cc");
-            c.args(["-DWITH_URING", "-O1", "-Wall", "-o"]).arg(&tmp).arg(&src).args(["-luring", "-ldl"]);
+            c.args(["-DWITH_URING", "-O1", "-Wall", "-pthread", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .args(["-luring", "-ldl"]);
             c
         }
         Link::MuslStatic => {
             let mut c = Command::new("musl-gcc");
-            c.args(["-static", "-O1", "-o"]).arg(&tmp).arg(&src);
+            c.args(["-static", "-O1", "-pthread", "-o"]).arg(&tmp).arg(&src);
             c
         }
         Link::GlibcStatic => {
             let mut c = Command::new("cc");
-            c.args(["-static", "-O1", "-o"]).arg(&tmp).arg(&src);
+            c.args(["-static", "-O1", "-pthread", "-o"]).arg(&tmp).arg(&src);
             c
         }
     };

@@ -419,3 +419,103 @@ fn verbose_says_which_mode_runs_and_why() {
     );
     assert!(err.contains("(kernel guard)"), "{err}");
 }
+
+#[test]
+fn a_datagram_to_an_af_unspec_address_is_checked_like_any_other() {
+    // An IPv4 UDP socket sends a datagram addressed AF_UNSPEC to that address.
+    let c = Client::new();
+    for mode in ["auto", "syscall"] {
+        let out = c.socksify(
+            &config_for(DANTE),
+            &["--mode", mode, &bypass(Link::Dynamic), "udp-unspec", "10.77.0.2", "7"],
+        );
+        assert_eq!(stdout_ok(&out).trim(), "sendto: ENETUNREACH", "--mode {mode}");
+    }
+    c.assert_nothing_leaked();
+}
+
+#[test]
+fn swapping_the_socket_behind_a_descriptor_during_a_connect_cannot_go_around() {
+    let c = Client::new();
+    let out = c.socksify(
+        &config_for(DANTE),
+        &["--mode", "syscall", &bypass(Link::MuslStatic), "fdswap", "2000", "10.77.0.2", "8080"],
+    );
+    assert!(stdout_ok(&out).starts_with("connects that succeeded: "));
+    c.assert_nothing_leaked();
+}
+
+#[test]
+fn the_program_cannot_reach_into_the_supervisor_or_other_processes() {
+    let c = Client::new();
+    let out = c.socksify(&config_for(DANTE), &[&bypass(Link::Dynamic), "reach"]);
+    assert_eq!(stdout_ok(&out), "ptrace: EPERM\npidfd_getfd: EPERM\nprocess_vm_writev: EPERM\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the program's tree"));
+}
+
+#[test]
+fn source_routes_and_multicast_joins_are_refused() {
+    let c = Client::new();
+    let py = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor name, args in [('lsrr', (socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([0x83, 7, 4, 10, 77, 0, 2, 0]))), ('join', (socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton('239.1.2.3') + socket.inet_aton('0.0.0.0'))), ('none', (socket.IPPROTO_IP, socket.IP_OPTIONS, b''))]:\n    try:\n        s.setsockopt(*args); print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n";
+    let out = c.socksify(&config_for(DANTE), &["python3", "-c", py]);
+    assert_eq!(stdout_ok(&out), format!("lsrr {0}\njoin {0}\nnone ok\n", libc::EPERM));
+    c.assert_nothing_leaked();
+}
+
+#[test]
+fn getpeername_and_so_error_after_a_disconnect_are_the_kernels() {
+    let b = bypass(Link::MuslStatic);
+    let bare = Client::new();
+    let want = stdout_ok(&bare.run(&[&b, "unspec-peer", "10.77.0.2", "8080"]));
+    let c = Client::new();
+    let got = stdout_ok(
+        &c.socksify(&config_for(DANTE), &["--mode", "syscall", &b, "unspec-peer", "10.77.0.2", "8080"]),
+    );
+    assert_eq!(got, want);
+    c.assert_no_leak();
+}
+
+#[test]
+fn a_blocking_connect_honours_so_sndtimeo() {
+    let c = Client::new();
+    let server = socksify_tests::hostile::HostileServer::start(
+        socksify_tests::hostile::Fault::Silent,
+        Some(&c.netns()),
+    );
+    let out = c.socksify(
+        &config_for(&server.url()),
+        &["--mode", "syscall", &bypass(Link::MuslStatic), "sndtimeo", "10.77.0.2", "8080", "700"],
+    );
+    let text = stdout_ok(&out);
+    let ms: u64 = text
+        .trim()
+        .strip_prefix("connect: ETIMEDOUT after ")
+        .and_then(|r| r.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((650..2000).contains(&ms), "{text}");
+    c.assert_nothing_leaked();
+}
+
+#[test]
+fn closed_standard_descriptors_signals_from_the_same_group_and_direct_stops() {
+    let c = Client::new();
+    let cfg = c.config(&config_for(DANTE));
+    let s = format!("{} -f {}", socksify_bin().display(), cfg.display());
+    let marker = std::env::temp_dir().join(format!("sfy-closed-{}", std::process::id()));
+    let script = format!(
+        r#"{s} sh -c 'echo ran > {m}' <&-; echo "in=$? $(cat {m})"
+{s} sh -c 'echo ran > {m}' >&-; echo "out=$? $(cat {m})"
+{s} sleep 5 & sleep 0.3; kill $!; wait $!; echo "term=$?"
+{s} python3 -c 'import signal, time; signal.signal(signal.SIGPWR, lambda *a: print("pwr", flush=True)); print("ready", flush=True); time.sleep(1.5)' & sleep 0.8; kill -PWR $!; wait $!; echo "pwr=$?"
+{s} sleep 1.5 & F=$!; sleep 0.4; P=$(pgrep -n -x sleep); kill -STOP $P; sleep 0.3; kill -CONT $P; wait $F; echo "cont=$?"
+"#,
+        m = marker.display()
+    );
+    let started = Instant::now();
+    let out = c.run(&["bash", "-c", &script]);
+    let text = stdout_ok(&out);
+    assert_eq!(text, "in=0 ran\nout=0 ran\nterm=143\nready\npwr\npwr=0\ncont=0\n");
+    assert!(started.elapsed() < Duration::from_secs(8), "something waited too long");
+    let _ = std::fs::remove_file(&marker);
+}

@@ -1,0 +1,231 @@
+//! connect(2) on the program's behalf.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use socksify_core::TargetAddr;
+
+use super::{foreign, forget_socket, inet, maybe_slow, read_addr, result, socket_of, unix};
+use crate::addr::{self, Dest};
+use crate::notif::Reply;
+use crate::policy::{TcpPlan, UdpPlan};
+use crate::supervisor::{errno_reply, reply, Call, DnsMark, Outcome, Supervisor, DNS_MARK};
+use crate::sys;
+
+pub fn connect(call: &mut Call) -> Outcome {
+    let (fd, ptr, len) = (call.arg(0) as i32, call.arg(1), call.arg(2));
+    let (sock, family, ty) = match socket_of(call, fd) {
+        Ok(s) => s,
+        Err(e) => return errno_reply(e),
+    };
+    let bytes = match read_addr(call, ptr, len) {
+        Ok(b) => b,
+        Err(e) => return errno_reply(e),
+    };
+    if !call.valid() {
+        return Outcome::Done;
+    }
+    if family == libc::AF_UNIX {
+        return unix_connect(call, sock, bytes);
+    }
+    if !inet(family) {
+        // Netlink, vsock…: local, made as asked (on our copy of the address).
+        return maybe_slow(sock, false, move |fd| result(sys::connect_raw(fd, &bytes)));
+    }
+    let dest = match addr::destination(&bytes, family, ty) {
+        Dest::Inet(d) => d,
+        // AF_UNSPEC, or an address the kernel refuses: its own answer, made on our copy.
+        Dest::Unspec | Dest::Refused => {
+            let r = sys::connect_raw(sock.as_raw_fd(), &bytes);
+            forget_socket(call.sup, sock.as_raw_fd());
+            return reply(result(r));
+        }
+    };
+    if let Some(e) = refused_by_the_kernel(dest) {
+        return errno_reply(e);
+    }
+    match ty {
+        libc::SOCK_STREAM => tcp_connect(call, sock, family, bytes, dest),
+        libc::SOCK_DGRAM => udp_connect(call, sock, family, bytes, dest),
+        _ => foreign(call, family, ty),
+    }
+}
+
+/// Addresses the kernel refuses before sending anything, which a proxy would answer
+/// differently: a link-local IPv6 address without its interface (EINVAL).
+fn refused_by_the_kernel(dest: SocketAddr) -> Option<i32> {
+    match dest {
+        SocketAddr::V6(v6) if (v6.ip().segments()[0] & 0xffc0) == 0xfe80 && v6.scope_id() == 0 => {
+            Some(libc::EINVAL)
+        }
+        _ => None,
+    }
+}
+
+fn unix_connect(call: &mut Call, sock: OwnedFd, bytes: Vec<u8>) -> Outcome {
+    if call.sup.policy.router.remote_dns() && unix::pathname(&bytes).is_some_and(resolver_daemon) {
+        // Refused quietly: glibc asks nscd before every lookup, and falls back without it.
+        return errno_reply(libc::ECONNREFUSED);
+    }
+    let tid = call.n.tid;
+    maybe_slow(sock, false, move |fd| {
+        let r = unix::as_program(tid, || match unix::resolve(tid, &bytes) {
+            Ok(a) => result(sys::connect_raw(fd, &a.bytes)),
+            Err(e) => Reply::Error(e),
+        });
+        r.unwrap_or(Reply::Error(libc::ESRCH))
+    })
+}
+
+/// Resolver daemons answer lookups for a program over a local socket — nscd, and
+/// systemd-resolved's varlink socket — and would resolve its names with the system's
+/// resolver. Under remote DNS they are refused; glibc then falls back to the hosts file and
+/// DNS, whose queries reach the stub.
+fn resolver_daemon(path: &[u8]) -> bool {
+    const DAEMONS: &[&[u8]] =
+        &[b"/var/run/nscd/socket", b"/run/nscd/socket", b"/run/systemd/resolve/io.systemd.Resolve"];
+    DAEMONS.contains(&path)
+}
+
+fn tcp_connect(
+    call: &mut Call,
+    sock: OwnedFd,
+    family: libc::c_int,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+) -> Outcome {
+    let shown = addr::decode(&bytes).unwrap_or(dest);
+    let plan = call.sup.policy.tcp(dest);
+    let ino = sys::inode(sock.as_raw_fd()).ok();
+    if let Some(ino) = ino {
+        if call.sup.any_entries() && call.sup.with_table(|t| t.get(ino).is_some_and(|e| e.connecting)) {
+            return errno_reply(libc::EALREADY); // another thread's connect is under way
+        }
+    }
+    match plan {
+        TcpPlan::Direct => {
+            forget_socket(call.sup, sock.as_raw_fd());
+            maybe_slow(sock, false, move |fd| result(sys::connect_raw(fd, &bytes)))
+        }
+        TcpPlan::Stub(i) => {
+            let Some(stubs) = call.sup.stubs(call.n.tid) else { return errno_reply(libc::ECONNREFUSED) };
+            let to = addr::for_family(stubs.tcp_addr(i, family), family);
+            remember_peer(call.sup, sock.as_raw_fd(), shown);
+            maybe_slow(sock, false, move |fd| result(sys::connect_to(fd, &to)))
+        }
+        TcpPlan::Refuse(e, why) => {
+            call.sup.log.error(call.tgid(), format_args!("{why}"));
+            errno_reply(e)
+        }
+        TcpPlan::Chain(target) => {
+            let fd = sock.as_raw_fd();
+            if sys::peer_addr(fd).is_some() {
+                return errno_reply(libc::EISCONN);
+            }
+            if sys::connecting(fd) {
+                return errno_reply(libc::EALREADY);
+            }
+            if dest.port() == 0 {
+                return errno_reply(libc::ECONNREFUSED); // as the kernel: nothing listens on port 0
+            }
+            // A blocking socket's SO_SNDTIMEO bounds its connect, as it does the kernel's.
+            let until =
+                (!sys::nonblocking(fd)).then(|| sys::send_timeout(fd)).flatten().map(|t| Instant::now() + t);
+            if let Some(ino) = ino {
+                call.sup.with_table(|t| t.update(ino, |e| e.connecting = true));
+            }
+            let tgid = call.tgid();
+            Outcome::Slow(Box::new(move |sup| {
+                let r = chain_connect(sup, tgid, &sock, &target, shown, until);
+                if let Some(ino) = ino {
+                    sup.with_table(|t| t.update(ino, |e| e.connecting = false));
+                }
+                reply(r)
+            }))
+        }
+    }
+}
+
+/// Builds the chain on the program's socket to `target`; `shown` is what its `getpeername`
+/// answers afterwards.
+pub fn chain_connect(
+    sup: &Supervisor,
+    tgid: libc::pid_t,
+    sock: &OwnedFd,
+    target: &TargetAddr,
+    shown: SocketAddr,
+    until: Option<Instant>,
+) -> Reply {
+    let fd = sock.as_raw_fd();
+    match sup.chain.connect_until(fd, target, until) {
+        Ok(est) => {
+            if sup.log.verbose() {
+                let hops: Vec<String> =
+                    est.path.iter().map(|&i| sup.chain.proxies()[i].to_string()).collect();
+                sup.log.info(tgid, format_args!("{target} via {} (kernel guard)", hops.join(" -> ")));
+            }
+            let local = est.bound.ip();
+            if let Ok(ino) = sys::inode(fd) {
+                sup.with_table(|t| {
+                    t.update(ino, |e| {
+                        e.peer = Some(shown);
+                        e.local = local;
+                    });
+                    t.note_proxied(tgid, target.clone());
+                });
+            }
+            Reply::Value(0)
+        }
+        Err(e) => {
+            sup.log.error(tgid, format_args!("connect to {target} failed: {e}"));
+            let _ = socksify_core::sys::disconnect(fd);
+            Reply::Error(e.errno())
+        }
+    }
+}
+
+pub fn remember_peer(sup: &Supervisor, fd: i32, shown: SocketAddr) {
+    if let Ok(ino) = sys::inode(fd) {
+        sup.with_table(|t| t.update(ino, |e| e.peer = Some(shown)));
+    }
+}
+
+/// Marks a socket whose queries go to stub `ns`: replies are shown as coming from `shown`. A
+/// connected socket keeps its mark (its sends are not seen to renew it).
+pub fn mark_dns(sup: &Supervisor, fd: i32, ns: usize, shown: SocketAddr, connected: bool) {
+    if let Ok(ino) = sys::inode(fd) {
+        let until = if connected { None } else { Some(Instant::now() + DNS_MARK) };
+        sup.with_table(|t| t.update(ino, |e| e.dns = Some(DnsMark { ns, shown, until })));
+    }
+}
+
+fn udp_connect(
+    call: &mut Call,
+    sock: OwnedFd,
+    family: libc::c_int,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+) -> Outcome {
+    let shown = addr::decode(&bytes).unwrap_or(dest);
+    match call.sup.policy.udp(dest) {
+        UdpPlan::Direct => {
+            forget_socket(call.sup, sock.as_raw_fd());
+            reply(result(sys::connect_raw(sock.as_raw_fd(), &bytes)))
+        }
+        UdpPlan::Stub(i) => {
+            let Some(stubs) = call.sup.stubs(call.n.tid) else { return errno_reply(libc::ECONNREFUSED) };
+            let to = addr::for_family(stubs.udp_addr(i, family), family);
+            let r = sys::connect_to(sock.as_raw_fd(), &to);
+            if r.is_ok() {
+                mark_dns(call.sup, sock.as_raw_fd(), i, shown, true);
+                remember_peer(call.sup, sock.as_raw_fd(), shown);
+            }
+            reply(result(r))
+        }
+        UdpPlan::Refuse(e, why) => {
+            call.sup.log.error(call.tgid(), format_args!("{why}"));
+            errno_reply(e)
+        }
+    }
+}
