@@ -23,7 +23,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use socksify_core::hosts::Hosts;
 use socksify_core::router::Router;
@@ -137,10 +137,24 @@ pub fn run(launch: Launch) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&format!("cannot start the guard: {e}")),
     };
+    // The front takes the signals it passes on from before the supervisor (and the program)
+    // exist: one sent the moment the program runs must not find the default action here.
+    let set = forwarded();
+    // SAFETY: sigset_t is plain old data.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: blocking signals of this (single-threaded) process; the old mask is kept.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) };
     // SAFETY: this process is single-threaded here; the child only runs `supervise`.
     match unsafe { libc::fork() } {
-        -1 => fail(&format!("cannot start the guard: {}", io::Error::last_os_error())),
+        -1 => {
+            // SAFETY: restoring the mask of before.
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+            fail(&format!("cannot start the guard: {}", io::Error::last_os_error()))
+        }
         0 => {
+            // The supervisor, and so the program, start with the mask socksify was given.
+            // SAFETY: restoring the mask of before, in the new process.
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
             drop(status_r);
             drop(alive_w);
             supervise(launch, status_w, alive_r)
@@ -182,18 +196,18 @@ fn forwarded() -> libc::sigset_t {
 
 /// The process the shell waits for: mirrors the program's stops and exit, passes signals on.
 fn front(status: OwnedFd, supervisor: libc::pid_t) -> i32 {
+    // The signals are blocked already (`run`): a signalfd takes them.
     let set = forwarded();
-    // SAFETY: blocking signals for this thread, then a signalfd for them.
-    let sigfd = unsafe {
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
-    };
+    // SAFETY: a new signalfd for a local set.
+    let sigfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
     // SAFETY: taking ownership of the signalfd just made.
     let sigfd = (sigfd >= 0).then(|| high(unsafe { OwnedFd::from_raw_fd(sigfd) }).ok()).flatten();
     // Neither stdin nor stdout is the front's business: a pipe the program writes to must end
     // when the program's end of it does.
     to_dev_null(&[0, 1]);
     let mut program: libc::pid_t = 0;
+    // Signals that came before the program's pid did: passed on as soon as it is known.
+    let mut early: Vec<libc::signalfd_siginfo> = Vec::new();
     loop {
         let mut fds = [
             libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -219,8 +233,12 @@ fn front(status: OwnedFd, supervisor: libc::pid_t) -> i32 {
                     std::mem::size_of_val(&info),
                 )
             };
-            if n == std::mem::size_of_val(&info) as isize && program > 0 {
-                forward(&info, program, supervisor);
+            if n == std::mem::size_of_val(&info) as isize {
+                if program > 0 {
+                    forward(&info, program, supervisor);
+                } else if early.len() < 64 {
+                    early.push(info);
+                }
             }
         }
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
@@ -233,9 +251,16 @@ fn front(status: OwnedFd, supervisor: libc::pid_t) -> i32 {
             let kind = i32::from_ne_bytes(m[..4].try_into().expect("4 bytes"));
             let value = i32::from_ne_bytes(m[4..].try_into().expect("4 bytes"));
             match kind {
-                MSG_PID => program = value,
+                MSG_PID => {
+                    program = value;
+                    for info in early.drain(..) {
+                        forward(&info, program, supervisor);
+                    }
+                }
                 MSG_STOPPED => mirror_stop(program, value),
-                MSG_EXITED => return exit_like(value),
+                MSG_EXITED => {
+                    return exit_like(value);
+                }
                 _ => {}
             }
         }
@@ -356,7 +381,7 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     let front_fd = sys::syscall!(libc::SYS_pidfd_open, front, 0).ok().map(sys::owned);
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let session = match Session::create(&launch.config) {
+    let mut session = match Session::create(&launch.config) {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("socksify: warning: no session directory ({e}): fake addresses are not shared between processes");
@@ -371,6 +396,9 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
             env.push(c);
         }
     }
+    // Everything the supervisor needs is ready before the program starts: nothing then competes
+    // with the program (or with the reaping of a program that ends at once).
+    let parts = supervisor_parts(&launch, session.as_mut());
     let (child, listener) = start_program(&launch, &env, session.as_ref());
     if child < 0 {
         die(&format!("cannot start the program: {}", io::Error::from_raw_os_error(-child)));
@@ -393,22 +421,17 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     watch_front(alive, child, front);
     // The reaper is this thread: it must see the program end as soon as it does. The
     // supervisor is made ready on its own thread meanwhile.
-    let sup: Arc<OnceLock<Arc<Supervisor>>> = Arc::new(OnceLock::new());
-    if let Some(fd) = listener {
-        let sup = sup.clone();
-        let config = launch.config.clone();
-        let level = launch.level;
-        let dir = session.as_ref().map(|s| s.dir().to_path_buf());
-        let _ = std::thread::Builder::new().name("guard".into()).spawn(move || {
-            let s = start_supervisor(fd, config, level, dir);
-            let _ = sup.set(s.clone());
-            s.run();
-        });
-    }
+    let sup = listener.map(|fd| {
+        let (policy, chain, log) = parts;
+        let sup = Arc::new(Supervisor::new(Listener::new(fd), policy, chain, log));
+        let running = sup.clone();
+        let _ = std::thread::Builder::new().name("guard".into()).spawn(move || running.run());
+        sup
+    });
     reap(child, &status, front_fd.as_ref(), || {
         // The program ended: whatever it left running must not keep its stderr open (a pipe
         // reading it would never end). Their log lines go to log_file only, if there is one.
-        if let Some(sup) = sup.get() {
+        if let Some(sup) = &sup {
             sup.log.detach_stderr();
         }
         to_dev_null(&[2]);
@@ -546,14 +569,13 @@ fn die(msg: &str) -> ! {
     unsafe { libc::_exit(126) }
 }
 
-fn start_supervisor(
-    listener: OwnedFd,
-    config: Config,
-    level: Level,
-    session: Option<std::path::PathBuf>,
-) -> Arc<Supervisor> {
-    let mut session = session.and_then(|dir| Session::open(&dir, &config).ok());
-    let fake = session.as_mut().and_then(|s| s.take_fake());
+/// The supervisor's policy (over the session's fake table), chain and log.
+fn supervisor_parts(
+    launch: &Launch,
+    session: Option<&mut Session>,
+) -> (Arc<Policy>, socksify_core::Chain, Log) {
+    let config = &launch.config;
+    let fake = session.and_then(|s| s.take_fake());
     let router = match fake {
         Some(f) => Router::with_fake(config.clone(), Hosts::load_system(), Some(f)),
         None => {
@@ -566,8 +588,7 @@ fn start_supervisor(
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
     let policy = Arc::new(Policy::new(router, nameservers));
-    let log = Log::new(level, config.log_file.as_deref());
-    Arc::new(Supervisor::new(Listener::new(listener), policy, config.chain(), log))
+    (policy, config.chain(), Log::new(launch.level, config.log_file.as_deref()))
 }
 
 /// The program, for the signal handler below.

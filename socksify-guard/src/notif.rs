@@ -108,6 +108,15 @@ impl Listener {
         unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &id) == 0 }
     }
 
+    /// True once no process uses the filter any more: no call will ever come again (and
+    /// the kernel answers every receive at once, with ENOENT).
+    pub fn hung_up(&self) -> bool {
+        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one local pollfd, without waiting.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0 && pfd.revents & libc::POLLHUP != 0
+    }
+
     /// Answers notification `id`. An error means the caller is gone (killed meanwhile).
     pub fn respond(&self, id: u64, reply: Reply) -> io::Result<()> {
         let mut resp = libc::seccomp_notif_resp { id, val: 0, error: 0, flags: 0 };

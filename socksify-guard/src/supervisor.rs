@@ -257,12 +257,10 @@ impl Supervisor {
             self.idle.fetch_sub(1, Ordering::AcqRel);
             let n = match got {
                 Ok(n) => n,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ENOENT)
-                        || e.kind() == std::io::ErrorKind::Interrupted =>
-                {
-                    continue
-                }
+                // A caller killed before we took its call; or, once the program's tree is
+                // gone, every receive (a thread that kept trying would spin).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !self.listener.hung_up() => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // The listener is unusable: answer nothing more from this thread.
                     self.workers.fetch_sub(1, Ordering::AcqRel);

@@ -247,10 +247,17 @@ fn pipe_signal(sup: &Supervisor, tid: libc::pid_t, flags: i32, e: &std::io::Erro
 
 /// Sends a stream's data in pieces: all of it on a blocking socket (as the kernel does),
 /// what fits on a non-blocking one.
-fn send_stream(sup: &Supervisor, tid: libc::pid_t, fd: RawFd, m: &Message, flags: i32) -> Reply {
+/// `sent` bytes went already (and with them the control data).
+fn send_stream_from(
+    sup: &Supervisor,
+    tid: libc::pid_t,
+    fd: RawFd,
+    m: &Message,
+    flags: i32,
+    mut sent: usize,
+) -> Reply {
     let total = m.len();
     let once = flags & libc::MSG_DONTWAIT != 0 || sys::nonblocking(fd);
-    let mut sent = 0usize;
     loop {
         let data = match m.read(tid, sent, CHUNK) {
             Ok(d) => d,
@@ -278,6 +285,25 @@ fn send_stream(sup: &Supervisor, tid: libc::pid_t, fd: RawFd, m: &Message, flags
     Reply::Value(sent as i64)
 }
 
+fn send_stream(sup: &Supervisor, tid: libc::pid_t, fd: RawFd, m: &Message, flags: i32) -> Reply {
+    send_stream_from(sup, tid, fd, m, flags, 0)
+}
+
+/// A blocking send's first try, without waiting: most sends find room in the socket's buffer,
+/// and so need no worker. `Err` is the kernel's EAGAIN: the send must wait.
+fn try_now(
+    fd: RawFd,
+    to: Option<&[u8]>,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> Result<std::io::Result<usize>, ()> {
+    match send_bytes(fd, to, data, control, flags | libc::MSG_DONTWAIT) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(()),
+        r => Ok(r),
+    }
+}
+
 /// Carries out the plan of one message (of sendto or sendmsg).
 fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32) -> Outcome {
     let tid = call.n.tid;
@@ -286,11 +312,29 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
         Plan::Continue => reply(Reply::Continue),
         Plan::Fail(e) => errno_reply(e),
         Plan::Stream => {
-            if blocking {
-                Outcome::Slow(Box::new(move |sup| reply(send_stream(sup, tid, sock.as_raw_fd(), &m, flags))))
-            } else {
-                reply(send_stream(call.sup, tid, sock.as_raw_fd(), &m, flags))
+            if !blocking {
+                return reply(send_stream(call.sup, tid, sock.as_raw_fd(), &m, flags));
             }
+            // All of it at once when it fits (the common case); the rest waits on a worker.
+            let mut sent = 0;
+            if m.len() <= CHUNK {
+                let data = match m.read(tid, 0, CHUNK) {
+                    Ok(d) => d,
+                    Err(e) => return errno_reply(e),
+                };
+                match try_now(sock.as_raw_fd(), None, &data, &m.control, flags & !libc::MSG_FASTOPEN) {
+                    Ok(Ok(n)) if n >= data.len() => return reply(Reply::Value(n as i64)),
+                    Ok(Ok(n)) => sent = n,
+                    Ok(Err(e)) => {
+                        pipe_signal(call.sup, tid, flags, &e);
+                        return errno_reply(sys::errno(&e));
+                    }
+                    Err(()) => {}
+                }
+            }
+            Outcome::Slow(Box::new(move |sup| {
+                reply(send_stream_from(sup, tid, sock.as_raw_fd(), &m, flags, sent))
+            }))
         }
         Plan::Send(to) => {
             if m.len() > MAX_DATAGRAM {
@@ -300,18 +344,28 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
                 Ok(d) => d,
                 Err(e) => return errno_reply(e),
             };
-            let send = move |sup: &Supervisor, fd: RawFd| {
-                let r = send_bytes(fd, to.as_deref(), &data, &m.control, flags);
-                if let Err(e) = &r {
-                    pipe_signal(sup, tid, flags, e);
+            let fd = sock.as_raw_fd();
+            let r = if blocking {
+                match try_now(fd, to.as_deref(), &data, &m.control, flags) {
+                    Ok(r) => r,
+                    Err(()) => {
+                        // No room in the buffer: wait for it on a worker.
+                        return Outcome::Slow(Box::new(move |sup| {
+                            let r = send_bytes(sock.as_raw_fd(), to.as_deref(), &data, &m.control, flags);
+                            if let Err(e) = &r {
+                                pipe_signal(sup, tid, flags, e);
+                            }
+                            reply(count(r))
+                        }));
+                    }
                 }
-                count(r)
-            };
-            if blocking {
-                Outcome::Slow(Box::new(move |sup| reply(send(sup, sock.as_raw_fd()))))
             } else {
-                reply(send(call.sup, sock.as_raw_fd()))
+                send_bytes(fd, to.as_deref(), &data, &m.control, flags)
+            };
+            if let Err(e) = &r {
+                pipe_signal(call.sup, tid, flags, e);
             }
+            reply(count(r))
         }
         Plan::Chain(target, shown) => {
             let tgid = call.tgid();
