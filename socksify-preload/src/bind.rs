@@ -290,11 +290,25 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     run(
         -1,
         libc::EBADF,
-        || match sockets::local(fd).or_else(|| sockets::virtual_bind(fd)) {
+        || match sockets::local(fd).or_else(|| sockets::virtual_bind(fd)).or_else(|| linked_local(fd)) {
             Some(local) if sock::write_addr(&local, addr, len) => Flow::Done(0),
             Some(_) => Flow::Fail(libc::EFAULT),
             None => Flow::Bypass,
         },
         real_getsockname,
     )
+}
+
+/// The local address of a socket the library connected to its UDP relay, as the program would
+/// see it unconnected: the wildcard address, with the port the kernel gave it.
+fn linked_local(fd: c_int) -> Option<std::net::SocketAddr> {
+    if !crate::udp::own_link(fd)? {
+        return None;
+    }
+    let mut local = sock::local_addr(fd)?;
+    local.set_ip(match local {
+        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    });
+    Some(local)
 }

@@ -79,12 +79,23 @@ fn syscall_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
 }
 
 unsafe fn connect_flow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Flow<c_int> {
-    let Some(dest) = sock::read_addr(addr, len) else { return Flow::Bypass };
+    let Some(dest) = sock::read_addr(addr, len) else {
+        if unspec(addr, len) && sock::socket_type(fd) == Some(libc::SOCK_DGRAM) {
+            return udp::disconnect(fd, addr, len).unwrap_or(Flow::Bypass);
+        }
+        return Flow::Bypass;
+    };
     match sock::socket_type(fd) {
         Some(libc::SOCK_STREAM) => tcp_connect(fd, dest),
         Some(libc::SOCK_DGRAM) => udp::connect(fd, dest),
         _ => Flow::Bypass,
     }
+}
+
+/// An AF_UNSPEC address: `connect` with it dissolves a datagram socket's association.
+fn unspec(addr: *const sockaddr, len: socklen_t) -> bool {
+    (len as usize) >= std::mem::size_of::<libc::sa_family_t>()
+        && sock::copy_value(addr.cast::<libc::sa_family_t>()).is_some_and(|f| f as c_int == libc::AF_UNSPEC)
 }
 
 /// Proxies a TCP connection to `dest` (as the program gave it) on `fd`.
@@ -147,6 +158,8 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
                     Flow::Fail(libc::EFAULT)
                 }
             }
+            // Connected to its relay by the library, not by the program.
+            None if udp::own_link(fd).is_some() => Flow::Fail(libc::ENOTCONN),
             _ => Flow::Bypass,
         },
         || match real::getpeername.get() {

@@ -19,14 +19,19 @@ pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
 }
 
 /// Copies `data` to the program's address `dst`; `false` when it is not writable.
+///
+/// process_vm_readv with the roles swapped: `data` is the "remote" range (of this process) and
+/// `dst` the local one, which the kernel writes with its own fault checks. Not
+/// process_vm_writev, which the kernel guard traps (it confines writes into other processes).
 pub fn copy_out(dst: *mut u8, data: &[u8]) -> bool {
     if data.is_empty() {
         return true;
     }
-    let local = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let remote = libc::iovec { iov_base: dst.cast(), iov_len: data.len() };
-    // SAFETY: process_vm_writev on this process checks the remote range; the local one is read.
-    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let local = libc::iovec { iov_base: dst.cast(), iov_len: data.len() };
+    let remote = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: process_vm_readv on this process: the kernel reads `data` (ours, valid) and checks
+    // every byte of the program's range `dst` as it writes it.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     n == data.len() as isize
 }
 
@@ -92,6 +97,29 @@ pub fn socket_type(fd: c_int) -> Option<c_int> {
         )
     };
     (r == 0).then_some(ty)
+}
+
+/// The local address of socket `fd` (the kernel's own answer; the raw call never re-enters the
+/// library's hooks).
+pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: getsockname into local storage.
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_getsockname,
+            &[
+                fd as libc::c_long,
+                &mut st as *mut _ as libc::c_long,
+                &mut len as *mut socklen_t as libc::c_long,
+            ],
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    read_addr((&st as *const libc::sockaddr_storage).cast(), len)
 }
 
 /// The inode of the open file behind `fd`: tells a descriptor number that was closed and reused

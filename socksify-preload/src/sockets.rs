@@ -30,6 +30,20 @@ pub struct Assoc {
     pub peer: Option<(SocketAddr, TargetAddr)>,
     /// Recent destinations (as the program named them, and as sent), to name reply sources.
     pub sent: Vec<(SocketAddr, TargetAddr)>,
+    /// The socket is connected to the relay: datagrams go there without an address (which the
+    /// kernel guard would otherwise trap and check, one by one).
+    pub on_relay: bool,
+    /// The library connected it, not the program: `getpeername` says ENOTCONN, `send` without
+    /// an address EDESTADDRREQ, and `getsockname` shows the wildcard address the program bound
+    /// to (or the kernel would have chosen).
+    pub own_link: Option<OwnLink>,
+}
+
+/// How a socket the library connected to its relay looked before.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnLink {
+    /// Its local address was the wildcard (unbound, or bound to the wildcard).
+    pub wildcard: bool,
 }
 
 const SENT_MEMORY: usize = 16;

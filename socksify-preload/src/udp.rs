@@ -49,8 +49,9 @@ fn decide(dest: SocketAddr, what: &str) -> Result<Option<TargetAddr>, c_int> {
     }
 }
 
-/// The association of `fd`, opened now if it has none.
-fn association(fd: c_int) -> Result<Assoc, c_int> {
+/// The association of `fd`, opened now if it has none (`for_send`: for a datagram with an
+/// address, not a `connect`).
+fn association(fd: c_int, for_send: bool) -> Result<Assoc, c_int> {
     if let Some(a) = sockets::udp(fd) {
         if control_alive(a.control) {
             return Ok(a);
@@ -120,7 +121,59 @@ fn association(fd: c_int) -> Result<Assoc, c_int> {
     if st.log.verbose() {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
     }
-    sockets::insert_udp(fd, Assoc { fd, control, relay, peer: None, sent: Vec::new() }).ok_or(libc::EBADF)
+    let made = Assoc { fd, control, relay, peer: None, sent: Vec::new(), on_relay: false, own_link: None };
+    let assoc = sockets::insert_udp(fd, made).ok_or(libc::EBADF)?;
+    if st.guarded && for_send && assoc.control == control {
+        return Ok(link_to_relay(st, fd, assoc));
+    }
+    Ok(assoc)
+}
+
+/// Connects an unconnected socket with a new association to its relay (under the kernel guard,
+/// so that its datagrams do not each pay a trap). Replies come from the relay only either way
+/// (`recv` drops anything else), so the program sees no difference; a socket the program
+/// connected elsewhere is left alone.
+fn link_to_relay(st: &state::State, fd: c_int, mut assoc: Assoc) -> Assoc {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: getpeername into local storage.
+    let connected = unsafe {
+        crate::syscall::raw(
+            libc::SYS_getpeername,
+            &[fd as libc::c_long, &mut peer as *mut _ as libc::c_long, &mut len as *mut _ as libc::c_long],
+        )
+    } == 0;
+    if connected {
+        return assoc;
+    }
+    let wildcard = sock::local_addr(fd).is_none_or(|a| a.ip().is_unspecified());
+    let relay = SockAddr::from(assoc.relay);
+    // SAFETY: connect to the relay's address, straight to the kernel (the guard lets it
+    // through: it made the association).
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_connect,
+            &[fd as libc::c_long, relay.as_ptr() as libc::c_long, relay.len() as libc::c_long],
+        )
+    };
+    if r != 0 {
+        if st.log.verbose() {
+            st.log.info(format_args!(
+                "descriptor {fd} stays unconnected ({}): its datagrams go to the relay one by one",
+                std::io::Error::from_raw_os_error(crate::hook::errno())
+            ));
+        }
+        return assoc;
+    }
+    let link = sockets::OwnLink { wildcard };
+    sockets::update_udp(fd, |a| {
+        a.on_relay = true;
+        a.own_link = Some(link);
+    });
+    assoc.on_relay = true;
+    assoc.own_link = Some(link);
+    assoc
 }
 
 /// The relay of a UDP association made on `control` through the chain.
@@ -201,6 +254,11 @@ fn send_via_relay(
         // SAFETY: the caller's iovec array of msg_iovlen entries.
         unsafe { std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen) }
     };
+    if assoc.on_relay && msg.msg_controllen == 0 {
+        if let Some(r) = send_on_link(fd, &mut header[..hlen], user_iov, flags) {
+            return r;
+        }
+    }
     let mut iov = Vec::with_capacity(user_iov.len() + 1);
     iov.push(iovec { iov_base: header.as_mut_ptr().cast(), iov_len: hlen });
     iov.extend_from_slice(user_iov);
@@ -216,6 +274,70 @@ fn send_via_relay(
     }
 }
 
+thread_local! {
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sends the header and the program's data on a socket connected to its relay, by calls the
+/// kernel guard does not trap (no address in them): `writev` when there are no flags, else a
+/// copy (checked: a bad pointer is EFAULT) sent with `sendto` without an address. `None` when
+/// neither fits (too many pieces): the caller sends it with the relay's address.
+fn send_on_link(fd: c_int, header: &mut [u8], user_iov: &[iovec], flags: c_int) -> Option<Flow<ssize_t>> {
+    let hlen = header.len();
+    let done = |n: libc::c_long| {
+        if n >= 0 {
+            Flow::Done((n as usize).saturating_sub(hlen) as ssize_t)
+        } else {
+            Flow::Fail(crate::hook::errno())
+        }
+    };
+    if flags == 0 && user_iov.len() < 1024 {
+        let mut iov = Vec::with_capacity(user_iov.len() + 1);
+        iov.push(iovec { iov_base: header.as_mut_ptr().cast(), iov_len: hlen });
+        iov.extend_from_slice(user_iov);
+        // SAFETY: writev of our header and the program's own iovecs (the kernel checks them).
+        let n = unsafe {
+            crate::syscall::raw(
+                libc::SYS_writev,
+                &[fd as libc::c_long, iov.as_ptr() as libc::c_long, iov.len() as libc::c_long],
+            )
+        };
+        return Some(done(n));
+    }
+    let total = user_iov.iter().map(|v| v.iov_len).fold(0usize, usize::saturating_add);
+    if total > MAX_DATAGRAM {
+        return None; // the kernel's EMSGSIZE, from the ordinary path
+    }
+    OUT.try_with(|out| {
+        let mut out = out.borrow_mut();
+        out.clear();
+        out.extend_from_slice(header);
+        for v in user_iov {
+            let at = out.len();
+            out.resize(at + v.iov_len, 0);
+            if !sock::copy_in(v.iov_base.cast(), &mut out[at..]) {
+                return Flow::Fail(libc::EFAULT);
+            }
+        }
+        // SAFETY: sendto of our own buffer, without an address (the connected relay).
+        let n = unsafe {
+            crate::syscall::raw(
+                libc::SYS_sendto,
+                &[
+                    fd as libc::c_long,
+                    out.as_ptr() as libc::c_long,
+                    out.len() as libc::c_long,
+                    flags as libc::c_long,
+                    0,
+                    0,
+                ],
+            )
+        };
+        done(n)
+    })
+    .ok()
+}
+
 /// A datagram socket's send with a destination (`sendto`, `sendmsg`): direct, refused, or
 /// through the relay.
 pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<ssize_t> {
@@ -224,7 +346,7 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<
         Ok(Some(t)) => t,
         Err(e) => return Flow::Fail(e),
     };
-    let assoc = match association(fd) {
+    let assoc = match association(fd, true) {
         Ok(a) => a,
         Err(e) => return Flow::Fail(e),
     };
@@ -239,9 +361,12 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<
 /// peer goes through the relay; `None` when the socket is not one of those.
 pub fn send_connected(fd: c_int, msg: &msghdr, flags: c_int) -> Option<Flow<ssize_t>> {
     let assoc = sockets::udp(fd)?;
-    let (_, target) = assoc.peer.clone()?;
+    let Some((_, target)) = assoc.peer.clone() else {
+        // Connected to the relay by the library only: to the program it has no peer.
+        return assoc.on_relay.then_some(Flow::Fail(libc::EDESTADDRREQ));
+    };
     if !control_alive(assoc.control) {
-        return Some(match association(fd) {
+        return Some(match association(fd, false) {
             Ok(_) => unreachable!("a dead association is never returned"),
             Err(e) => Flow::Fail(e),
         });
@@ -254,13 +379,17 @@ pub fn send_connected(fd: c_int, msg: &msghdr, flags: c_int) -> Option<Flow<ssiz
 pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     let target = match decide(dest, "connect") {
         Ok(None) => {
-            sockets::update_udp(fd, |a| a.peer = None);
+            sockets::update_udp(fd, |a| {
+                a.peer = None;
+                a.on_relay = false;
+                a.own_link = None;
+            });
             return Flow::Bypass;
         }
         Ok(Some(t)) => t,
         Err(e) => return Flow::Fail(e),
     };
-    let assoc = match association(fd) {
+    let assoc = match association(fd, false) {
         Ok(a) => a,
         Err(e) => return Flow::Fail(e),
     };
@@ -279,8 +408,44 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     if r != 0 {
         return Flow::Fail(crate::hook::errno());
     }
-    sockets::update_udp(fd, |a| a.peer = Some((dest, target)));
+    sockets::update_udp(fd, |a| {
+        a.peer = Some((dest, target));
+        a.on_relay = true;
+        a.own_link = None;
+    });
     Flow::Done(0)
+}
+
+/// `connect(AF_UNSPEC)` of a datagram socket with an association: the kernel's disconnect
+/// (which also gives an unbound socket a new port when it next sends), and the association is
+/// dissolved: the relay knows the old port only, so the next proxied datagram opens a new one.
+/// `None` for sockets without an association.
+pub fn disconnect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Option<Flow<c_int>> {
+    let assoc = sockets::udp(fd)?;
+    // SAFETY: the program's own arguments, straight to the kernel.
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_connect,
+            &[fd as libc::c_long, addr as libc::c_long, len as libc::c_long],
+        )
+    };
+    if r != 0 {
+        return Some(Flow::Fail(crate::hook::errno()));
+    }
+    sockets::drop_udp(fd);
+    sock::close_raw(assoc.control);
+    Some(Flow::Done(0))
+}
+
+/// What `getpeername` and `getsockname` of a socket the library connected to its relay show:
+/// `Some(true)` for one the program never connected (ENOTCONN; a wildcard local address),
+/// `Some(false)` when it was bound to a particular address; `None` for other sockets.
+pub fn own_link(fd: c_int) -> Option<bool> {
+    let a = sockets::udp(fd)?;
+    if !a.on_relay || a.peer.is_some() {
+        return None;
+    }
+    a.own_link.map(|l| l.wildcard)
 }
 
 thread_local! {

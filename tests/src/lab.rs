@@ -41,6 +41,8 @@ pub struct Counters {
     pub leaked: u64,
     pub leaked_dns: u64,
     pub relayed: u64,
+    /// ICMP destination-unreachable errors the client's kernel sent (not counted as leaks).
+    pub unreachable: u64,
 }
 
 /// One client namespace, claimed for one test and handed back on drop.
@@ -145,6 +147,7 @@ impl Client {
                 "leaked" => c.leaked = v,
                 "leaked_dns" => c.leaked_dns = v,
                 "relayed" => c.relayed = v,
+                "unreachable" => c.unreachable = v,
                 _ => {}
             }
         }

@@ -100,8 +100,9 @@ except BlockingIOError:
     assert_relayed_only(&c);
 }
 
-#[test]
-fn datagrams_from_anywhere_but_the_relay_are_dropped() {
+/// A stray datagram on a socket with an association: `mode` runs the program, and
+/// `unreachable` is how many ICMP port-unreachable answers the client's kernel may send.
+fn stray_datagram_is_dropped(mode: &str, unreachable: u64) {
     let c = Client::with_udp_relay();
     let py = r#"
 import socket, sys
@@ -112,7 +113,7 @@ sys.stdin.readline()                           # the test injects a stray datagr
 u.sendto(b'second', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode(), flush=True)
 "#;
     let mut child = c
-        .socksify_command(&config_for(DANTE), &["python3", "-c", py])
+        .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -134,6 +135,21 @@ u.sendto(b'second', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode(), flush=
     assert_eq!(lines.next().unwrap().unwrap(), "second", "the forged datagram was dropped");
     assert!(child.wait().unwrap().success());
     assert_relayed_only(&c);
+    assert_eq!(c.counters().unreachable, unreachable, "ICMP errors for the stray datagram");
+}
+
+#[test]
+fn datagrams_from_anywhere_but_the_relay_are_dropped() {
+    // The library alone: the socket stays unconnected, the library drops the stray (silently,
+    // as a socket without socksify would take it).
+    stray_datagram_is_dropped("preload", 0);
+}
+
+#[test]
+fn under_the_guard_a_socket_on_its_relay_answers_strays_with_port_unreachable() {
+    // Under the kernel guard the library connects the socket to its relay (so datagrams go
+    // there without a trap each): the kernel itself refuses the stray, with an ICMP error.
+    stray_datagram_is_dropped("auto", 1);
 }
 
 #[test]
@@ -216,4 +232,44 @@ fn udp_policy_block_and_direct() {
     let out = python(&c, &format!("udp = \"direct\"\n{}", config_for(DANTE)), py);
     assert_eq!(out.trim(), "x");
     assert!(c.counters().leaked > 0);
+}
+
+/// What an unconnected socket shows after its first datagram: its local address, its peer, a
+/// send without an address, a disconnect, and a second round trip.
+const PY_UNCONNECTED: &str = r#"
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
+u.sendto(b'one', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode())
+host, port = u.getsockname(); print('local', host, port > 0)
+try:
+    print('peer', u.getpeername())
+except OSError as e:
+    print('peer', errno.errorcode[e.errno])
+try:
+    print('send', u.send(b'x'))
+except OSError as e:
+    print('send', errno.errorcode[e.errno])
+unspec = (ctypes.c_ubyte * 16)()
+r = libc.connect(u.fileno(), unspec, 16)
+print('disconnect', r, errno.errorcode.get(ctypes.get_errno(), 0) if r else 0)
+print('local again', u.getsockname() == (host, port))
+u.sendto(b'two', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode())
+"#;
+
+#[test]
+fn a_socket_linked_to_its_relay_looks_unconnected_as_without_socksify() {
+    let c = Client::with_udp_relay();
+    // The kernel's answers: the same program without socksify (straight to the echo).
+    let bare = stdout_ok(&c.command(&["python3", "-c", PY_UNCONNECTED]).output().unwrap());
+    assert!(bare.starts_with("one\nlocal 0.0.0.0 True\npeer ENOTCONN\nsend EDESTADDRREQ\n"), "{bare}");
+    for mode in ["preload", "auto"] {
+        let c = Client::with_udp_relay();
+        let out = c
+            .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", PY_UNCONNECTED])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), bare, "{mode}");
+        assert_relayed_only(&c);
+    }
 }
