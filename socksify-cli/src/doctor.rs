@@ -91,9 +91,36 @@ fn spinning<T>(label: &str, f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// What the configured mode means on this machine: whether the kernel guard can run here.
+pub fn mode_report(mode: socksify_core::Mode) -> String {
+    let guard = socksify_guard::bpf::available();
+    match (mode, guard) {
+        (socksify_core::Mode::Preload, _) => {
+            "preload (the library only; programs that skip libc are not covered)".to_owned()
+        }
+        (m, Ok(())) => format!(
+            "{} (the kernel guard is available: seccomp user notification, kernel {})",
+            m.name(),
+            kernel_release()
+        ),
+        (socksify_core::Mode::Auto, Err(u)) => format!(
+            "auto, but the kernel guard is NOT available here ({}): dynamic programs run with the library only, static and Go programs are refused",
+            u.why
+        ),
+        (socksify_core::Mode::Syscall, Err(u)) => {
+            format!("syscall, but the kernel guard is NOT available here ({}): programs are refused", u.why)
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
 pub fn run(config: &Config, target: Option<&str>) -> i32 {
     let paint = Paint { on: std::io::stdout().is_terminal() };
     let mut healthy = true;
+    println!("mode: {}", mode_report(config.mode));
     println!("chain: {} hop(s), {:?}", config.proxies.len(), config.chain);
     for (i, proxy) in config.proxies.iter().enumerate() {
         let started = Instant::now();

@@ -346,7 +346,23 @@ fn shell_show() -> libc::c_int {
         std::env::var(config::CONFIG_ENV).unwrap_or_else(|_| "none".into()),
         if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
     );
+    let guarded =
+        std::env::var_os(socksify_core::session::SESSION_ENV).is_some_and(|d| guarded_session(Path::new(&d)));
+    if guarded {
+        println!("socksify: under the kernel guard (started by `socksify --shell` or `socksify PROGRAM`)");
+    } else {
+        println!(
+            "socksify: the library only: a running shell cannot be put under the kernel guard, so programs that skip libc (Go, static binaries) are NOT covered here; `socksify --shell` starts a shell under the guard"
+        );
+    }
     0
+}
+
+/// True when the session in `dir` is supervised by the kernel guard (read without knowing its
+/// configuration: only the state page).
+fn guarded_session(dir: &Path) -> bool {
+    let config = Config { dns: config::DnsMode::Local, ..Config::default() };
+    socksify_core::session::Session::open(dir, &config).is_ok_and(|s| s.guarded())
 }
 
 /// `socksify generate man|bash|zsh|fish`: the man page or shell completions, from the CLI's own

@@ -519,3 +519,26 @@ fn closed_standard_descriptors_signals_from_the_same_group_and_direct_stops() {
     assert!(started.elapsed() < Duration::from_secs(8), "something waited too long");
     let _ = std::fs::remove_file(&marker);
 }
+
+#[test]
+fn show_and_check_say_whether_the_guard_runs() {
+    let c = Client::new();
+    let cfg = config_for(DANTE);
+    let bin = socksify_bin();
+    let out = c.socksify(&cfg, &["sh", "-c", &format!("{} show", bin.display())]);
+    assert!(stdout_ok(&out).contains("under the kernel guard"));
+    let out = c.command(&[bin.to_str().unwrap(), "check", "-p", DANTE]).output().unwrap();
+    assert!(
+        stdout_ok(&out).starts_with("mode: auto (the kernel guard is available"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let on = c.command(&[bin.to_str().unwrap(), "on", "-p", DANTE]).output().unwrap();
+    let script = format!("{}\n{} show", String::from_utf8_lossy(&on.stdout), bin.display());
+    let out = c.run(&["bash", "-c", &script]);
+    assert!(
+        stdout_ok(&out).contains("a running shell cannot be put under the kernel guard"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -104,7 +104,8 @@ fn check_reports_each_hop_and_the_end_to_end_connect() {
         "www.socksify.test:8080",
     ]);
     let text = stdout_ok(&out);
-    let lines: Vec<&str> = text.lines().collect();
+    // After the mode line: the chain, its hops, the target.
+    let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("chain:")).collect();
     assert!(lines[1].starts_with("hop 1 socks5://10.77.0.2:1080: reachable in "), "{text}");
     assert!(lines[1].ends_with("CONNECT: yes; BIND: yes; UDP ASSOCIATE: yes"), "dante: {text}");
     assert!(lines[2].ends_with("CONNECT: yes; BIND: no; UDP ASSOCIATE: no"), "microsocks: {text}");
