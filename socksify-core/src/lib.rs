@@ -15,6 +15,7 @@ pub mod proxychains;
 pub mod resolvconf;
 pub mod router;
 pub mod session;
+pub mod sockaddr;
 pub mod stub;
 pub mod sys;
 pub mod v4;

@@ -11,7 +11,8 @@
 //! - `launch`: the processes — the program, the supervisor, and the `socksify` process the
 //!   shell waits for; `elf`: which programs the preload library cannot enter.
 
-pub mod addr;
+/// Raw socket addresses, read as the kernel reads them (in the core: the library uses them too).
+pub use socksify_core::sockaddr as addr;
 pub mod bpf;
 mod calls;
 pub mod elf;

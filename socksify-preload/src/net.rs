@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use libc::{c_int, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use socksify_core::router::Route;
+use socksify_core::sockaddr::{self as raw_addr, SendDest};
 use socksify_core::sys;
 
 use crate::hook::{run, Flow};
@@ -180,9 +181,18 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first. `fast_open` is set when
 /// the chain was built and the data still has to be sent.
 fn send_flow(fd: c_int, msg: &msghdr, flags: c_int, fast_open: &mut bool) -> Flow<ssize_t> {
+    let named = !msg.msg_name.is_null() && msg.msg_namelen != 0;
     let dest = sock::read_addr(msg.msg_name as *const sockaddr, msg.msg_namelen);
     match (sock::socket_type(fd), dest) {
         (Some(libc::SOCK_DGRAM), Some(dest)) => udp::send_to(fd, dest, msg, flags),
+        // Not an IPv4 or IPv6 address as such: AF_UNSPEC means IPv4 on an IPv4 socket and no
+        // address on an IPv6 one (udp_sendmsg); anything else, or memory that cannot be read,
+        // gets the kernel's answer.
+        (Some(libc::SOCK_DGRAM), None) if named => match unnamed_family(fd, msg) {
+            Some(SendDest::Inet(dest)) => udp::send_to(fd, dest, msg, flags),
+            Some(SendDest::Peer) => udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass),
+            _ => Flow::Bypass,
+        },
         (Some(libc::SOCK_DGRAM), None) => udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass),
         (Some(libc::SOCK_STREAM), Some(dest)) if flags & libc::MSG_FASTOPEN != 0 => {
             match tcp_connect(fd, dest) {
@@ -196,6 +206,18 @@ fn send_flow(fd: c_int, msg: &msghdr, flags: c_int, fast_open: &mut bool) -> Flo
         }
         _ => Flow::Bypass,
     }
+}
+
+/// Where a datagram with an address that is neither AF_INET nor AF_INET6 goes, as the kernel
+/// reads it for this socket; `None` when the address cannot be read.
+fn unnamed_family(fd: c_int, msg: &msghdr) -> Option<SendDest> {
+    let len = (msg.msg_namelen as usize).min(raw_addr::MAX_LEN);
+    let mut bytes = [0u8; raw_addr::MAX_LEN];
+    if !sock::copy_in(msg.msg_name as *const u8, &mut bytes[..len]) {
+        return None;
+    }
+    let family = sys::family(fd).ok()?;
+    Some(raw_addr::send_destination(&bytes[..len], family))
 }
 
 /// Runs a send through `send_flow`; `real` sends the message as the program gave it.

@@ -1,5 +1,7 @@
-//! Socket addresses as the program wrote them, read the way the kernel reads them: which
-//! destination, if any, a `connect` or `sendto` would reach.
+//! Socket addresses as a program wrote them (raw `struct sockaddr` bytes), read the way the
+//! kernel reads them: which destination, if any, a `connect` or `sendto` would reach. The
+//! kernel guard reads every trapped address with these; the library, the datagram addresses
+//! it cannot parse otherwise (AF_UNSPEC).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
