@@ -25,23 +25,29 @@ fn recv_one(
     let mut msg: msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    let mut name_wanted = false;
     if !addr.is_null() && !len.is_null() {
         msg.msg_name = addr.cast();
-        // SAFETY: the caller's length slot.
-        msg.msg_namelen = unsafe { *len };
+        // The caller's length slot, read as the kernel would (a bad pointer is EFAULT).
+        match crate::sock::copy_value(len as *const socklen_t) {
+            Some(room) => msg.msg_namelen = room,
+            None => return real(),
+        }
+        name_wanted = true;
     }
     run(
         -1,
         libc::EIO,
         || match udp::recv(fd, &mut msg, flags) {
             None => Flow::Bypass,
-            Some(r) => {
-                if !msg.msg_name.is_null() {
-                    // SAFETY: the caller's length slot.
-                    unsafe { *len = msg.msg_namelen };
+            Some(Flow::Done(n)) if name_wanted => {
+                if crate::sock::copy_out(len.cast(), &msg.msg_namelen.to_ne_bytes()) {
+                    Flow::Done(n)
+                } else {
+                    Flow::Fail(libc::EFAULT)
                 }
-                r
             }
+            Some(r) => r,
         },
         real,
     )

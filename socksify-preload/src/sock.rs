@@ -5,6 +5,53 @@ use std::net::{IpAddr, SocketAddr};
 use libc::{c_int, sockaddr, socklen_t};
 use socket2::SockAddr;
 
+/// This process's id, for the checked copies below, without a system call each time: it is
+/// kept in a page the kernel wipes in the child of any fork (MADV_WIPEONFORK, whichever way the
+/// child was made), where it is read again. A vfork child shares this memory and so reads the
+/// parent's id, which names the very same memory: the copies stay right.
+fn self_pid() -> libc::pid_t {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let page = *PAGE.get_or_init(|| {
+        // SAFETY: a new anonymous page of our own.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return 0;
+        }
+        // SAFETY: advice on the page just mapped; without it (before Linux 4.14) no caching.
+        if unsafe { libc::madvise(p, 4096, libc::MADV_WIPEONFORK) } != 0 {
+            // SAFETY: unmapping the page just mapped.
+            unsafe { libc::munmap(p, 4096) };
+            return 0;
+        }
+        p as usize
+    });
+    if page == 0 {
+        // SAFETY: getpid has no preconditions.
+        return unsafe { libc::getpid() };
+    }
+    // SAFETY: the first word of our page; threads share the process id, so a race writes the
+    // same value.
+    let cached = unsafe { &*(page as *const std::sync::atomic::AtomicI32) };
+    match cached.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            cached.store(pid, std::sync::atomic::Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
 /// Copies `out.len()` bytes from the program's address `src` without trusting it: a pointer
 /// the program got wrong is `false` (the kernel would say EFAULT), never a crash.
 pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
@@ -14,7 +61,7 @@ pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
     let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
     let remote = libc::iovec { iov_base: src as *mut libc::c_void, iov_len: out.len() };
     // SAFETY: process_vm_readv on this process checks the remote range; the local one is `out`.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) };
     n == out.len() as isize
 }
 
@@ -31,7 +78,7 @@ pub fn copy_out(dst: *mut u8, data: &[u8]) -> bool {
     let remote = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     // SAFETY: process_vm_readv on this process: the kernel reads `data` (ours, valid) and checks
     // every byte of the program's range `dst` as it writes it.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) };
     n == data.len() as isize
 }
 
@@ -56,6 +103,23 @@ pub fn read_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     if !copy_in(addr.cast(), &mut bytes[..len]) {
         return None;
     }
+    parse_addr(&bytes[..len])
+}
+
+/// An AF_INET or AF_INET6 address in the library's own memory (a buffer the kernel filled).
+pub fn local_sockaddr(st: &libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: the storage's bytes, of which the first `len` are the address.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((st as *const libc::sockaddr_storage).cast::<u8>(), len) };
+    parse_addr(bytes)
+}
+
+fn parse_addr(bytes: &[u8]) -> Option<SocketAddr> {
+    let len = bytes.len();
+    if len < std::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
     // SAFETY: SockAddr::try_init hands us zeroed storage of sockaddr_storage size.
     let ((), sa) = unsafe {
         SockAddr::try_init(|storage, out_len| {
@@ -71,12 +135,18 @@ pub fn read_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
 /// Writes `addr` to a C buffer of `*len` bytes, truncating as the kernel does, and sets `*len` to
 /// the full size. `false` (EFAULT) when either pointer is unusable.
 pub fn write_addr(addr: &SocketAddr, out: *mut sockaddr, len: *mut socklen_t) -> bool {
-    let sa = SockAddr::from(*addr);
     let Some(room) = copy_value(len as *const socklen_t) else { return false };
+    write_addr_into(addr, out, room).is_some_and(|full| copy_out(len.cast(), &full.to_ne_bytes()))
+}
+
+/// Writes `addr` to a C buffer of `room` bytes, truncating as the kernel does; returns the
+/// full size (for the caller's length slot), `None` (EFAULT) when the buffer is unusable.
+pub fn write_addr_into(addr: &SocketAddr, out: *mut sockaddr, room: socklen_t) -> Option<socklen_t> {
+    let sa = SockAddr::from(*addr);
     let n = (room as usize).min(sa.len() as usize);
     // SAFETY: the storage holds sa.len() initialised bytes.
     let bytes = unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), n) };
-    copy_out(out.cast(), bytes) && copy_out(len.cast(), &sa.len().to_ne_bytes())
+    copy_out(out.cast(), bytes).then_some(sa.len())
 }
 
 /// The socket type (SOCK_STREAM, SOCK_DGRAM, …) of `fd`.
@@ -119,7 +189,7 @@ pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
     if r != 0 {
         return None;
     }
-    read_addr((&st as *const libc::sockaddr_storage).cast(), len)
+    local_sockaddr(&st, len)
 }
 
 /// The inode of the open file behind `fd`: tells a descriptor number that was closed and reused

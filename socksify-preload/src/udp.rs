@@ -210,7 +210,10 @@ fn guard_associate(control: c_int) -> Result<SocketAddr, (c_int, String)> {
             format!("the kernel guard could not make it ({})", std::io::Error::from_raw_os_error(e)),
         ));
     }
-    sock::read_addr(buf.as_ptr().cast(), n as socklen_t)
+    // SAFETY: the guard wrote at most sockaddr_storage's size into our buffer; an unaligned
+    // read of plain old data.
+    let st: libc::sockaddr_storage = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    sock::local_sockaddr(&st, n as socklen_t)
         .ok_or((libc::EPROTO, "the kernel guard's answer is not an address".to_owned()))
 }
 
@@ -351,7 +354,7 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<
         Err(e) => return Flow::Fail(e),
     };
     let r = send_via_relay(fd, &assoc, &target, msg, flags);
-    if let Flow::Done(_) = r {
+    if matches!(r, Flow::Done(_)) && !assoc.sent.iter().any(|(p, _)| *p == dest) {
         sockets::note_sent(fd, dest, &target);
     }
     r
@@ -479,7 +482,7 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             if n < 0 {
                 return Flow::Fail(crate::hook::errno());
             }
-            let src = sock::read_addr((&from as *const libc::sockaddr_storage).cast(), m.msg_namelen);
+            let src = sock::local_sockaddr(&from, m.msg_namelen);
             let from_relay =
                 src.is_some_and(|s| s.ip() == assoc.relay.ip() && s.port() == assoc.relay.port());
             let decoded = if from_relay { v5::decode_udp(&buf[..n as usize]).ok() } else { None };
@@ -500,8 +503,9 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             }
             if !msg.msg_name.is_null() {
                 let shown = source_as_seen(&assoc, source, family);
-                if !sock::write_addr(&shown, msg.msg_name.cast::<sockaddr>(), &mut msg.msg_namelen) {
-                    return Flow::Fail(libc::EFAULT);
+                match sock::write_addr_into(&shown, msg.msg_name.cast::<sockaddr>(), msg.msg_namelen) {
+                    Some(full) => msg.msg_namelen = full,
+                    None => return Flow::Fail(libc::EFAULT),
                 }
             }
             let len = if flags & libc::MSG_TRUNC != 0 { payload.len() } else { copied };

@@ -235,9 +235,10 @@ fn udp_policy_block_and_direct() {
 }
 
 /// What an unconnected socket shows after its first datagram: its local address, its peer, a
-/// send without an address, a disconnect, and a second round trip.
+/// send without an address, one with a bad address pointer, one to an AF_UNSPEC address (which
+/// the kernel takes for IPv4 there), a disconnect, and a second round trip.
 const PY_UNCONNECTED: &str = r#"
-import ctypes, errno, socket
+import ctypes, errno, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
 u.sendto(b'one', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode())
@@ -250,6 +251,12 @@ try:
     print('send', u.send(b'x'))
 except OSError as e:
     print('send', errno.errorcode[e.errno])
+r = libc.sendto(u.fileno(), b'x', 1, 0, ctypes.c_void_p(8), 16)
+print('bad pointer', r, errno.errorcode.get(ctypes.get_errno()))
+# AF_UNSPEC on an IPv4 socket: the kernel sends to the IPv4 address in it.
+sa = struct.pack('<H', 0) + struct.pack('>H', 7) + socket.inet_aton('10.77.0.2') + bytes(8)
+r = libc.sendto(u.fileno(), b'unspec', 6, 0, ctypes.create_string_buffer(sa, 16), 16)
+print('unspec', r, u.recvfrom(100)[0].decode())
 unspec = (ctypes.c_ubyte * 16)()
 r = libc.connect(u.fileno(), unspec, 16)
 print('disconnect', r, errno.errorcode.get(ctypes.get_errno(), 0) if r else 0)
@@ -258,11 +265,16 @@ u.sendto(b'two', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode())
 "#;
 
 #[test]
-fn a_socket_linked_to_its_relay_looks_unconnected_as_without_socksify() {
+fn an_associated_socket_answers_as_an_unconnected_one_without_socksify() {
     let c = Client::with_udp_relay();
     // The kernel's answers: the same program without socksify (straight to the echo).
     let bare = stdout_ok(&c.command(&["python3", "-c", PY_UNCONNECTED]).output().unwrap());
-    assert!(bare.starts_with("one\nlocal 0.0.0.0 True\npeer ENOTCONN\nsend EDESTADDRREQ\n"), "{bare}");
+    assert!(
+        bare.starts_with(
+            "one\nlocal 0.0.0.0 True\npeer ENOTCONN\nsend EDESTADDRREQ\nbad pointer -1 EFAULT\nunspec 6 unspec\n"
+        ),
+        "{bare}"
+    );
     for mode in ["preload", "auto"] {
         let c = Client::with_udp_relay();
         let out = c
