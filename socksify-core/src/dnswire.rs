@@ -168,7 +168,12 @@ fn encode_name(name: &str) -> Vec<u8> {
 pub fn reverse_name(name: &str) -> Option<IpAddr> {
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
-        let parts: Vec<u8> = rest.split('.').map(|p| p.parse::<u8>().ok()).collect::<Option<_>>()?;
+        // Digits only: u8's parser would take "+1" too.
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        let parts: Vec<u8> = rest
+            .split('.')
+            .map(|p| if digits(p) { p.parse::<u8>().ok() } else { None })
+            .collect::<Option<_>>()?;
         if parts.len() != 4 || rest.split('.').any(|p| p.len() > 1 && p.starts_with('0')) {
             return None;
         }
@@ -233,6 +238,7 @@ mod tests {
         assert_eq!(reverse_name(&format!("{nibbles}ip6.arpa")), Some(IpAddr::V6(v6)));
         assert_eq!(reverse_name("1.2.3.in-addr.arpa"), None);
         assert_eq!(reverse_name("01.2.3.4.in-addr.arpa"), None);
+        assert_eq!(reverse_name("+1.2.3.4.in-addr.arpa"), None, "a sign is not a digit");
         assert_eq!(reverse_name("example.org"), None);
     }
 

@@ -291,32 +291,11 @@ fn forward(info: &libc::signalfd_siginfo, program: libc::pid_t, supervisor: libc
         return;
     }
     let sender = info.ssi_pid as libc::pid_t;
-    if sender > 0 && descends_from(sender, &[program, supervisor]) {
+    if sender > 0 && crate::sys::descends_from(sender, &[program, supervisor]) {
         return;
     }
     // SAFETY: a signal to the program's process.
     unsafe { libc::kill(program, info.ssi_signo as libc::c_int) };
-}
-
-/// True when `pid` is one of `ancestors` or descends from one (by /proc's parent links).
-fn descends_from(pid: libc::pid_t, ancestors: &[libc::pid_t]) -> bool {
-    let mut p = pid;
-    for _ in 0..256 {
-        if ancestors.contains(&p) {
-            return true;
-        }
-        if p <= 1 {
-            return false;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
-        let Some(ppid) =
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-        else {
-            return false;
-        };
-        p = ppid;
-    }
-    false
 }
 
 /// The program stopped: the front stops too (so the shell sees the job stopped), with the same

@@ -50,6 +50,28 @@ pub fn tgid_of(tid: libc::pid_t) -> io::Result<libc::pid_t> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
+/// True when `pid` is one of `ancestors` or descends from one (by /proc's parent links).
+pub fn descends_from(pid: libc::pid_t, ancestors: &[libc::pid_t]) -> bool {
+    let mut p = pid;
+    for _ in 0..256 {
+        if ancestors.contains(&p) {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let Some(ppid) =
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        else {
+            return false;
+        };
+        p = ppid;
+    }
+    false
+}
+
 /// A duplicate of descriptor `fd` of the process behind `pidfd`: the very same open file.
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     syscall!(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0).map(owned)

@@ -62,13 +62,23 @@ pub fn c_program(name: &str, link: Link) -> PathBuf {
     let built = cmd
         .output()
         .expect("a C compiler (scripts/test-servers deps installs gcc, musl-tools, liburing-dev)");
+    finish(built, &src, &tmp, out)
+}
+
+/// Checks a build's result and moves the new binary into place.
+fn finish(
+    built: std::process::Output,
+    src: &std::path::Path,
+    tmp: &std::path::Path,
+    out: PathBuf,
+) -> PathBuf {
     assert!(
         built.status.success(),
         "cannot build {}: {}",
         src.display(),
         String::from_utf8_lossy(&built.stderr)
     );
-    std::fs::rename(&tmp, &out).unwrap();
+    std::fs::rename(tmp, &out).unwrap();
     out
 }
 
@@ -95,14 +105,7 @@ pub fn go_program(name: &str, cgo: bool) -> PathBuf {
         .env("GOTOOLCHAIN", "local")
         .output()
         .expect("go (scripts/test-servers deps installs golang-go)");
-    assert!(
-        built.status.success(),
-        "cannot build {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    std::fs::rename(&tmp, &out).unwrap();
-    out
+    finish(built, &src, &tmp, out)
 }
 
 fn is_fresh(out: &std::path::Path, sources: &[PathBuf]) -> bool {

@@ -150,22 +150,5 @@ fn in_tree(pid: libc::pid_t) -> bool {
     if pid == me || sys::tgid_of(pid).is_ok_and(|t| t == me) {
         return false;
     }
-    let mut p = pid;
-    for _ in 0..256 {
-        if p == me {
-            return true;
-        }
-        if p <= 1 {
-            return false;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
-        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
-        let Some(ppid) =
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-        else {
-            return false;
-        };
-        p = ppid;
-    }
-    false
+    sys::descends_from(pid, &[me])
 }
