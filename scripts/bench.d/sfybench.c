@@ -548,7 +548,8 @@ static int run_udp_loop(int fd, const struct sockaddr_storage *to, socklen_t tol
 
 static int run_udp(void)
 {
-    int fd = socket(g_target.ss_family, SOCK_DGRAM, 0);
+    /* Close-on-exec, as most programs' sockets are (Python's, GLib's, libuv's...). */
+    int fd = socket(g_target.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         die("socket: %s", strerror(errno));
     set_rcvtimeo(fd);

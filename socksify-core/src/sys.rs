@@ -134,17 +134,26 @@ pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
 
 /// The address family of a socket (AF_INET, AF_INET6, …).
 pub fn family(fd: RawFd) -> io::Result<libc::c_int> {
-    let mut domain: libc::c_int = 0;
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
+/// An IPv6 socket that cannot reach IPv4 addresses (IPV6_V6ONLY).
+pub fn v6_only(fd: RawFd) -> bool {
+    sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0)
+}
+
+fn sockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     syscall!(
         libc::SYS_getsockopt,
         fd,
-        libc::SOL_SOCKET,
-        libc::SO_DOMAIN,
-        &mut domain as *mut libc::c_int,
+        level,
+        name,
+        &mut v as *mut libc::c_int,
         &mut len as *mut libc::socklen_t
     )?;
-    Ok(domain)
+    Ok(v)
 }
 
 /// A borrowed socket descriptor read and written with a deadline, whatever its blocking mode,

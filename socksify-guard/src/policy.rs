@@ -68,7 +68,12 @@ impl Policy {
         r.insert(unmapped(relay));
     }
 
-    fn is_relay(&self, addr: SocketAddr) -> bool {
+    /// True once the guard has opened a UDP association.
+    pub fn any_relays(&self) -> bool {
+        !self.relays.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    pub fn is_relay(&self, addr: SocketAddr) -> bool {
         self.relays.lock().unwrap_or_else(|p| p.into_inner()).contains(&unmapped(addr))
     }
 

@@ -132,6 +132,23 @@ pub fn socket_kind(fd: RawFd) -> io::Result<(libc::c_int, libc::c_int)> {
     ))
 }
 
+/// The peer a socket is connected to (AF_INET or AF_INET6), if any.
+pub fn peer_of(fd: RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(
+        libc::SYS_getpeername,
+        fd,
+        &mut st as *mut _ as *mut libc::sockaddr,
+        &mut len as *mut libc::socklen_t
+    )
+    .ok()?;
+    // SAFETY: the kernel wrote `len` bytes of an address into `st`.
+    let bytes = unsafe { std::slice::from_raw_parts(&st as *const _ as *const u8, len as usize) };
+    crate::addr::decode(bytes)
+}
+
 /// The inode of the socket behind `fd`: the same for every descriptor of one socket, in every
 /// process.
 pub fn inode(fd: RawFd) -> io::Result<u64> {

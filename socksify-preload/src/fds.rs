@@ -41,7 +41,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 
 /// dup2/dup3 of `oldfd` onto `newfd` by `real`, after making way: the library's own descriptor
 /// moves away, a replaced socket's association goes.
-fn replacing(oldfd: c_int, newfd: c_int, real: impl FnOnce() -> c_int) -> c_int {
+///
+/// A copy that survives exec (no `O_CLOEXEC`) of a socket the library connected to its UDP
+/// relay is disconnected from it first: the association would not survive the exec.
+fn replacing(oldfd: c_int, newfd: c_int, cloexec: bool, real: impl FnOnce() -> c_int) -> c_int {
     if !sockets::any() || oldfd == newfd {
         return real();
     }
@@ -50,6 +53,11 @@ fn replacing(oldfd: c_int, newfd: c_int, real: impl FnOnce() -> c_int) -> c_int 
         libc::EBADF,
         || {
             before_replacing(newfd);
+            if !cloexec && sockets::any_udp() {
+                let errno = crate::hook::errno();
+                crate::udp::unlink(oldfd);
+                crate::hook::set_errno(errno);
+            }
             Flow::Bypass
         },
         real,
@@ -79,7 +87,7 @@ pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
             ) as c_int
         },
     };
-    replacing(oldfd, newfd, real_dup2)
+    replacing(oldfd, newfd, false, real_dup2)
 }
 
 /// # Safety
@@ -97,7 +105,7 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
             ) as c_int
         },
     };
-    replacing(oldfd, newfd, real_dup3)
+    replacing(oldfd, newfd, flags & libc::O_CLOEXEC != 0, real_dup3)
 }
 
 fn sys_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {

@@ -263,9 +263,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-    let msg = one_buffer(buf, n, addr, len, &mut iov);
-    send_hook(fd, &msg, flags, || match real::sendto.get() {
+    let real_sendto = || match real::sendto.get() {
         // SAFETY: the real sendto with the caller's arguments.
         Some(f) => unsafe { f(fd, buf, n, flags, addr, len) },
         // SAFETY: as above, straight to the kernel.
@@ -282,7 +280,15 @@ pub unsafe extern "C" fn sendto(
                 ],
             ) as ssize_t
         },
-    })
+    };
+    // An address of length 0 is not "no address" to sendto (a datagram socket says EINVAL), as
+    // it is to sendmsg: the kernel answers it.
+    if !addr.is_null() && len == 0 {
+        return real_sendto();
+    }
+    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let msg = one_buffer(buf, n, addr, len, &mut iov);
+    send_hook(fd, &msg, flags, real_sendto)
 }
 
 /// # Safety
@@ -336,6 +342,62 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
     let msg = one_buffer(buf, n, std::ptr::null(), 0, &mut iov);
     run(-1, libc::EIO, || udp::send_connected(fd, &msg, 0).unwrap_or(Flow::Bypass), real_write)
+}
+
+/// # Safety
+/// The arguments of writev(2).
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let real_writev = || match real::writev.get() {
+        // SAFETY: the real writev with the caller's arguments.
+        Some(f) => unsafe { f(fd, iov, n) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_writev,
+                &[fd as libc::c_long, iov as libc::c_long, n as libc::c_long],
+            ) as ssize_t
+        },
+    };
+    if !sockets::any_udp() || n < 0 {
+        return real_writev();
+    }
+    // SAFETY: msghdr is plain old data.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov as *mut libc::iovec;
+    msg.msg_iovlen = n as usize;
+    run(-1, libc::EIO, || udp::send_connected(fd, &msg, 0).unwrap_or(Flow::Bypass), real_writev)
+}
+
+/// # Safety
+/// The arguments of setsockopt(2).
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let r = match real::setsockopt.get() {
+        // SAFETY: the real setsockopt with the caller's arguments.
+        Some(f) => unsafe { f(fd, level, name, value, len) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_setsockopt,
+                &[fd as libc::c_long, level as _, name as _, value as libc::c_long, len as libc::c_long],
+            ) as c_int
+        },
+    };
+    if r == 0 && level == libc::IPPROTO_UDP && name == libc::UDP_CORK {
+        // The kernel took it, so the value is readable.
+        let on = sock::copy_value(value.cast::<c_int>()).is_some_and(|v| v != 0);
+        let errno = crate::hook::errno();
+        sockets::set_cork(fd, on);
+        crate::hook::set_errno(errno);
+    }
+    r
 }
 
 /// # Safety

@@ -57,6 +57,9 @@ reals! {
     sendmmsg: fn(c_int, *mut mmsghdr, libc::c_uint, c_int) -> c_int;
     send: fn(c_int, *const c_void, size_t, c_int) -> ssize_t;
     write: fn(c_int, *const c_void, size_t) -> ssize_t;
+    writev: fn(c_int, *const libc::iovec, c_int) -> ssize_t;
+    readv: fn(c_int, *const libc::iovec, c_int) -> ssize_t;
+    setsockopt: fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
     recvfrom: fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t;
     recv: fn(c_int, *mut c_void, size_t, c_int) -> ssize_t;
     read: fn(c_int, *mut c_void, size_t) -> ssize_t;

@@ -192,3 +192,28 @@ pub unsafe extern "C" fn recvmmsg(
     }
     got
 }
+
+/// # Safety
+/// The arguments of readv(2).
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    let real_readv = || match real::readv.get() {
+        // SAFETY: the real readv with the caller's arguments.
+        Some(f) => unsafe { f(fd, iov, n) },
+        // SAFETY: as above, straight to the kernel.
+        None => unsafe {
+            crate::syscall::raw(
+                libc::SYS_readv,
+                &[fd as libc::c_long, iov as libc::c_long, n as libc::c_long],
+            ) as ssize_t
+        },
+    };
+    if !sockets::any_udp() || n < 0 {
+        return real_readv();
+    }
+    // SAFETY: msghdr is plain old data.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov as *mut iovec;
+    msg.msg_iovlen = n as usize;
+    run(-1, libc::EIO, || udp::recv(fd, &mut msg, 0).map_or(Flow::Bypass, |r| r), real_readv)
+}

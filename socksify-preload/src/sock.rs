@@ -5,64 +5,54 @@ use std::net::{IpAddr, SocketAddr};
 use libc::{c_int, sockaddr, socklen_t};
 use socket2::SockAddr;
 
-/// This process's id, for the checked copies below, without a system call each time: it is
-/// kept in a page the kernel wipes in the child of any fork (MADV_WIPEONFORK, whichever way the
-/// child was made), where it is read again. A vfork child shares this memory and so reads the
-/// parent's id, which names the very same memory: the copies stay right.
-fn self_pid() -> libc::pid_t {
-    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let page = *PAGE.get_or_init(|| {
-        // SAFETY: a new anonymous page of our own.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+/// Set once process_vm_readv turned out to be unavailable (a sandbox's seccomp profile may
+/// refuse it): the copies then trust the pointers, as a plain C library would.
+static NO_VM_READV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Copies `to[i].len()` bytes from `from[i]` for every i, where one side of each pair is the
+/// program's (unchecked) memory: process_vm_readv on this process, so that a pointer the
+/// program got wrong is `false` (the kernel would say EFAULT), never a crash. Only EFAULT is
+/// "wrong": any other failure (the call refused by a sandbox) falls back to a plain copy, so
+/// that no pointer is ever taken for a bad one and its call handed to the kernel unexamined.
+const MAX_PAIRS: usize = 4;
+
+fn checked_copy(pairs: &[(*const u8, *mut u8, usize)]) -> bool {
+    let total: usize = pairs.iter().map(|p| p.2).sum();
+    if total == 0 {
+        return true;
+    }
+    assert!(pairs.len() <= MAX_PAIRS, "checked_copy takes at most {MAX_PAIRS} ranges");
+    if !NO_VM_READV.load(std::sync::atomic::Ordering::Relaxed) {
+        let none = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let (mut local, mut remote) = ([none; MAX_PAIRS], [none; MAX_PAIRS]);
+        for (i, &(from, to, n)) in pairs.iter().enumerate() {
+            local[i] = libc::iovec { iov_base: to.cast(), iov_len: n };
+            remote[i] = libc::iovec { iov_base: from as *mut libc::c_void, iov_len: n };
+        }
+        let count = pairs.len() as libc::c_ulong;
+        // SAFETY: process_vm_readv on this process: the kernel checks every byte of both sides.
+        let n = unsafe {
+            libc::process_vm_readv(libc::getpid(), local.as_ptr(), count, remote.as_ptr(), count, 0)
         };
-        if p == libc::MAP_FAILED {
-            return 0;
+        if n == total as isize {
+            return true;
         }
-        // SAFETY: advice on the page just mapped; without it (before Linux 4.14) no caching.
-        if unsafe { libc::madvise(p, 4096, libc::MADV_WIPEONFORK) } != 0 {
-            // SAFETY: unmapping the page just mapped.
-            unsafe { libc::munmap(p, 4096) };
-            return 0;
+        if n >= 0 || crate::hook::errno() == libc::EFAULT {
+            return false;
         }
-        p as usize
-    });
-    if page == 0 {
-        // SAFETY: getpid has no preconditions.
-        return unsafe { libc::getpid() };
+        NO_VM_READV.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    // SAFETY: the first word of our page; threads share the process id, so a race writes the
-    // same value.
-    let cached = unsafe { &*(page as *const std::sync::atomic::AtomicI32) };
-    match cached.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => {
-            // SAFETY: getpid has no preconditions.
-            let pid = unsafe { libc::getpid() };
-            cached.store(pid, std::sync::atomic::Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
+    for &(from, to, n) in pairs {
+        // SAFETY: without process_vm_readv the program's pointers are trusted, as libc does.
+        unsafe { std::ptr::copy_nonoverlapping(from, to, n) };
     }
+    true
 }
 
 /// Copies `out.len()` bytes from the program's address `src` without trusting it: a pointer
 /// the program got wrong is `false` (the kernel would say EFAULT), never a crash.
 pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
-    let remote = libc::iovec { iov_base: src as *mut libc::c_void, iov_len: out.len() };
-    // SAFETY: process_vm_readv on this process checks the remote range; the local one is `out`.
-    let n = unsafe { libc::process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) };
-    n == out.len() as isize
+    checked_copy(&[(src, out.as_mut_ptr(), out.len())])
 }
 
 /// Copies `data` to the program's address `dst`; `false` when it is not writable.
@@ -71,15 +61,14 @@ pub fn copy_in(src: *const u8, out: &mut [u8]) -> bool {
 /// `dst` the local one, which the kernel writes with its own fault checks. Not
 /// process_vm_writev, which the kernel guard traps (it confines writes into other processes).
 pub fn copy_out(dst: *mut u8, data: &[u8]) -> bool {
-    if data.is_empty() {
-        return true;
-    }
-    let local = libc::iovec { iov_base: dst.cast(), iov_len: data.len() };
-    let remote = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    // SAFETY: process_vm_readv on this process: the kernel reads `data` (ours, valid) and checks
-    // every byte of the program's range `dst` as it writes it.
-    let n = unsafe { libc::process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) };
-    n == data.len() as isize
+    checked_copy(&[(data.as_ptr(), dst, data.len())])
+}
+
+/// Copies each `data` to its program address `dst`, in one system call; `false` when any is not
+/// writable.
+pub fn copy_out_each(parts: &[(*mut u8, &[u8]); 2]) -> bool {
+    let [(d0, b0), (d1, b1)] = *parts;
+    checked_copy(&[(b0.as_ptr(), d0, b0.len()), (b1.as_ptr(), d1, b1.len())])
 }
 
 /// A value of plain old data at the program's address `src`, or `None` when unreadable.
@@ -115,28 +104,22 @@ pub fn local_sockaddr(st: &libc::sockaddr_storage, len: socklen_t) -> Option<Soc
     parse_addr(bytes)
 }
 
+/// An AF_INET or AF_INET6 address as the kernel reads it: shorter than a `sockaddr_in` (or a
+/// `sockaddr_in6` without its scope) is no address at all (the kernel says EINVAL).
 fn parse_addr(bytes: &[u8]) -> Option<SocketAddr> {
-    let len = bytes.len();
-    if len < std::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
-    // SAFETY: SockAddr::try_init hands us zeroed storage of sockaddr_storage size.
-    let ((), sa) = unsafe {
-        SockAddr::try_init(|storage, out_len| {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), storage.cast::<u8>(), len);
-            *out_len = len as socklen_t;
-            Ok(())
-        })
-    }
-    .ok()?;
-    sa.as_socket()
+    socksify_core::sockaddr::decode(bytes)
 }
 
 /// Writes `addr` to a C buffer of `*len` bytes, truncating as the kernel does, and sets `*len` to
 /// the full size. `false` (EFAULT) when either pointer is unusable.
 pub fn write_addr(addr: &SocketAddr, out: *mut sockaddr, len: *mut socklen_t) -> bool {
     let Some(room) = copy_value(len as *const socklen_t) else { return false };
-    write_addr_into(addr, out, room).is_some_and(|full| copy_out(len.cast(), &full.to_ne_bytes()))
+    let sa = SockAddr::from(*addr);
+    let n = (room as usize).min(sa.len() as usize);
+    // SAFETY: the storage holds sa.len() initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), n) };
+    let full = sa.len().to_ne_bytes();
+    copy_out_each(&[(out.cast(), bytes), (len.cast(), &full)])
 }
 
 /// Writes `addr` to a C buffer of `room` bytes, truncating as the kernel does; returns the
@@ -169,27 +152,9 @@ pub fn socket_type(fd: c_int) -> Option<c_int> {
     (r == 0).then_some(ty)
 }
 
-/// The local address of socket `fd` (the kernel's own answer; the raw call never re-enters the
-/// library's hooks).
+/// The local address of socket `fd` (the kernel's own answer).
 pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: getsockname into local storage.
-    let r = unsafe {
-        crate::syscall::raw(
-            libc::SYS_getsockname,
-            &[
-                fd as libc::c_long,
-                &mut st as *mut _ as libc::c_long,
-                &mut len as *mut socklen_t as libc::c_long,
-            ],
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    local_sockaddr(&st, len)
+    socksify_core::sys::local_addr(fd).ok()
 }
 
 /// The inode of the open file behind `fd`: tells a descriptor number that was closed and reused

@@ -37,6 +37,11 @@ pub struct Assoc {
     /// an address EDESTADDRREQ, and `getsockname` shows the wildcard address the program bound
     /// to (or the kernel would have chosen).
     pub own_link: Option<OwnLink>,
+    /// A datagram is being built (MSG_MORE, UDP_CORK): its header went with its first piece,
+    /// the kernel appends the next ones to it.
+    pub open: bool,
+    /// The socket is corked (UDP_CORK), as the program set it (filled in by `udp`).
+    pub corked: bool,
 }
 
 /// How a socket the library connected to its relay looked before.
@@ -70,6 +75,8 @@ struct Entry {
     virtual_bind: Option<SocketAddr>,
     bind: Option<Bind>,
     udp: Option<Assoc>,
+    /// UDP_CORK as the program set it.
+    udp_cork: bool,
 }
 
 #[derive(Default)]
@@ -205,7 +212,28 @@ pub fn udp(fd: c_int) -> Option<Assoc> {
         return None;
     }
     let ino = inode(fd)?;
-    with(|t| t.by_inode.get(&ino)?.udp.clone())
+    with(|t| {
+        let e = t.by_inode.get(&ino)?;
+        e.udp.clone().map(|a| Assoc { corked: e.udp_cork, ..a })
+    })
+}
+
+/// Records the program's UDP_CORK setting of `fd` (a corked datagram's pieces must not each get
+/// a header).
+pub fn set_cork(fd: c_int, on: bool) {
+    let Some(ino) = inode(fd) else { return };
+    with(|t| {
+        if on || t.by_inode.contains_key(&ino) {
+            let e = t.by_inode.entry(ino).or_default();
+            e.udp_cork = on;
+            if !on {
+                // Uncorking sends what was built.
+                if let Some(a) = e.udp.as_mut() {
+                    a.open = false;
+                }
+            }
+        }
+    })
 }
 
 /// Records a new association for `fd` and returns the one in force: if another thread was
@@ -259,6 +287,9 @@ pub fn forget(fd: c_int) -> Option<c_int> {
         return None;
     }
     let ino = inode(fd)?;
+    if !with(|t| t.by_inode.contains_key(&ino)) || open_elsewhere(ino, |d| d == fd) {
+        return None; // another descriptor (a `dup`) keeps the socket, and what we know of it
+    }
     with(|t| {
         let control = t.by_inode.remove(&ino)?.udp.map(|a| a.control);
         if let Some(c) = control {
@@ -281,9 +312,14 @@ pub fn forget_range(first: c_int, last: c_int) -> Vec<c_int> {
             .filter(|(fd, _)| (first..=last).contains(fd))
             .collect()
     });
-    // Only descriptors that still are those sockets (fstat outside the lock).
-    let closing: Vec<u64> =
-        candidates.into_iter().filter(|(fd, ino)| inode(*fd) == Some(*ino)).map(|(_, i)| i).collect();
+    // Only descriptors that still are those sockets (fstat outside the lock), and that no
+    // descriptor outside the range keeps open.
+    let closing: Vec<u64> = candidates
+        .into_iter()
+        .filter(|(fd, ino)| inode(*fd) == Some(*ino))
+        .map(|(_, i)| i)
+        .filter(|&ino| !open_elsewhere(ino, |d| (first..=last).contains(&d)))
+        .collect();
     with(|t| {
         let mut controls = Vec::new();
         for ino in closing {
@@ -293,6 +329,17 @@ pub fn forget_range(first: c_int, last: c_int) -> Vec<c_int> {
             }
         }
         controls
+    })
+}
+
+/// True when a descriptor of this process other than those `closing` is the socket of inode
+/// `ino` (read from /proc/self/fd: only when a socket the library knows is being closed).
+fn open_elsewhere(ino: u64, closing: impl Fn(c_int) -> bool) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return false };
+    let want = format!("socket:[{ino}]");
+    dir.filter_map(Result::ok).any(|e| {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<c_int>().ok()) else { return false };
+        !closing(fd) && std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
     })
 }
 

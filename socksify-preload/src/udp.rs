@@ -1,8 +1,9 @@
 //! UDP through the proxy's relay (SOCKS5 UDP ASSOCIATE). The first datagram a socket sends to a
 //! proxied destination opens an association on an internal TCP control connection; from then on
 //! each datagram leaves the program's own socket wrapped in the RFC 1928 UDP header, to the
-//! relay, and replies are unwrapped before the program sees them. Anything that does not come
-//! from the relay is dropped.
+//! relay, and replies are unwrapped before the program sees them. Datagrams from anywhere else
+//! are the program's as the kernel delivers them (a socket may also talk to loopback or a
+//! `direct` route).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -111,17 +112,28 @@ fn association(fd: c_int, for_send: bool) -> Result<Assoc, c_int> {
         }
     };
     let relay = match sock::in_family(relay, family) {
-        Some(r) => r,
-        None => {
+        Some(r) if !(relay.is_ipv4() && family == libc::AF_INET6 && socksify_core::sys::v6_only(fd)) => r,
+        _ => {
             sock::close_raw(control);
-            st.log.error(format_args!("the UDP relay {relay} cannot be reached from an IPv4 socket"));
+            let from = if family == libc::AF_INET { "an IPv4 socket" } else { "an IPv6-only socket" };
+            st.log.error(format_args!("the UDP relay {relay} cannot be reached from {from}"));
             return Err(libc::EAFNOSUPPORT);
         }
     };
     if st.log.verbose() {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {}", first));
     }
-    let made = Assoc { fd, control, relay, peer: None, sent: Vec::new(), on_relay: false, own_link: None };
+    let made = Assoc {
+        fd,
+        control,
+        relay,
+        peer: None,
+        sent: Vec::new(),
+        on_relay: false,
+        own_link: None,
+        open: false,
+        corked: false,
+    };
     let assoc = sockets::insert_udp(fd, made).ok_or(libc::EBADF)?;
     if st.guarded && for_send && assoc.control == control {
         return Ok(link_to_relay(st, fd, assoc));
@@ -134,17 +146,16 @@ fn association(fd: c_int, for_send: bool) -> Result<Assoc, c_int> {
 /// (`recv` drops anything else), so the program sees no difference; a socket the program
 /// connected elsewhere is left alone.
 fn link_to_relay(st: &state::State, fd: c_int, mut assoc: Assoc) -> Assoc {
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: getpeername into local storage.
-    let connected = unsafe {
-        crate::syscall::raw(
-            libc::SYS_getpeername,
-            &[fd as libc::c_long, &mut peer as *mut _ as libc::c_long, &mut len as *mut _ as libc::c_long],
-        )
-    } == 0;
-    if connected {
+    // Connected by the program (the guard says ENOTCONN for one connected to an old relay).
+    if socksify_core::sys::peer_addr(fd).is_ok() {
+        return assoc;
+    }
+    // A socket that outlives exec would carry the connection into a program whose library
+    // knows nothing of it (the association dies at exec): only close-on-exec ones are linked.
+    // SAFETY: F_GETFD on the program's descriptor, which changes nothing.
+    let fd_flags =
+        unsafe { crate::syscall::raw(libc::SYS_fcntl, &[fd as libc::c_long, libc::F_GETFD as libc::c_long]) };
+    if fd_flags < 0 || fd_flags & libc::FD_CLOEXEC as libc::c_long == 0 {
         return assoc;
     }
     let wildcard = sock::local_addr(fd).is_none_or(|a| a.ip().is_unspecified());
@@ -247,10 +258,26 @@ fn send_via_relay(
     flags: c_int,
 ) -> Flow<ssize_t> {
     let mut header = [0u8; MAX_HEADER];
-    let hlen = match v5::write_udp_header(target, &mut header) {
-        Ok(n) => n,
-        Err(e) => return Flow::Fail(e.errno()),
+    // A datagram under construction (MSG_MORE, UDP_CORK) has its header already.
+    let hlen = if assoc.open {
+        0
+    } else {
+        match v5::write_udp_header(target, &mut header) {
+            Ok(n) => n,
+            Err(e) => return Flow::Fail(e.errno()),
+        }
     };
+    let more = flags & libc::MSG_MORE != 0 || assoc.corked;
+    let r = send_pieces(fd, assoc, &mut header[..hlen], msg, flags);
+    if matches!(r, Flow::Done(_)) && assoc.open != more {
+        sockets::update_udp(fd, |a| a.open = more);
+    }
+    r
+}
+
+/// Sends `header` (possibly empty) and the program's data to the relay.
+fn send_pieces(fd: c_int, assoc: &Assoc, header: &mut [u8], msg: &msghdr, flags: c_int) -> Flow<ssize_t> {
+    let hlen = header.len();
     let user_iov: &[iovec] = if msg.msg_iov.is_null() || msg.msg_iovlen == 0 {
         &[]
     } else {
@@ -258,7 +285,7 @@ fn send_via_relay(
         unsafe { std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen) }
     };
     if assoc.on_relay && msg.msg_controllen == 0 {
-        if let Some(r) = send_on_link(fd, &mut header[..hlen], user_iov, flags) {
+        if let Some(r) = send_on_link(fd, header, user_iov, flags) {
             return r;
         }
     }
@@ -345,7 +372,12 @@ fn send_on_link(fd: c_int, header: &mut [u8], user_iov: &[iovec], flags: c_int) 
 /// through the relay.
 pub fn send_to(fd: c_int, dest: SocketAddr, msg: &msghdr, flags: c_int) -> Flow<ssize_t> {
     let target = match decide(dest, "send") {
-        Ok(None) => return Flow::Bypass,
+        Ok(None) => {
+            // Its replies must reach the socket: one the library connected to its relay is
+            // disconnected first.
+            unlink(fd);
+            return Flow::Bypass;
+        }
         Ok(Some(t)) => t,
         Err(e) => return Flow::Fail(e),
     };
@@ -419,6 +451,57 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     Flow::Done(0)
 }
 
+/// Disconnects a socket that the library (not the program) connected to its relay, keeping
+/// its address and port (a disconnect alone would give an unbound socket a new port, which the
+/// relay does not know): from then on its datagrams go to the relay by address.
+pub fn unlink(fd: c_int) {
+    let Some(a) = sockets::udp(fd) else { return };
+    let (true, None, Some(link)) = (a.on_relay, &a.peer, a.own_link) else { return };
+    let Some(mut local) = sock::local_addr(fd) else { return };
+    let unspec = [0u8; std::mem::size_of::<libc::sockaddr_in6>()];
+    // SAFETY: connect with an AF_UNSPEC address of our own, straight to the kernel.
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_connect,
+            &[fd as libc::c_long, unspec.as_ptr() as libc::c_long, unspec.len() as libc::c_long],
+        )
+    };
+    sockets::update_udp(fd, |a| {
+        a.on_relay = false;
+        a.own_link = None;
+    });
+    if r != 0 || sock::local_addr(fd).is_some_and(|now| now.port() == local.port()) {
+        return;
+    }
+    if link.wildcard {
+        local.set_ip(match local {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        });
+    }
+    let sa = SockAddr::from(local);
+    // SAFETY: bind to the address the socket had, straight to the kernel.
+    let r = unsafe {
+        crate::syscall::raw(
+            libc::SYS_bind,
+            &[fd as libc::c_long, sa.as_ptr() as libc::c_long, sa.len() as libc::c_long],
+        )
+    };
+    if r != 0 {
+        // The port was taken meanwhile: the association is of no use any more.
+        if let Some(a) = sockets::udp(fd) {
+            sockets::drop_udp(fd);
+            sock::close_raw(a.control);
+        }
+        if let Ok(st) = state::get() {
+            st.log.error(format_args!(
+                "descriptor {fd} lost its port {} (taken by another socket); its UDP association was dissolved",
+                local.port()
+            ));
+        }
+    }
+}
+
 /// `connect(AF_UNSPEC)` of a datagram socket with an association: the kernel's disconnect
 /// (which also gives an unbound socket a new port when it next sends), and the association is
 /// dissolved: the relay knows the old port only, so the next proxied datagram opens a new one.
@@ -485,7 +568,17 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
             let src = sock::local_sockaddr(&from, m.msg_namelen);
             let from_relay =
                 src.is_some_and(|s| s.ip() == assoc.relay.ip() && s.port() == assoc.relay.port());
-            let decoded = if from_relay { v5::decode_udp(&buf[..n as usize]).ok() } else { None };
+            // The relay's datagrams are unwrapped (a malformed one or a fragment is dropped);
+            // any other comes as the kernel delivers it: this socket is unconnected to the
+            // program, which may talk to others (loopback, `direct` routes) beside the relay.
+            let decoded = match src {
+                Some(_) if from_relay => v5::decode_udp(&buf[..n as usize]).ok().map(|(s, at)| (Some(s), at)),
+                // Another relay port of the proxy's, with a relayed datagram: an association
+                // this process does not know (a parent's or child's on a shared socket).
+                Some(s) if s.ip() == assoc.relay.ip() && v5::decode_udp(&buf[..n as usize]).is_ok() => None,
+                Some(_) => Some((None, 0)),
+                None => None,
+            };
             let Some((source, at)) = decoded else {
                 if flags & libc::MSG_PEEK != 0 {
                     // Consume the datagram that was only peeked at, then look again.
@@ -502,7 +595,11 @@ pub fn recv(fd: c_int, msg: &mut msghdr, flags: c_int) -> Option<Flow<ssize_t>> 
                 msg.msg_flags |= libc::MSG_TRUNC;
             }
             if !msg.msg_name.is_null() {
-                let shown = source_as_seen(&assoc, source, family);
+                let shown = match (source, src) {
+                    (Some(source), _) => source_as_seen(&assoc, source, family),
+                    (None, Some(direct)) => direct,
+                    (None, None) => unreachable!("a datagram without a source was dropped"),
+                };
                 match sock::write_addr_into(&shown, msg.msg_name.cast::<sockaddr>(), msg.msg_namelen) {
                     Some(full) => msg.msg_namelen = full,
                     None => return Flow::Fail(libc::EFAULT),

@@ -247,6 +247,7 @@ fn the_library_exports_only_its_hooks() {
         "getsockname",
         "listen",
         "read",
+        "readv",
         "recv",
         "recvfrom",
         "recvmmsg",
@@ -263,8 +264,10 @@ fn the_library_exports_only_its_hooks() {
         "sendmmsg",
         "sendmsg",
         "sendto",
+        "setsockopt",
         "syscall",
         "write",
+        "writev",
     ];
     want.sort();
     assert_eq!(names, want);

@@ -100,9 +100,10 @@ except BlockingIOError:
     assert_relayed_only(&c);
 }
 
-/// A stray datagram on a socket with an association: `mode` runs the program, and
-/// `unreachable` is how many ICMP port-unreachable answers the client's kernel may send.
-fn stray_datagram_is_dropped(mode: &str, unreachable: u64) {
+/// A stray datagram on a socket with an association: `mode` runs the program, `first` is what
+/// its next receive gets, and `unreachable` is how many ICMP port-unreachable answers the
+/// client's kernel sends.
+fn stray_datagram(mode: &str, first: &str, unreachable: u64) {
     let c = Client::with_udp_relay();
     let py = r#"
 import socket, sys
@@ -132,24 +133,25 @@ u.sendto(b'second', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode(), flush=
     assert!(st.success());
     std::thread::sleep(std::time::Duration::from_millis(200));
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "second", "the forged datagram was dropped");
+    assert_eq!(lines.next().unwrap().unwrap(), first, "--mode {mode}");
     assert!(child.wait().unwrap().success());
     assert_relayed_only(&c);
     assert_eq!(c.counters().unreachable, unreachable, "ICMP errors for the stray datagram");
 }
 
 #[test]
-fn datagrams_from_anywhere_but_the_relay_are_dropped() {
-    // The library alone: the socket stays unconnected, the library drops the stray (silently,
-    // as a socket without socksify would take it).
-    stray_datagram_is_dropped("preload", 0);
+fn a_datagram_from_elsewhere_reaches_the_program_as_without_socksify() {
+    // The library alone: the socket stays unconnected, and a datagram that is not the relay's
+    // is the program's, from its real source, as the kernel delivers it to an unconnected
+    // socket (the program may talk to loopback or `direct` peers on it too).
+    stray_datagram("preload", "forged", 0);
 }
 
 #[test]
 fn under_the_guard_a_socket_on_its_relay_answers_strays_with_port_unreachable() {
     // Under the kernel guard the library connects the socket to its relay (so datagrams go
     // there without a trap each): the kernel itself refuses the stray, with an ICMP error.
-    stray_datagram_is_dropped("auto", 1);
+    stray_datagram("auto", "second", 1);
 }
 
 #[test]
@@ -279,6 +281,42 @@ fn an_associated_socket_answers_as_an_unconnected_one_without_socksify() {
         let c = Client::with_udp_relay();
         let out = c
             .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", PY_UNCONNECTED])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), bare, "{mode}");
+        assert_relayed_only(&c);
+    }
+}
+
+/// One socket used every way at once: a proxied echo, a loopback peer, MSG_MORE, UDP_CORK, a
+/// `dup` that outlives the original.
+const PY_MIXED: &str = r#"
+import socket
+E = ('10.77.0.2', 7)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
+l = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); l.bind(('127.0.0.1', 0)); l.settimeout(10)
+u.sendto(b'one', E); print(u.recvfrom(100)[0].decode())
+u.sendto(b'ping', l.getsockname()); d, a = l.recvfrom(100); l.sendto(b'pong', a)
+data, src = u.recvfrom(100); print(data.decode(), src[0])
+u.sendto(b'two', E); print(u.recvfrom(100)[0].decode())
+u.sendto(b'more', socket.MSG_MORE, E); u.sendto(b'-end', E); print(u.recvfrom(100)[0].decode())
+UDP_CORK = 1  # linux/udp.h; Python does not name it
+u.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
+u.sendto(b'c1', E); u.sendto(b'c2', E)
+u.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 0); print(u.recvfrom(100)[0].decode())
+d = u.dup(); u.close(); d.settimeout(10)
+d.sendto(b'dup', E); print(d.recvfrom(100)[0].decode())
+"#;
+
+#[test]
+fn one_socket_with_loopback_peers_corked_datagrams_and_dups_behaves_as_without_socksify() {
+    let c = Client::with_udp_relay();
+    let bare = stdout_ok(&c.command(&["python3", "-c", PY_MIXED]).output().unwrap());
+    assert_eq!(bare, "one\npong 127.0.0.1\ntwo\nmore-end\nc1c2\ndup\n");
+    for mode in ["preload", "auto"] {
+        let c = Client::with_udp_relay();
+        let out = c
+            .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", PY_MIXED])
             .output()
             .unwrap();
         assert_eq!(stdout_ok(&out), bare, "{mode}");

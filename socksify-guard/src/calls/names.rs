@@ -90,12 +90,26 @@ pub fn recvfrom(call: &mut Call) -> Outcome {
     Outcome::Slow(Box::new(move |sup| reply(job(sup))))
 }
 /// getpeername / getsockname of a socket the guard proxied (or sent to the stub, or BINDs).
+///
+/// A datagram socket connected to one of the session's UDP relays was connected there by the
+/// library (so that its datagrams need no trap), not by the program: it has no peer. Telling so
+/// to every caller — a program that asks without libc, the library of a program that inherited
+/// the socket across exec — lets the library connect it to a new relay when the old
+/// association is gone.
 pub fn sockname(call: &mut Call, peer: bool) -> Outcome {
-    if !call.sup.any_entries() {
+    let relays = peer && call.sup.policy.any_relays();
+    if !call.sup.any_entries() && !relays {
         return reply(Reply::Continue);
     }
     let (fd, addr_ptr, len_ptr) = (call.arg(0) as i32, call.arg(1), call.arg(2));
-    let Ok((sock, family, _)) = socket_of(call, fd) else { return reply(Reply::Continue) };
+    let Ok((sock, family, ty)) = socket_of(call, fd) else { return reply(Reply::Continue) };
+    if relays && ty == libc::SOCK_DGRAM {
+        if let Some(p) = sys::peer_of(sock.as_raw_fd()) {
+            if call.sup.policy.is_relay(p) {
+                return errno_reply(libc::ENOTCONN);
+            }
+        }
+    }
     let Ok(ino) = sys::inode(sock.as_raw_fd()) else { return reply(Reply::Continue) };
     let entry = call.sup.with_table(|t| t.get(ino).cloned());
     let Some(entry) = entry else { return reply(Reply::Continue) };

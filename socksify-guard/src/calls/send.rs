@@ -218,6 +218,8 @@ fn plan(
     let dest = match addr::send_destination(bytes, family) {
         SendDest::Inet(d) => d,
         SendDest::Peer => return Plan::Send(None),
+        // sendto's address of length 0 (sendmsg's is no address at all): EINVAL.
+        SendDest::Refused if bytes.is_empty() => return Plan::Fail(libc::EINVAL),
         // The kernel's own error, on our copy: nothing is sent.
         SendDest::Refused => return Plan::Send(Some(bytes.clone())),
     };
