@@ -287,8 +287,13 @@ pub fn forget(fd: c_int) -> Option<c_int> {
         return None;
     }
     let ino = inode(fd)?;
-    if !with(|t| t.by_inode.contains_key(&ino)) || open_elsewhere(ino, |d| d == fd) {
-        return None; // another descriptor (a `dup`) keeps the socket, and what we know of it
+    // A UDP association is kept while another descriptor (a `dup`) keeps the socket: the
+    // socket is of no use without it. (Only then is /proc read: a TCP socket's close costs
+    // nothing more.)
+    match with(|t| t.by_inode.get(&ino).map(|e| e.udp.is_some())) {
+        None => return None,
+        Some(true) if open_elsewhere(ino, |d| d == fd) => return None,
+        Some(_) => {}
     }
     with(|t| {
         let control = t.by_inode.remove(&ino)?.udp.map(|a| a.control);
