@@ -266,26 +266,31 @@ print('local again', u.getsockname() == (host, port))
 u.sendto(b'two', ('10.77.0.2', 7)); print(u.recvfrom(100)[0].decode())
 "#;
 
+/// Runs `py` without socksify (the kernel's answers, straight to the echo), then in `preload`
+/// and `auto` mode, each in a fresh client: the output must be the same, and nothing may go
+/// around the relay. Returns the bare run's output.
+fn as_without_socksify(py: &str) -> String {
+    let c = Client::with_udp_relay();
+    let bare = stdout_ok(&c.command(&["python3", "-c", py]).output().unwrap());
+    for mode in ["preload", "auto"] {
+        let c = Client::with_udp_relay();
+        let out =
+            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]).output().unwrap();
+        assert_eq!(stdout_ok(&out), bare, "{mode}");
+        assert_relayed_only(&c);
+    }
+    bare
+}
+
 #[test]
 fn an_associated_socket_answers_as_an_unconnected_one_without_socksify() {
-    let c = Client::with_udp_relay();
-    // The kernel's answers: the same program without socksify (straight to the echo).
-    let bare = stdout_ok(&c.command(&["python3", "-c", PY_UNCONNECTED]).output().unwrap());
+    let bare = as_without_socksify(PY_UNCONNECTED);
     assert!(
         bare.starts_with(
             "one\nlocal 0.0.0.0 True\npeer ENOTCONN\nsend EDESTADDRREQ\nbad pointer -1 EFAULT\nunspec 6 unspec\n"
         ),
         "{bare}"
     );
-    for mode in ["preload", "auto"] {
-        let c = Client::with_udp_relay();
-        let out = c
-            .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", PY_UNCONNECTED])
-            .output()
-            .unwrap();
-        assert_eq!(stdout_ok(&out), bare, "{mode}");
-        assert_relayed_only(&c);
-    }
 }
 
 /// One socket used every way at once: a proxied echo, a loopback peer, MSG_MORE, UDP_CORK, a
@@ -310,16 +315,5 @@ d.sendto(b'dup', E); print(d.recvfrom(100)[0].decode())
 
 #[test]
 fn one_socket_with_loopback_peers_corked_datagrams_and_dups_behaves_as_without_socksify() {
-    let c = Client::with_udp_relay();
-    let bare = stdout_ok(&c.command(&["python3", "-c", PY_MIXED]).output().unwrap());
-    assert_eq!(bare, "one\npong 127.0.0.1\ntwo\nmore-end\nc1c2\ndup\n");
-    for mode in ["preload", "auto"] {
-        let c = Client::with_udp_relay();
-        let out = c
-            .socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", PY_MIXED])
-            .output()
-            .unwrap();
-        assert_eq!(stdout_ok(&out), bare, "{mode}");
-        assert_relayed_only(&c);
-    }
+    assert_eq!(as_without_socksify(PY_MIXED), "one\npong 127.0.0.1\ntwo\nmore-end\nc1c2\ndup\n");
 }
