@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod chain;
 pub mod config;
+pub mod contract;
 pub mod dnswire;
 pub mod error;
 pub mod fakedns;

@@ -1,8 +1,8 @@
 //! Every system call the client makes, in one place.
 //!
-//! They are issued with `syscall(2)` rather than through libc's wrappers: a preload library
-//! that embeds this crate exports hooks named `connect`, `recv`, `close`…, and a call through
-//! libc's symbol would land back in those hooks. A raw system call cannot.
+//! They are issued with the `syscall` instruction itself ([`raw`]) rather than through libc: a
+//! preload library that embeds this crate exports hooks named `connect`, `recv`, `close`… and
+//! `syscall`, and a call through any libc symbol could land back in those hooks.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -11,13 +11,86 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-/// Turns a -1 return into the calling thread's errno.
+/// System call `nr` with up to six arguments, made with the CPU's system-call instruction:
+/// never through libc's `syscall` symbol (which a preload library's own hook may shadow).
+/// Returns the kernel's result: a negative errno on failure.
+///
+/// # Safety
+/// The arguments of system call `nr`: pointers must be valid for what the call does with them.
+#[inline]
+pub unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
+    let ret: isize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the x86_64 Linux system-call convention; the kernel clobbers rcx and r11 only.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the aarch64 Linux system-call convention (number in x8, result in x0).
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") args[0] as isize => ret,
+            in("x1") args[1],
+            in("x2") args[2],
+            in("x3") args[3],
+            in("x4") args[4],
+            in("x5") args[5],
+            options(nostack),
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    compile_error!("socksify's raw system calls are written for x86_64 and aarch64");
+    ret
+}
+
+/// [`raw`] as libc's `syscall` answers: the result, or -1 with the thread's errno set.
+///
+/// # Safety
+/// As for [`raw`].
+pub unsafe fn syscall(nr: libc::c_long, args: [usize; 6]) -> libc::c_long {
+    // SAFETY: the caller's arguments.
+    let r = unsafe { raw(nr, args) };
+    if (-4095..0).contains(&r) {
+        // SAFETY: __errno_location always returns this thread's errno.
+        unsafe { *libc::__errno_location() = -r as i32 };
+        -1
+    } else {
+        r as libc::c_long
+    }
+}
+
+/// The arguments of a system call as the kernel takes them (integers and pointers alike).
+#[macro_export]
+macro_rules! sys_args {
+    ($($arg:expr),* $(,)?) => {{
+        let mut a = [0usize; 6];
+        let given = [$($arg as usize),*];
+        a[..given.len()].copy_from_slice(&given);
+        a
+    }};
+}
+
+/// A system call that turns a failure into an `io::Error`.
 macro_rules! syscall {
     ($nr:expr $(, $arg:expr)* $(,)?) => {{
         // SAFETY: a raw system call with arguments the caller has checked; the kernel validates
         // every pointer and descriptor and reports bad ones through errno, never by faulting.
-        let r = unsafe { libc::syscall($nr $(, $arg)*) };
-        if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+        let r = unsafe { raw($nr, $crate::sys_args!($($arg),*)) };
+        if r < 0 { Err(io::Error::from_raw_os_error(-r as i32)) } else { Ok(r as libc::c_long) }
     }};
 }
 

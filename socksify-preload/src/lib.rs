@@ -1,36 +1,27 @@
-//! socksify's LD_PRELOAD library. Its hooks are thin: they turn C arguments into calls of
-//! `socksify-core` (the router decides, the chain connects) and the answers back into C return
-//! values and errno. Every hook catches panics and fails closed; none ever falls back to a
-//! direct connection.
+//! socksify's LD_PRELOAD library: the exported C functions only — the layer `hooks` on top of
+//! `socksify-ops` (see its crate documentation for the layers below). Each hook converts its C
+//! arguments, asks `socksify_ops::ops` what the call means, and hands the answer back; every one
+//! catches panics and fails closed, none ever falls back to a direct connection.
 
-mod bind;
-mod dns;
-mod fds;
+#[macro_use]
 mod hook;
-mod log;
-mod net;
-mod rawdns;
-mod real;
-mod recv;
-mod sock;
-mod sockets;
-mod state;
-mod syscall;
-mod udp;
 
-/// Runs when the library is loaded: reads the configuration, so that no hook pays for it (and no
-/// lazy initialisation can be caught by a `fork()`). The real functions are found on first use
-/// (`real.rs`): most programs call few of the hooked functions, and every `dlsym` at start-up is
-/// paid by every program, `/bin/true` included.
+mod hooks;
+
+/// Runs when the library is loaded: the state is read and the real functions found, so that no
+/// hook pays for either (and no lazy initialisation is caught by a `fork()` or runs in a
+/// signal handler).
 extern "C" fn init() {
-    let Some(_guard) = hook::Guard::enter() else { return };
-    // SAFETY: registering fork handlers that take and release the fd table's lock.
+    let Some(_guard) = socksify_ops::runtime::guard::Guard::enter() else { return };
+    // SAFETY: registering fork handlers that take and release the descriptor table's lock.
     unsafe {
-        libc::pthread_atfork(Some(sockets::before_fork), Some(sockets::after_fork), Some(sockets::after_fork))
+        libc::pthread_atfork(
+            Some(socksify_ops::table::before_fork),
+            Some(socksify_ops::table::after_fork),
+            Some(socksify_ops::table::after_fork),
+        )
     };
-    let _ = std::panic::catch_unwind(|| {
-        let _ = state::get();
-    });
+    let _ = std::panic::catch_unwind(socksify_ops::runtime::init);
 }
 
 #[used]

@@ -1,38 +1,13 @@
 //! The resolver's low-level entry points (`res_query` and friends, `getaddrinfo_a`) build DNS
-//! packets and send them through libc's internal sockets, out of the hooks' reach. Under remote
+//! packets and send them through libc's internal sockets, out of the hooks' reach: under remote
 //! DNS they fail, with a log line; under local DNS they are the real functions.
 
 use libc::{c_char, c_int, c_uchar, c_void};
+use socksify_ops::ops::dns;
+use socksify_ops::runtime::real::Real;
+use socksify_ops::runtime::run;
 
-use crate::hook::{run, Flow};
-use crate::{real::Real, state};
-
-const NO_RECOVERY: c_int = 3;
-
-extern "C" {
-    fn __h_errno_location() -> *mut c_int;
-}
-
-/// `None` to call the real function (local DNS), else the failure to return.
-fn refuse(what: &str) -> Flow<c_int> {
-    match state::get() {
-        Ok(st) if !st.router.remote_dns() => Flow::Bypass,
-        Ok(st) => {
-            st.log.error(format_args!(
-                "{what} refused: it would query the system resolver directly, and DNS goes through the proxies"
-            ));
-            // SAFETY: glibc's per-thread h_errno.
-            unsafe { *__h_errno_location() = NO_RECOVERY };
-            Flow::Fail(libc::ECONNREFUSED)
-        }
-        Err(_) => {
-            state::log_broken(format_args!("{what}"));
-            Flow::Fail(libc::ECONNREFUSED)
-        }
-    }
-}
-
-macro_rules! refused_hooks {
+macro_rules! refused {
     ($($name:ident ( $($arg:ident : $ty:ty),* ) = $fail:expr;)*) => {
         $(
             /// # Safety
@@ -44,22 +19,15 @@ macro_rules! refused_hooks {
                         Ok(name) => name,
                         Err(_) => panic!("symbol name"),
                     });
-                run(
-                    $fail,
-                    libc::ECONNREFUSED,
-                    || refuse(stringify!($name)),
-                    || match REAL.get() {
-                        // SAFETY: the real function with the caller's arguments.
-                        Some(f) => unsafe { f($($arg),*) },
-                        None => $fail,
-                    },
-                )
+                // SAFETY: the real function with the caller's arguments.
+                let real = || REAL.get().map_or($fail, |f| unsafe { f($($arg),*) });
+                run($fail, libc::ECONNREFUSED, || dns::refuse_raw(stringify!($name)), real)
             }
         )*
     };
 }
 
-refused_hooks! {
+refused! {
     res_query(dname: *const c_char, class: c_int, ty: c_int, answer: *mut c_uchar, anslen: c_int) = -1;
     __res_query(dname: *const c_char, class: c_int, ty: c_int, answer: *mut c_uchar, anslen: c_int) = -1;
     res_search(dname: *const c_char, class: c_int, ty: c_int, answer: *mut c_uchar, anslen: c_int) = -1;

@@ -1,0 +1,57 @@
+//! The contract between the `socksify` CLI and the library it preloads into the program: the
+//! environment variables the CLI sets and the library reads, defined once for both.
+
+pub use crate::config::CONFIG_ENV;
+pub use crate::session::SESSION_ENV;
+
+/// The dynamic loader's variable: the CLI puts the library's absolute path first in it.
+pub const PRELOAD_ENV: &str = "LD_PRELOAD";
+/// Proxy URLs given with `-p`, one a line: they replace the configuration's proxies.
+pub const PROXIES_ENV: &str = "SOCKSIFY_PROXIES";
+/// How much the library logs (`-q`, `-v`): see [`LogLevel`].
+pub const LOG_ENV: &str = "SOCKSIFY_LOG";
+
+/// The variables that `socksify on` sets in a shell (and `socksify off` unsets).
+pub const SHELL_VARS: [&str; 3] = [CONFIG_ENV, PROXIES_ENV, LOG_ENV];
+
+/// How much is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+impl LogLevel {
+    /// The value of [`LOG_ENV`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Quiet => "quiet",
+            LogLevel::Normal => "normal",
+            LogLevel::Verbose => "verbose",
+        }
+    }
+
+    /// [`LOG_ENV`]'s value; `None` when unset or unknown.
+    pub fn parse(value: &str) -> Option<LogLevel> {
+        match value {
+            "quiet" => Some(LogLevel::Quiet),
+            "normal" => Some(LogLevel::Normal),
+            "verbose" => Some(LogLevel::Verbose),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_round_trip() {
+        for l in [LogLevel::Quiet, LogLevel::Normal, LogLevel::Verbose] {
+            assert_eq!(LogLevel::parse(l.as_str()), Some(l));
+        }
+        assert_eq!(LogLevel::parse("loud"), None);
+    }
+}

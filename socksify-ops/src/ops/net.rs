@@ -1,0 +1,221 @@
+//! Connections: `connect` runs the proxy chain on the program's own descriptor (or lets it
+//! through, or refuses it); sends dispatch to UDP's relay or TCP Fast Open's chain;
+//! `getpeername` answers the address the program connected to.
+
+use std::net::SocketAddr;
+
+use libc::{c_int, sockaddr, socklen_t, ssize_t};
+use socksify_core::router::Route;
+use socksify_core::sockaddr::{self as raw_addr, SendDest};
+use socksify_core::TargetAddr;
+
+use super::msg::Msg;
+use super::udp;
+use crate::runtime::state::log_broken;
+use crate::runtime::{state, Flow, State};
+use crate::sys::{self, addr, sock};
+use crate::table;
+
+/// Where a TCP connection to `dest` goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// As the program asked (a `direct` rule, loopback, the kernel guard's DNS stub).
+    AsIs,
+    /// Through the chain, to this target.
+    Chain(TargetAddr),
+    /// Refused, with this errno (the reason was logged).
+    Refuse(c_int),
+}
+
+/// Where a TCP connection to `dest` goes, under state `st`.
+pub fn plan(st: &State, dest: SocketAddr) -> Plan {
+    if st.for_the_stub(dest) {
+        return Plan::AsIs; // the kernel guard sends it to its DNS stub
+    }
+    match st.router.route(dest) {
+        Route::Direct => Plan::AsIs,
+        Route::UnknownFake => {
+            st.log.error(format_args!(
+                "connect to {dest} failed: a fake address this process never handed out (no name to send)"
+            ));
+            Plan::Refuse(libc::EHOSTUNREACH)
+        }
+        Route::Proxy(target) => Plan::Chain(target),
+    }
+}
+
+/// connect(2) of the program's `fd` to the address at `to`.
+pub fn connect(fd: c_int, to: *const sockaddr, len: socklen_t) -> Flow<c_int> {
+    let Some(dest) = addr::read(to, len) else {
+        if addr::family_of(to, len) == Some(libc::AF_UNSPEC)
+            && sock::socket_type(fd) == Some(libc::SOCK_DGRAM)
+        {
+            return udp::disconnect(fd, to, len).unwrap_or(Flow::Bypass);
+        }
+        return Flow::Bypass; // the kernel's answer: EFAULT, EINVAL, EAFNOSUPPORT, AF_UNIX…
+    };
+    match sock::socket_type(fd) {
+        Some(libc::SOCK_STREAM) => tcp_connect(fd, dest),
+        Some(libc::SOCK_DGRAM) => udp::connect(fd, dest),
+        _ => Flow::Bypass,
+    }
+}
+
+/// Proxies a TCP connection to `dest` (as the program gave it) on `fd`.
+pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
+    let st = match state() {
+        Ok(st) => st,
+        Err(_) => {
+            log_broken(format_args!("connect to {dest}"));
+            return Flow::Fail(libc::ECONNREFUSED);
+        }
+    };
+    match plan(st, dest) {
+        Plan::AsIs => Flow::Bypass,
+        Plan::Refuse(e) => Flow::Fail(e),
+        Plan::Chain(target) => chain(st, fd, dest, target),
+    }
+}
+
+/// Builds the chain to `target` on `fd`; the program named it `dest`.
+fn chain(st: &State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Flow<c_int> {
+    if st.test_panic {
+        panic!("SOCKSIFY_TEST_PANIC: connect to {target}");
+    }
+    match st.chain.connect(fd, &target) {
+        Ok(est) => {
+            if st.log.verbose() {
+                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
+                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
+            }
+            let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+            let local = est.bound.ip().and_then(|b| addr::in_family(b, family));
+            let seq = table::next_seq();
+            table::entry_or_new(fd, |e| {
+                e.tcp_peer = Some(dest);
+                e.tcp_target = Some((seq, target));
+                e.local = local;
+            });
+            Flow::Done(0)
+        }
+        Err(e) => {
+            st.log.error(format_args!("connect to {target} failed: {e}"));
+            // Leave the socket unconnected rather than half-way into a chain.
+            let _ = socksify_core::sys::disconnect(fd);
+            Flow::Fail(e.errno())
+        }
+    }
+}
+
+/// A connect made while this thread is inside a hook already: from a signal handler that
+/// interrupted one, or from a library the real function called. It cannot run the chain from
+/// there (the hook it interrupted may hold what the chain needs), so only what would not be
+/// proxied anyway goes through; the rest fails — unless the kernel guard supervises the
+/// process, which then proxies it. `true`: make the real call. Allocation-free: signal
+/// handlers run here.
+pub fn reentrant_connect_allowed(fd: c_int, to: *const sockaddr, len: socklen_t) -> bool {
+    let Some(dest) = addr::read(to, len) else { return true };
+    let st = match state() {
+        Ok(st) if !st.guarded => st,
+        _ => return true,
+    };
+    let dest = addr::unmapped(dest);
+    let stream = sock::socket_type(fd) == Some(libc::SOCK_STREAM);
+    if !stream || (!st.router.is_fake(dest.ip()) && st.router.config().is_direct(&dest)) {
+        return true;
+    }
+    const MSG: &[u8] = b"socksify: a connect made inside another socksify call (a signal handler?) failed: it cannot go through the proxies from there\n";
+    let _ = sock::write_all(2, MSG);
+    false
+}
+
+/// getpeername(2): the address the program connected a proxied socket to.
+pub fn getpeername(fd: c_int, out: *mut sockaddr, len: *mut socklen_t) -> Flow<c_int> {
+    match table::entry(fd, |e| e.peer()).flatten() {
+        Some(peer) if !out.is_null() && !len.is_null() => {
+            if addr::write(&peer, out, len) {
+                Flow::Done(0)
+            } else {
+                Flow::Fail(libc::EFAULT)
+            }
+        }
+        // Connected to its relay by the library, not by the program.
+        None if udp::own_link(fd).is_some() => Flow::Fail(libc::ENOTCONN),
+        _ => Flow::Bypass,
+    }
+}
+
+/// What a send needs after its hook: nothing, or the data of a TCP Fast Open whose chain was
+/// just built (to be sent on the now connected socket).
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    Nothing,
+    FastOpenData,
+}
+
+/// A send: UDP to a proxied destination goes through the relay (or is refused); TCP Fast Open
+/// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first.
+pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
+    let ty = sock::socket_type(fd);
+    if ty == Some(libc::SOCK_STREAM) {
+        if flags & libc::MSG_FASTOPEN == 0 || !msg.named() {
+            return (Flow::Bypass, After::Nothing);
+        }
+        let Some(dest) = addr::read(msg.name.cast(), msg.namelen) else {
+            return (Flow::Bypass, After::Nothing);
+        };
+        return match tcp_connect(fd, dest) {
+            Flow::Done(_) => (Flow::Done(0), After::FastOpenData),
+            other => (other.map(|v| v as ssize_t), After::Nothing),
+        };
+    }
+    if ty != Some(libc::SOCK_DGRAM) {
+        return (Flow::Bypass, After::Nothing);
+    }
+    let flow = if !msg.named() {
+        udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass)
+    } else if let Some(dest) = addr::read(msg.name.cast(), msg.namelen) {
+        udp::send_to(fd, dest, msg, flags)
+    } else {
+        // Not an IPv4 or IPv6 address as such: AF_UNSPEC means IPv4 on an IPv4 socket and no
+        // address on an IPv6 one (udp_sendmsg); anything else, or memory that cannot be read,
+        // gets the kernel's answer.
+        match unnamed_family(fd, msg) {
+            Some(SendDest::Inet(dest)) => udp::send_to(fd, dest, msg, flags),
+            Some(SendDest::Peer) => udp::send_connected(fd, msg, flags).unwrap_or(Flow::Bypass),
+            _ => Flow::Bypass,
+        }
+    };
+    (flow, After::Nothing)
+}
+
+/// Where a datagram with an address that is neither AF_INET nor AF_INET6 goes, as the kernel
+/// reads it for this socket; `None` when the address cannot be read.
+fn unnamed_family(fd: c_int, msg: &Msg) -> Option<SendDest> {
+    let (bytes, len) = addr::read_bytes(msg.name.cast(), msg.namelen)?;
+    let family = sock::family(fd)?;
+    Some(raw_addr::send_destination(&bytes[..len], family))
+}
+
+/// setsockopt(2) done: a UDP_CORK setting is followed (a corked datagram's pieces must not each
+/// get a header). `value` was read by the kernel already.
+pub fn after_setsockopt(fd: c_int, level: c_int, name: c_int, value: *const libc::c_void) {
+    if level != libc::IPPROTO_UDP || name != libc::UDP_CORK {
+        return;
+    }
+    let on = sys::mem::copy_value(value.cast::<c_int>()).is_some_and(|v| v != 0);
+    if !on && !table::known(fd) {
+        return;
+    }
+    let errno = sys::errno();
+    table::entry_or_new(fd, |e| {
+        e.udp_cork = on;
+        if let (false, Some(a)) = (on, e.udp.as_mut()) {
+            a.open = false; // uncorking sends what was built
+        }
+    });
+    sys::set_errno(errno);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! Layer 2 — what every hook runs in: the re-entry guard, errno and panics (`guard`), log lines
+//! (`log`), the real libc functions (`real`) and the state read once at load (`state`). Uses
+//! only `sys` (and socksify-core).
+
+pub mod guard;
+pub mod log;
+pub mod real;
+pub mod state;
+
+pub use guard::{after, inside, run, Flow};
+pub use state::{state, State};
+
+/// Runs once, when the library is loaded: the state is read and the real functions that
+/// signal handlers may reach are found, so that no hook pays for either (and no lazy
+/// initialisation is caught half-way by a `fork()` or runs in a signal handler).
+pub fn init() {
+    real::resolve_at_load();
+    guard::on_panic(state::report_panic);
+    let _ = state::state();
+}

@@ -1,0 +1,127 @@
+//! The library's state, built once from the environment the `socksify` CLI prepared (see
+//! `socksify_core::contract`). When it cannot be built, every connection that would have been
+//! proxied fails, with one log line saying why.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use socksify_core::config::{self, Config};
+use socksify_core::contract::{CONFIG_ENV, PROXIES_ENV, SESSION_ENV};
+use socksify_core::fakedns::DEFAULT_CAPACITY;
+use socksify_core::hosts::Hosts;
+use socksify_core::router::Router;
+use socksify_core::session::Session;
+use socksify_core::Chain;
+
+use super::log::Logger;
+
+pub struct State {
+    pub router: Router,
+    pub chain: Chain,
+    pub log: Logger,
+    /// The kernel guard supervises this process: it answers DNS queries to the system's
+    /// nameservers (`nameservers`) with its stub, and catches what the hooks do not see.
+    pub guarded: bool,
+    nameservers: OnceLock<Vec<IpAddr>>,
+    /// `SOCKSIFY_TEST_PANIC=1` (with the `test-panic` feature only): proxied connects panic
+    /// inside the hook, so that the lab shows a panic fails the call, never reaching `connect`.
+    pub test_panic: bool,
+}
+
+static STATE: OnceLock<Result<State, (Logger, String)>> = OnceLock::new();
+
+/// The state, or the reason there is none (logged by [`log_broken`]).
+pub fn state() -> Result<&'static State, &'static str> {
+    match STATE.get_or_init(from_env) {
+        Ok(state) => Ok(state),
+        Err((_, why)) => Err(why),
+    }
+}
+
+/// Logs why the library is not working, for a call that therefore failed.
+pub fn log_broken(what: std::fmt::Arguments) {
+    if let Some(Err((log, why))) = STATE.get() {
+        log.error(format_args!("{what} failed: socksify is not configured: {why}"));
+    }
+}
+
+/// Reports a panic caught in a hook (the panic message itself went to stderr already).
+pub fn report_panic() {
+    if let Some(Ok(state)) = STATE.get() {
+        state.log.error(format_args!("internal error in a hook; the call failed (nothing went direct)"));
+    }
+}
+
+fn from_env() -> Result<State, (Logger, String)> {
+    let fail = |why: String| (Logger::from_env(None, false), why);
+    let config = match config::locate(None).map_err(|e| fail(e.to_string()))? {
+        Some(path) => Config::load(&path).map_err(|e| fail(e.to_string()))?,
+        None => Config::default(),
+    };
+    let config = match std::env::var(PROXIES_ENV) {
+        Ok(urls) if !urls.trim().is_empty() => {
+            let urls: Vec<&str> = urls.lines().map(str::trim).filter(|u| !u.is_empty()).collect();
+            config.with_proxies(&urls).map_err(|e| fail(e.to_string()))?
+        }
+        _ => config,
+    };
+    if config.proxies.is_empty() {
+        return Err(fail(format!(
+            "no proxy configured (set {CONFIG_ENV} to a configuration file or run through `socksify -p URL`)"
+        )));
+    }
+    let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
+    // The session's table when there is one: every process of the run shares it, and the
+    // kernel guard maps its fake addresses back too.
+    let session = match std::env::var_os(SESSION_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => match Session::open(std::path::Path::new(&dir), &config) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log.error(format_args!(
+                    "cannot open the session {}: {e}; fake addresses stay private to this process",
+                    std::path::Path::new(&dir).display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let test_panic =
+        cfg!(feature = "test-panic") && std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
+    let mut st = State::new(config, session, log).map_err(fail)?;
+    st.test_panic = test_panic;
+    Ok(st)
+}
+
+impl State {
+    /// A state for `config`: the fake table of `session` when there is one (the kernel guard
+    /// then supervises), else a table of this process's own.
+    pub fn new(config: Config, mut session: Option<Session>, log: Logger) -> Result<State, String> {
+        let chain = config.chain();
+        let fake = session.as_mut().and_then(Session::take_fake);
+        let guarded = session.as_ref().is_some_and(Session::guarded);
+        let router = match fake {
+            Some(fake) => Router::with_fake(config, Hosts::load_system(), Some(fake)),
+            None => Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
+                .map_err(|e| format!("cannot map the fake address table: {e}"))?,
+        };
+        Ok(State { router, chain, log, guarded, nameservers: OnceLock::new(), test_panic: false })
+    }
+
+    /// The same, supervised by the kernel guard whose stub answers `nameservers` (for tests).
+    pub fn guarded_by(mut self, nameservers: Vec<IpAddr>) -> State {
+        self.guarded = true;
+        self.nameservers = OnceLock::from(nameservers);
+        self
+    }
+
+    /// True for a query to the system's nameservers that the kernel guard's stub answers: the
+    /// library leaves it alone (its datagrams would otherwise reach the proxy's resolver).
+    pub fn for_the_stub(&self, dest: SocketAddr) -> bool {
+        if !self.guarded || !self.router.remote_dns() || dest.port() != 53 {
+            return false;
+        }
+        let ip = crate::sys::addr::unmapped(dest).ip();
+        self.nameservers.get_or_init(socksify_core::resolvconf::system_nameservers).contains(&ip)
+    }
+}

@@ -1,0 +1,426 @@
+//! Layer 3 — what the library knows about the program's descriptors. Entries are keyed by the
+//! socket's inode (every descriptor of one socket shares one) and reached through the
+//! descriptors that refer to it, followed through `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`,
+//! `close`, `close_range` and `closefrom`: an entry goes when its socket's last descriptor
+//! does. A reused descriptor number is never mistaken for the old socket (the inode is checked
+//! on every access). Two bitmaps answer the hot paths with one atomic load: `known` (the
+//! descriptor has an entry, or is the library's own) and `relayed` (its socket has a UDP
+//! association). Uses `sys` only.
+//!
+//! Internal descriptors (control connections) are close-on-exec, live high in the descriptor
+//! table, and survive the program's `close`, `close_range` and `closefrom`.
+
+mod bits;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libc::c_int;
+use parking_lot::Mutex;
+use socksify_core::TargetAddr;
+
+pub use bits::Bits;
+
+use crate::sys::sock::{self, Owned};
+
+/// The largest RFC 1928 UDP header (a 255-byte name).
+pub const MAX_HEADER: usize = 4 + 1 + 255 + 2;
+
+/// An encoded RFC 1928 UDP header, kept whole (no allocation on the datagram path).
+#[derive(Clone, Copy)]
+pub struct Header {
+    bytes: [u8; MAX_HEADER],
+    len: u16,
+}
+
+impl Header {
+    pub fn new(target: &TargetAddr) -> Result<Header, socksify_core::SocksError> {
+        let mut bytes = [0u8; MAX_HEADER];
+        let len = socksify_core::v5::write_udp_header(target, &mut bytes)? as u16;
+        Ok(Header { bytes, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Header({:02x?})", self.bytes())
+    }
+}
+
+/// How a socket the library connected to its relay looked before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnLink {
+    /// Its local address was the wildcard (unbound, or bound to the wildcard).
+    pub wildcard: bool,
+}
+
+/// A UDP association of one of the program's sockets.
+#[derive(Debug)]
+pub struct Assoc {
+    /// The TCP control connection: the association lives as long as it does.
+    pub control: Owned,
+    /// Where datagrams go, in the family of the program's socket.
+    pub relay: SocketAddr,
+    /// The peer of a `connect()`ed socket: as the program named it, as the proxy gets it, and
+    /// that target's header.
+    pub peer: Option<(SocketAddr, TargetAddr, Header)>,
+    /// Recent destinations (as the program named them, and as sent), to name reply sources.
+    pub sent: Vec<(SocketAddr, TargetAddr)>,
+    /// The socket is connected to the relay: datagrams go there without an address (which the
+    /// kernel guard would otherwise trap and check, one by one).
+    pub on_relay: bool,
+    /// The library connected it, not the program.
+    pub own_link: Option<OwnLink>,
+    /// A datagram is being built (MSG_MORE, UDP_CORK): its header went with its first piece,
+    /// the kernel appends the next ones to it.
+    pub open: bool,
+}
+
+const SENT_MEMORY: usize = 16;
+
+impl Assoc {
+    pub fn new(control: Owned, relay: SocketAddr) -> Assoc {
+        Assoc { control, relay, peer: None, sent: Vec::new(), on_relay: false, own_link: None, open: false }
+    }
+
+    /// Remembers a destination of the socket's datagrams, to name the source of replies.
+    pub fn note_sent(&mut self, program: SocketAddr, target: &TargetAddr) {
+        if !self.sent.iter().any(|(p, _)| *p == program) {
+            if self.sent.len() == SENT_MEMORY {
+                self.sent.remove(0);
+            }
+            self.sent.push((program, target.clone()));
+        }
+    }
+}
+
+/// What a datagram needs of its socket's association, copied out (no lock, no allocation
+/// while it is sent).
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub control: c_int,
+    pub relay: SocketAddr,
+    pub peer: Option<(SocketAddr, Header)>,
+    pub on_relay: bool,
+    pub own_link: Option<OwnLink>,
+    pub open: bool,
+    pub corked: bool,
+}
+
+/// A listening socket that became a SOCKS BIND: it is the control connection to the hop that
+/// listens for the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// The hop (index in the chain's proxies) that sends the second reply.
+    pub hop: usize,
+    /// The one incoming connection was accepted already.
+    pub accepted: bool,
+}
+
+/// What the library knows of one socket.
+#[derive(Default, Debug)]
+pub struct Entry {
+    /// The peer as the program named it (TCP through the chain, or a BIND's incoming peer).
+    pub tcp_peer: Option<SocketAddr>,
+    /// The destination sent to the proxy, and when (for a BIND's expected peer).
+    pub tcp_target: Option<(u64, TargetAddr)>,
+    /// What `getsockname` answers: the proxy's side of the connection.
+    pub local: Option<SocketAddr>,
+    /// An address the program bound to that is the proxy's, not this host's.
+    pub virtual_bind: Option<SocketAddr>,
+    pub bind: Option<Bind>,
+    pub udp: Option<Assoc>,
+    /// UDP_CORK as the program set it.
+    pub udp_cork: bool,
+}
+
+impl Entry {
+    /// The peer the program connected to, if the library proxied it (TCP or UDP).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.tcp_peer.or_else(|| self.udp.as_ref()?.peer.as_ref().map(|p| p.0))
+    }
+
+    pub fn link(&self) -> Option<Link> {
+        let a = self.udp.as_ref()?;
+        Some(Link {
+            control: a.control.raw(),
+            relay: a.relay,
+            peer: a.peer.as_ref().map(|(p, _, h)| (*p, *h)),
+            on_relay: a.on_relay,
+            own_link: a.own_link,
+            open: a.open,
+            corked: self.udp_cork,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    by_inode: HashMap<u64, Entry>,
+    /// The program's descriptors that refer to an entry, and the entry's inode.
+    by_fd: HashMap<c_int, u64>,
+    /// The library's own descriptors (control connections).
+    internal: HashSet<c_int>,
+}
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+static KNOWN: Bits = Bits::new();
+static RELAYED: Bits = Bits::new();
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn with<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+    let mut guard = TABLE.lock();
+    f(guard.get_or_insert_with(Table::default))
+}
+
+/// True when socksify may know `fd` (an entry's descriptor, or one of its own): one atomic load.
+pub fn known(fd: c_int) -> bool {
+    KNOWN.get(fd)
+}
+
+/// True when `fd`'s socket may have a UDP association: one atomic load.
+pub fn relayed(fd: c_int) -> bool {
+    RELAYED.get(fd)
+}
+
+impl Table {
+    /// The inode `fd` refers to, if it is still the socket the table knows by that number; a
+    /// number that was closed behind the library's back (and maybe reused) is forgotten.
+    fn inode_of(&mut self, fd: c_int) -> Option<u64> {
+        let ino = *self.by_fd.get(&fd)?;
+        if sock::inode(fd) == Some(ino) {
+            return Some(ino);
+        }
+        self.unmap(fd);
+        None
+    }
+
+    fn map(&mut self, fd: c_int, ino: u64) {
+        self.by_fd.insert(fd, ino);
+        KNOWN.set(fd);
+        if self.by_inode.get(&ino).is_some_and(|e| e.udp.is_some()) {
+            RELAYED.set(fd);
+        }
+    }
+
+    /// Forgets descriptor `fd`; the entry goes with its last descriptor (and with it a control
+    /// connection, closed).
+    fn unmap(&mut self, fd: c_int) {
+        KNOWN.clear(fd);
+        RELAYED.clear(fd);
+        let Some(ino) = self.by_fd.remove(&fd) else { return };
+        if !self.by_fd.values().any(|&i| i == ino) {
+            if let Some(e) = self.by_inode.remove(&ino) {
+                if let Some(a) = &e.udp {
+                    self.internal.remove(&a.control.raw());
+                    KNOWN.clear(a.control.raw());
+                }
+            }
+        }
+    }
+
+    fn fds_of(&self, ino: u64) -> Vec<c_int> {
+        self.by_fd.iter().filter(|(_, &i)| i == ino).map(|(&fd, _)| fd).collect()
+    }
+}
+
+/// `f` on `fd`'s entry, if the library has one.
+pub fn entry<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+    if !known(fd) {
+        return None;
+    }
+    with(|t| {
+        let ino = t.inode_of(fd)?;
+        t.by_inode.get_mut(&ino).map(f)
+    })
+}
+
+/// `f` on `fd`'s entry, made now if there is none.
+pub fn entry_or_new<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+    let ino = sock::inode(fd)?;
+    Some(with(|t| {
+        if t.by_fd.get(&fd) != Some(&ino) {
+            if t.by_fd.contains_key(&fd) {
+                t.unmap(fd); // a reused number: the old socket's record goes
+            }
+            t.map(fd, ino);
+        }
+        let r = f(t.by_inode.entry(ino).or_default());
+        if t.by_inode.get(&ino).is_some_and(|e| e.udp.is_some()) {
+            RELAYED.set(fd);
+        }
+        r
+    }))
+}
+
+/// The next sequence number for a proxied connection (the latest one names a BIND's peer).
+pub fn next_seq() -> u64 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The destination of the most recent proxied connection still open.
+pub fn latest_target() -> Option<TargetAddr> {
+    with(|t| {
+        t.by_inode
+            .values()
+            .filter_map(|e| e.tcp_target.as_ref())
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, t)| t.clone())
+    })
+}
+
+/// The association of `fd`, copied out for one datagram.
+pub fn link(fd: c_int) -> Option<Link> {
+    if !relayed(fd) {
+        return None;
+    }
+    entry(fd, |e| e.link()).flatten()
+}
+
+/// `f` on `fd`'s association, if it has one.
+pub fn assoc<T>(fd: c_int, f: impl FnOnce(&mut Assoc) -> T) -> Option<T> {
+    if !relayed(fd) {
+        return None;
+    }
+    entry(fd, |e| e.udp.as_mut().map(f)).flatten()
+}
+
+/// Records a new association for `fd` and returns its link — or, if another thread was quicker,
+/// that one's (and `assoc` is dropped, its control connection closed).
+pub fn insert_assoc(fd: c_int, assoc: Assoc) -> Option<Link> {
+    let ino = sock::inode(fd)?;
+    let control = assoc.control.raw();
+    with(|t| {
+        if t.by_fd.get(&fd) != Some(&ino) {
+            if t.by_fd.contains_key(&fd) {
+                t.unmap(fd);
+            }
+            t.map(fd, ino);
+        }
+        let e = t.by_inode.entry(ino).or_default();
+        if e.udp.is_none() {
+            e.udp = Some(assoc);
+            t.internal.insert(control);
+            KNOWN.set(control);
+        }
+        for d in t.fds_of(ino) {
+            RELAYED.set(d);
+        }
+        t.by_inode.get(&ino).and_then(Entry::link)
+    })
+}
+
+/// Dissolves `fd`'s association (its control connection is closed).
+pub fn drop_assoc(fd: c_int) {
+    with(|t| {
+        let Some(ino) = t.inode_of(fd) else { return };
+        if let Some(a) = t.by_inode.get_mut(&ino).and_then(|e| e.udp.take()) {
+            t.internal.remove(&a.control.raw());
+            KNOWN.clear(a.control.raw());
+        }
+        for d in t.fds_of(ino) {
+            RELAYED.clear(d);
+        }
+    });
+}
+
+/// `new` is a duplicate of `old` (dup, dup2, dup3, F_DUPFD): it shares `old`'s entry.
+pub fn duplicated(old: c_int, new: c_int) {
+    if !known(old) || old == new {
+        return;
+    }
+    with(|t| {
+        if let Some(ino) = t.inode_of(old) {
+            if t.by_fd.contains_key(&new) {
+                t.unmap(new);
+            }
+            t.map(new, ino);
+        }
+    });
+}
+
+/// What closing descriptor `fd` means for the library.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// One of the library's own: the program closes a number it never opened; it stays open.
+    Internal,
+    /// The program's: whatever the table knew of it is forgotten (the real close follows).
+    Program,
+}
+
+/// The program closes (or replaces, with dup2/dup3) descriptor `fd`.
+pub fn closing(fd: c_int) -> Closing {
+    if !known(fd) {
+        return Closing::Program;
+    }
+    with(|t| {
+        if t.internal.contains(&fd) {
+            return Closing::Internal;
+        }
+        t.unmap(fd);
+        Closing::Program
+    })
+}
+
+/// The program closes descriptors `first..=last` together: they are forgotten; returns the
+/// library's own descriptors in the range (to be kept open).
+pub fn closing_range(first: c_int, last: c_int) -> Vec<c_int> {
+    with(|t| {
+        let gone: Vec<c_int> = t.by_fd.keys().copied().filter(|fd| (first..=last).contains(fd)).collect();
+        for fd in gone {
+            t.unmap(fd);
+        }
+        let mut keep: Vec<c_int> =
+            t.internal.iter().copied().filter(|fd| (first..=last).contains(fd)).collect();
+        keep.sort_unstable();
+        keep
+    })
+}
+
+/// The library's own descriptors, sorted.
+pub fn internal_fds() -> Vec<c_int> {
+    let mut v: Vec<c_int> = with(|t| t.internal.iter().copied().collect());
+    v.sort_unstable();
+    v
+}
+
+/// True when `fd` is one of the library's own descriptors.
+pub fn is_internal(fd: c_int) -> bool {
+    known(fd) && with(|t| t.internal.contains(&fd))
+}
+
+/// Moves the library's descriptor `fd` to another number (the program wants this one).
+pub fn relocate_internal(fd: c_int) {
+    with(|t| {
+        if !t.internal.remove(&fd) {
+            return;
+        }
+        KNOWN.clear(fd);
+        for e in t.by_inode.values_mut() {
+            if let Some(a) = e.udp.as_mut().filter(|a| a.control.raw() == fd) {
+                a.control.relocate();
+                t.internal.insert(a.control.raw());
+                KNOWN.set(a.control.raw());
+            }
+        }
+    });
+}
+
+/// `pthread_atfork` handlers: the lock is taken before `fork()` and released on both sides, so a
+/// child never inherits it held by a thread that does not exist there.
+pub extern "C" fn before_fork() {
+    std::mem::forget(TABLE.lock());
+}
+
+pub extern "C" fn after_fork() {
+    // SAFETY: `before_fork` locked the table in this thread and leaked the guard.
+    unsafe { TABLE.force_unlock() };
+}
+
+#[cfg(test)]
+mod tests;

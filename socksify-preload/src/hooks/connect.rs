@@ -1,0 +1,25 @@
+//! connect, getpeername.
+
+use libc::{c_int, sockaddr, socklen_t};
+use socksify_ops::ops::net;
+use socksify_ops::runtime::{self, real};
+use socksify_ops::table;
+
+/// # Safety
+/// The arguments of connect(2).
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the real connect with the caller's arguments.
+    let real = || unsafe { real::connect(fd, addr, len) };
+    if runtime::inside() && !net::reentrant_connect_allowed(fd, addr, len) {
+        socksify_ops::sys::set_errno(libc::ECONNREFUSED);
+        return -1;
+    }
+    runtime::run(-1, libc::ECONNREFUSED, || net::connect(fd, addr, len), real)
+}
+
+hook! {
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        gate: table::known(fd), fail: -1, panic: libc::ENOTCONN, body: net::getpeername(fd, addr, len),
+    }
+}
