@@ -18,6 +18,11 @@
  *   sfybench udp-socks5 -a IP -p PORT -x PROXY_IP [-P PROXY_PORT] [...]
  *       the UDP floor: UDP ASSOCIATE on a control connection, then per datagram
  *       sendto(relay, RFC 1928 header + data) + recvfrom + check header and data.
+ *   sfybench pipe   -a IP -p PORT [-n N] [-W WARM]
+ *       a program that holds a TCP connection to the target and a UDP socket that
+ *       sent it one datagram (under socksify: a proxied connection and a UDP
+ *       association), then per operation write(1 byte) + read(1 byte) on a pipe:
+ *       what the library costs descriptors it has nothing to do with.
  *   sfybench spawn  [-n N] [-W WARM] -- COMMAND ARGS...
  *       posix_spawnp + waitpid N times (the exec-overhead fallback when hyperfine
  *       is missing); the command must exit 0.
@@ -546,6 +551,39 @@ static int run_udp_loop(int fd, const struct sockaddr_storage *to, socklen_t tol
     return fail == 0 ? 0 : 1;
 }
 
+static int run_pipe(void)
+{
+    int tcp = socket(g_target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (tcp < 0 || connect(tcp, (struct sockaddr *)&g_target, g_target_len) < 0)
+        die("connect: %s", strerror(errno));
+    int udp = socket(g_target.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (udp < 0 || sendto(udp, "x", 1, 0, (struct sockaddr *)&g_target, g_target_len) != 1)
+        die("sendto: %s", strerror(errno));
+    int p[2];
+    if (pipe(p) < 0)
+        die("pipe: %s", strerror(errno));
+    char c = 'x';
+    long ok = 0;
+    double t0 = 0, c0 = 0;
+    for (long i = 0; i < g_warm + g_n; i++) {
+        if (i == g_warm) {
+            t0 = now_s();
+            c0 = cpu_s(RUSAGE_SELF);
+        }
+        if (write(p[1], &c, 1) != 1 || read(p[0], &c, 1) != 1)
+            die("pipe: %s", strerror(errno));
+        if (i >= g_warm)
+            ok++;
+    }
+    double secs = now_s() - t0;
+    double cpu = cpu_s(RUSAGE_SELF) - c0;
+    printf("ok=%ld fail=0 threads=1 secs=%.6f us_per_op=%.4f cpu_us_per_op=%.4f\n", ok, secs,
+           secs * 1e6 / (double)g_n, cpu * 1e6 / (double)g_n);
+    close(tcp);
+    close(udp);
+    return 0;
+}
+
 static int run_udp(void)
 {
     /* Close-on-exec, as most programs' sockets are (Python's, GLib's, libuv's...). */
@@ -784,7 +822,7 @@ static int run_echod(char **addrs, int naddrs)
 
 static void usage(void)
 {
-    fputs("usage: sfybench tcp|socks5|bulk|bulk-socks5|udp|udp-socks5 (-a IP | -H NAME) -p PORT [-x PROXY_IP] [-P PROXY_PORT]\n"
+    fputs("usage: sfybench tcp|socks5|bulk|bulk-socks5|udp|udp-socks5|pipe (-a IP | -H NAME) -p PORT [-x PROXY_IP] [-P PROXY_PORT]\n"
           "                [-n N] [-t THREADS] [-s SIZE] [-W WARM]\n"
           "       sfybench spawn [-n N] [-W WARM] -- COMMAND ARGS...\n"
           "       sfybench echod -p PORT -l ADDR [-l ADDR...]\n",
@@ -857,6 +895,8 @@ int main(int argc, char **argv)
         die("UDP modes take -a IP only");
     if (strcmp(mode, "udp") == 0)
         return run_udp();
+    if (strcmp(mode, "pipe") == 0)
+        return run_pipe();
     if (strcmp(mode, "udp-socks5") == 0)
         return run_udp_socks5();
     usage();

@@ -168,19 +168,10 @@ pub fn run(config: &Config, target: Option<&str>) -> i32 {
         );
     }
     if let Some(target) = target {
-        let parsed = match target.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) {
-            Some((h, p)) => match h.trim_matches(['[', ']']).parse() {
-                Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, p)),
-                Err(_) => match TargetAddr::domain(h, p) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        println!("target {target}: {}", paint.bad(&e.to_string()));
-                        return 2;
-                    }
-                },
-            },
-            None => {
-                println!("target {target}: expected HOST:PORT");
+        let parsed = match socksify_core::proxy::parse_target(target) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("target {target}: {}", paint.bad(&e));
                 return 2;
             }
         };

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser};
 use socksify_core::config::{self, Config};
+use socksify_core::contract::{self, LogLevel, CONFIG_ENV, LOG_ENV, PRELOAD_ENV, PROXIES_ENV, SESSION_ENV};
 use socksify_core::{proxy, Mode};
 use socksify_guard::elf;
 
@@ -243,9 +244,9 @@ fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
         Plan::Guarded { preload, fallback } => {
             let mut env = prepared.env;
             if !preload {
-                let rest = without_library(std::env::var_os("LD_PRELOAD"));
-                env.retain(|(k, _)| *k != "LD_PRELOAD");
-                env.push(("LD_PRELOAD", rest));
+                let rest = without_library(std::env::var_os(PRELOAD_ENV));
+                env.retain(|(k, _)| *k != PRELOAD_ENV);
+                env.push((PRELOAD_ENV, rest));
             }
             let argv: Result<Vec<CString>, String> = cli.command.iter().map(|a| cstring(a)).collect();
             let argv = match argv {
@@ -311,43 +312,39 @@ fn shell_on(on: OnCli) -> libc::c_int {
 
 /// Shell code that undoes `socksify on`: the library leaves LD_PRELOAD, the variables go.
 fn shell_off() -> libc::c_int {
-    let preload = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let preload = std::env::var_os(PRELOAD_ENV).unwrap_or_default();
     let rest: Vec<&[u8]> = preload
         .as_bytes()
         .split(|&b| b == b':' || b == b' ')
         .filter(|e| !e.is_empty() && !e.ends_with(LIBRARY.as_bytes()))
         .collect();
     if rest.is_empty() {
-        println!("unset LD_PRELOAD;");
+        println!("unset {PRELOAD_ENV};");
     } else {
         let joined = rest.join(&b':');
-        println!("export LD_PRELOAD={};", shell_quote(OsStr::from_bytes(&joined)));
+        println!("export {PRELOAD_ENV}={};", shell_quote(OsStr::from_bytes(&joined)));
     }
-    for name in [config::CONFIG_ENV, "SOCKSIFY_PROXIES", "SOCKSIFY_LOG"] {
+    for name in contract::SHELL_VARS {
         println!("unset {name};");
     }
     0
 }
 
 fn shell_show() -> libc::c_int {
-    let preload = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let preload = std::env::var_os(PRELOAD_ENV).unwrap_or_default();
     let on = preload.as_bytes().split(|&b| b == b':' || b == b' ').any(|e| e.ends_with(LIBRARY.as_bytes()));
     if !on {
         println!("socksify: off");
         return 1;
     }
-    let proxies = std::env::var("SOCKSIFY_PROXIES")
-        .unwrap_or_default()
-        .lines()
-        .map(proxy::redact_url)
-        .collect::<Vec<_>>();
+    let proxies =
+        std::env::var(PROXIES_ENV).unwrap_or_default().lines().map(proxy::redact_url).collect::<Vec<_>>();
     println!(
         "socksify: on (configuration {}{})",
-        std::env::var(config::CONFIG_ENV).unwrap_or_else(|_| "none".into()),
+        std::env::var(CONFIG_ENV).unwrap_or_else(|_| "none".into()),
         if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
     );
-    let guarded =
-        std::env::var_os(socksify_core::session::SESSION_ENV).is_some_and(|d| guarded_session(Path::new(&d)));
+    let guarded = std::env::var_os(SESSION_ENV).is_some_and(|d| guarded_session(Path::new(&d)));
     if guarded {
         println!("socksify: under the kernel guard (started by `socksify --shell` or `socksify PROGRAM`)");
     } else {
@@ -466,18 +463,18 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
         );
     }
     let level = if log.quiet {
-        "quiet"
+        LogLevel::Quiet
     } else if log.verbose {
-        "verbose"
+        LogLevel::Verbose
     } else {
-        "normal"
+        LogLevel::Normal
     };
     let env = vec![
-        ("LD_PRELOAD", Some(preload_value(&library, std::env::var_os("LD_PRELOAD")))),
-        (config::CONFIG_ENV, path.map(OsString::from)),
-        ("SOCKSIFY_PROXIES", (!opts.proxy.is_empty()).then(|| opts.proxy.join("\n").into())),
-        ("SOCKSIFY_LOG", Some(level.into())),
-        (socksify_core::session::SESSION_ENV, None),
+        (PRELOAD_ENV, Some(preload_value(&library, std::env::var_os(PRELOAD_ENV)))),
+        (CONFIG_ENV, path.map(OsString::from)),
+        (PROXIES_ENV, (!opts.proxy.is_empty()).then(|| opts.proxy.join("\n").into())),
+        (LOG_ENV, Some(level.as_str().into())),
+        (SESSION_ENV, None),
     ];
     Ok(Prepared { config, env })
 }

@@ -179,6 +179,21 @@ fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
     Ok((Host::Name(host.to_ascii_lowercase()), port))
 }
 
+/// A destination written `HOST:PORT` (`[IPv6]:PORT` for IPv6), as `socksify check --target`
+/// takes it: the same host rules as a proxy URL's.
+pub fn parse_target(s: &str) -> Result<TargetAddr, String> {
+    let (host, port) = split_host_port(s).map_err(str::to_owned)?;
+    let port = match port.map(str::parse::<u16>) {
+        Some(Ok(p)) if p != 0 => p,
+        Some(_) => return Err("the port must be a number from 1 to 65535".into()),
+        None => return Err("expected HOST:PORT".into()),
+    };
+    match host {
+        Host::Ip(ip) => Ok(TargetAddr::Ip(SocketAddr::new(ip, port))),
+        Host::Name(name) => TargetAddr::domain(&name, port).map_err(|e| e.to_string()),
+    }
+}
+
 /// The URL with any password replaced by `***`, for messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -285,6 +300,17 @@ pub fn fill_unspecified(bound: TargetAddr, proxy: SocketAddr) -> TargetAddr {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn targets_are_host_and_port() {
+        assert_eq!(parse_target("10.0.0.1:80"), Ok(TargetAddr::Ip("10.0.0.1:80".parse().unwrap())));
+        assert_eq!(parse_target("[fd00::1]:53"), Ok(TargetAddr::Ip("[fd00::1]:53".parse().unwrap())));
+        assert_eq!(parse_target("Example.org:443"), Ok(TargetAddr::Domain("example.org".into(), 443)));
+        assert_eq!(parse_target("example.org"), Err("expected HOST:PORT".into()));
+        assert!(parse_target("example.org:0").is_err());
+        assert!(parse_target("::1:80").is_err(), "IPv6 goes in brackets");
+    }
+
     use super::*;
 
     fn parse(s: &str) -> Result<Proxy, UrlError> {

@@ -200,22 +200,13 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     sock_name(libc::SYS_getsockname, fd)
 }
 
-/// The address a socket is connected to.
-pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    sock_name(libc::SYS_getpeername, fd)
-}
-
 /// The address family of a socket (AF_INET, AF_INET6, …).
 pub fn family(fd: RawFd) -> io::Result<libc::c_int> {
     sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
-/// An IPv6 socket that cannot reach IPv4 addresses (IPV6_V6ONLY).
-pub fn v6_only(fd: RawFd) -> bool {
-    sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0)
-}
-
-fn sockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+/// An integer socket option.
+pub fn sockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     syscall!(
@@ -242,15 +233,6 @@ impl FdStream {
     /// Borrows `fd`; the caller keeps it open for the stream's life and closes it.
     pub fn new(fd: RawFd) -> Self {
         FdStream { fd, deadline: None }
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    /// Every read and write after this fails with `TimedOut` once `deadline` has passed.
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
     }
 
     /// Sets the deadline `timeout` from now.

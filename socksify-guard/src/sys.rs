@@ -110,43 +110,12 @@ pub fn write_mem(pid: libc::pid_t, addr: u64, data: &[u8]) -> io::Result<()> {
     }
 }
 
-fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    syscall!(
-        libc::SYS_getsockopt,
-        fd,
-        level,
-        name,
-        &mut v as *mut libc::c_int,
-        &mut len as *mut libc::socklen_t
-    )?;
-    Ok(v)
-}
-
 /// A socket's family and type (SO_DOMAIN, SO_TYPE); ENOTSOCK for anything else.
 pub fn socket_kind(fd: RawFd) -> io::Result<(libc::c_int, libc::c_int)> {
     Ok((
-        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
+        socksify_core::sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+        socksify_core::sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
     ))
-}
-
-/// The peer a socket is connected to (AF_INET or AF_INET6), if any.
-pub fn peer_of(fd: RawFd) -> Option<std::net::SocketAddr> {
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(
-        libc::SYS_getpeername,
-        fd,
-        &mut st as *mut _ as *mut libc::sockaddr,
-        &mut len as *mut libc::socklen_t
-    )
-    .ok()?;
-    // SAFETY: the kernel wrote `len` bytes of an address into `st`.
-    let bytes = unsafe { std::slice::from_raw_parts(&st as *const _ as *const u8, len as usize) };
-    crate::addr::decode(bytes)
 }
 
 /// The inode of the socket behind `fd`: the same for every descriptor of one socket, in every

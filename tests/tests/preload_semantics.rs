@@ -83,3 +83,37 @@ fn a_refused_destination_reports_econnrefused() {
     );
     c.assert_nothing_leaked();
 }
+
+/// A proxied connection duplicated every way (dup, dup2, F_DUPFD, F_DUPFD_CLOEXEC), the
+/// original closed each time: the survivor keeps the connection and its `getpeername`.
+const PY_DUPS: &str = r#"
+import fcntl, os, socket
+s = socket.create_connection(('www.socksify.test', 8080), timeout=10)
+peer = s.getpeername()
+fd = s.detach()
+for how in ('dup', 'dup2', 'F_DUPFD', 'F_DUPFD_CLOEXEC'):
+    if how == 'dup': new = os.dup(fd)
+    elif how == 'dup2': new = os.dup2(fd, 200)
+    else: new = fcntl.fcntl(fd, getattr(fcntl, how), 300)
+    os.close(fd)
+    fd = new
+    print(how, socket.socket(fileno=os.dup(fd)).getpeername() == peer)
+s = socket.socket(fileno=fd); s.settimeout(10)
+s.sendall(b'GET / HTTP/1.0\r\nHost: www.socksify.test\r\n\r\n')
+print(s.recv(12).decode())
+"#;
+
+#[test]
+fn a_duplicate_keeps_the_connection_and_its_peer_when_the_original_closes() {
+    for mode in ["preload", "auto"] {
+        let c = Client::new();
+        let out =
+            c.socksify(&config_for("socks5://10.77.0.2:1080"), &["--mode", mode, "python3", "-c", PY_DUPS]);
+        assert_eq!(
+            stdout_ok(&out),
+            "dup True\ndup2 True\nF_DUPFD True\nF_DUPFD_CLOEXEC True\nHTTP/1.0 200\n",
+            "--mode {mode}"
+        );
+        c.assert_no_leak();
+    }
+}

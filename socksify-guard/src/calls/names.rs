@@ -104,7 +104,7 @@ pub fn sockname(call: &mut Call, peer: bool) -> Outcome {
     let (fd, addr_ptr, len_ptr) = (call.arg(0) as i32, call.arg(1), call.arg(2));
     let Ok((sock, family, ty)) = socket_of(call, fd) else { return reply(Reply::Continue) };
     if relays && ty == libc::SOCK_DGRAM {
-        if let Some(p) = sys::peer_of(sock.as_raw_fd()) {
+        if let Some(p) = sys::peer_addr(sock.as_raw_fd()) {
             if call.sup.policy.is_relay(p) {
                 return errno_reply(libc::ENOTCONN);
             }

@@ -9,3 +9,6 @@ pub mod fds;
 pub mod msg;
 pub mod net;
 pub mod udp;
+
+#[cfg(test)]
+mod testing;

@@ -44,13 +44,7 @@ impl Drop for Owned {
 
 /// An integer socket option.
 pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: getsockopt into a local int.
-    let r = unsafe {
-        call(libc::SYS_getsockopt, args!(fd, level, name, &mut v as *mut c_int, &mut len as *mut socklen_t))
-    };
-    (r == 0).then_some(v)
+    socksify_core::sys::sockopt_int(fd, level, name).ok()
 }
 
 /// The socket type (SOCK_STREAM, SOCK_DGRAM, …) of `fd`; `None` for anything but a socket.
