@@ -147,6 +147,29 @@ impl Msg {
     }
 }
 
+/// sendmmsg/recvmmsg as the library makes them: one message at a time through `each` (the
+/// first with `first_flags`, the others with `flags`), each result written to its `msg_len`.
+/// Returns how many went, or -1 (with `each`'s errno) when the first failed.
+pub fn one_by_one(
+    msgs: *mut libc::mmsghdr,
+    count: libc::c_uint,
+    mut each: impl FnMut(*mut msghdr, bool) -> isize,
+) -> c_int {
+    let mut done = 0;
+    for i in 0..count as usize {
+        // The program's array of `count` headers: each is read and written checked.
+        let entry = msgs.wrapping_add(i) as *mut u8;
+        let hdr = entry.wrapping_add(std::mem::offset_of!(libc::mmsghdr, msg_hdr)) as *mut msghdr;
+        let len = entry.wrapping_add(std::mem::offset_of!(libc::mmsghdr, msg_len));
+        let r = each(hdr, i == 0);
+        if r < 0 || !mem::copy_out(len, &(r as libc::c_uint).to_ne_bytes()) {
+            return if done == 0 { -1 } else { done };
+        }
+        done += 1;
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

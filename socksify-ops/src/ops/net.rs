@@ -153,6 +153,31 @@ pub enum After {
     FastOpenData,
 }
 
+/// A send hook's work: `send` decides under the runtime's guard, `real` sends the message as
+/// the program gave it; after a TCP Fast Open whose chain was just built, the data follows on
+/// the connected socket.
+pub fn send_hook(fd: c_int, msg: &Msg, flags: c_int, real: impl FnOnce() -> ssize_t) -> ssize_t {
+    let mut after = After::Nothing;
+    let body = || {
+        let (flow, a) = send(fd, msg, flags);
+        after = a;
+        flow
+    };
+    let r = crate::runtime::run(-1, libc::ENETUNREACH, body, real);
+    if after != After::FastOpenData {
+        return r;
+    }
+    let iov = msg.iov.as_slice();
+    // SAFETY: msghdr is plain old data.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    h.msg_iovlen = iov.len();
+    h.msg_control = msg.control;
+    h.msg_controllen = msg.controllen;
+    // SAFETY: the program's buffers and control data (the kernel checks them).
+    unsafe { sock::sendmsg(fd, &h, flags & !libc::MSG_FASTOPEN) }
+}
+
 /// A send: UDP to a proxied destination goes through the relay (or is refused); TCP Fast Open
 /// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first.
 pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {

@@ -479,6 +479,45 @@ pub fn recv(fd: c_int, msg: &mut RecvMsg, flags: c_int) -> Option<Flow<ssize_t>>
     Some(r.unwrap_or(Flow::Fail(libc::ENOMEM)))
 }
 
+/// A receive into the program's buffer(s) `m`; `len` is the program's address-length slot
+/// (written back); `None` when `fd` has no association.
+pub fn recv_into(fd: c_int, m: Msg, flags: c_int, len: *mut socklen_t) -> Flow<ssize_t> {
+    let mut r = RecvMsg::new(m);
+    match recv(fd, &mut r, flags) {
+        None => Flow::Bypass,
+        Some(Flow::Done(n)) if !len.is_null() && !r.msg.name.is_null() => {
+            if sys::mem::copy_out(len.cast(), &r.msg.namelen.to_ne_bytes()) {
+                Flow::Done(n)
+            } else {
+                Flow::Fail(libc::EFAULT)
+            }
+        }
+        Some(flow) => flow,
+    }
+}
+
+/// recvmsg(2) of the program's header at `msg`: the header is copied, and what the kernel
+/// would write back into it (name length, control length, flags) is.
+pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Flow<ssize_t> {
+    let Ok(m) = Msg::copy(msg) else { return Flow::Bypass }; // the kernel's EFAULT
+    let mut r = RecvMsg::new(m);
+    let Some(flow) = recv(fd, &mut r, flags) else { return Flow::Bypass };
+    if let Flow::Done(_) = flow {
+        // The fields of the header the program gave, written checked.
+        let field = |offset: usize| (msg as *mut u8).wrapping_add(offset);
+        let namelen = field(std::mem::offset_of!(msghdr, msg_namelen));
+        let controllen = field(std::mem::offset_of!(msghdr, msg_controllen));
+        let mflags = field(std::mem::offset_of!(msghdr, msg_flags));
+        let ok = sys::mem::copy_out(namelen, &r.msg.namelen.to_ne_bytes())
+            && sys::mem::copy_out(controllen, &r.controllen.to_ne_bytes())
+            && sys::mem::copy_out(mflags, &r.flags.to_ne_bytes());
+        if !ok {
+            return Flow::Fail(libc::EFAULT);
+        }
+    }
+    flow
+}
+
 /// A receive: the program's message (copied) and what the kernel would write back into its
 /// header (`msg.namelen`, and these).
 pub struct RecvMsg {

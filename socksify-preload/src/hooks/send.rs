@@ -2,51 +2,10 @@
 //! Open through the chain.
 
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
-use socksify_ops::ops::msg::Msg;
+use socksify_ops::ops::msg::{self, Msg};
 use socksify_ops::ops::{net, udp};
 use socksify_ops::runtime::{self, real, Flow};
-use socksify_ops::{sys, table};
-
-/// Runs a send of `msg` through `ops::net::send`; `real` sends it as the program gave it. After
-/// a TCP Fast Open whose chain was just built, the data follows on the connected socket.
-fn send_hook(
-    fd: c_int,
-    msg: &Msg,
-    flags: c_int,
-    real: impl FnOnce() -> ssize_t,
-    header: *const msghdr,
-) -> ssize_t {
-    let mut after = net::After::Nothing;
-    let r = runtime::run(
-        -1,
-        libc::ENETUNREACH,
-        || {
-            let (flow, a) = net::send(fd, msg, flags);
-            after = a;
-            flow
-        },
-        real,
-    );
-    if after != net::After::FastOpenData {
-        return r;
-    }
-    // SAFETY: the program's header copied, without its address.
-    let mut copy: msghdr = unsafe { std::ptr::read(header) };
-    copy.msg_name = std::ptr::null_mut();
-    copy.msg_namelen = 0;
-    // SAFETY: the program's own buffers.
-    unsafe { real::sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN) }
-}
-
-/// A header for one buffer (the Fast Open path sends the data with it).
-fn one(buf: *const c_void, n: size_t, iov: &mut iovec) -> msghdr {
-    *iov = iovec { iov_base: buf as *mut c_void, iov_len: n };
-    // SAFETY: msghdr is plain old data.
-    let mut h: msghdr = unsafe { std::mem::zeroed() };
-    h.msg_iov = iov;
-    h.msg_iovlen = 1;
-    h
-}
+use socksify_ops::table;
 
 /// # Safety
 /// The arguments of sendto(2).
@@ -65,9 +24,7 @@ pub unsafe extern "C" fn sendto(
     if !addr.is_null() && len == 0 {
         return real();
     }
-    let mut iov = iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-    let header = one(buf, n, &mut iov);
-    send_hook(fd, &Msg::one(buf, n, addr, len), flags, real, &header)
+    net::send_hook(fd, &Msg::one(buf, n, addr, len), flags, real)
 }
 
 /// # Safety
@@ -78,7 +35,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     let real = || unsafe { real::sendmsg(fd, msg, flags) };
     // A header or iovec list that cannot be read goes to the kernel, which says EFAULT.
     let Ok(m) = Msg::copy(msg) else { return real() };
-    send_hook(fd, &m, flags, real, msg)
+    net::send_hook(fd, &m, flags, real)
 }
 
 /// # Safety
@@ -90,24 +47,8 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: c_uint, 
         return unsafe { real::sendmmsg(fd, msgs, count, flags) };
     }
     // One message at a time through sendmsg's path: each may need the relay.
-    let mut sent = 0;
-    for i in 0..count as usize {
-        let entry = msgs.wrapping_add(i);
-        // SAFETY: the caller's array of `count` headers (the kernel checks each as sendmsg).
-        let hdr = unsafe { std::ptr::addr_of_mut!((*entry).msg_hdr) };
-        // SAFETY: as above.
-        let r = unsafe { sendmsg(fd, hdr, flags) };
-        if r < 0 {
-            return if sent == 0 { -1 } else { sent };
-        }
-        let len = (r as c_uint).to_ne_bytes();
-        // SAFETY: as above.
-        if !sys::mem::copy_out(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }.cast(), &len) {
-            return if sent == 0 { -1 } else { sent };
-        }
-        sent += 1;
-    }
-    sent
+    // SAFETY: each header of the caller's array, to sendmsg.
+    msg::one_by_one(msgs, count, |hdr, _| unsafe { sendmsg(fd, hdr, flags) })
 }
 
 hook! {
