@@ -342,42 +342,50 @@ fn static_answer(answer: Option<Result<(String, Vec<IpAddr>), c_int>>, af: c_int
     }
 }
 
-/// The answer of a reentrant call, in the caller's `ret` and `buf`.
-#[allow(clippy::too_many_arguments)]
-fn reentrant_answer(
-    answer: Option<Result<(String, Vec<IpAddr>), c_int>>,
-    af: c_int,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    buflen: size_t,
-    result: *mut *mut hostent,
-    h_errnop: *mut c_int,
-) -> Flow<c_int> {
-    if ret.is_null() || buf.is_null() || result.is_null() {
-        return Flow::Bypass;
+/// Where a reentrant call (`gethostbyname_r`…) puts its answer: the caller's hostent, buffer,
+/// result slot and h_errno slot.
+pub struct Slots {
+    pub ret: *mut hostent,
+    pub buf: *mut c_char,
+    pub buflen: size_t,
+    pub result: *mut *mut hostent,
+    pub h_errnop: *mut c_int,
+}
+
+impl Slots {
+    /// False when a slot the answer needs is missing (libc answers that call).
+    fn usable(&self) -> bool {
+        !self.ret.is_null() && !self.buf.is_null() && !self.result.is_null()
     }
-    let Some(answer) = answer else { return Flow::Bypass };
-    // SAFETY: the caller's result slot.
-    unsafe { *result = std::ptr::null_mut() };
-    match answer {
-        Ok((name, addrs)) => {
-            // SAFETY: the caller's hostent and buffer of `buflen` bytes.
-            let (ent, data) = unsafe { (&mut *ret, std::slice::from_raw_parts_mut(buf as *mut u8, buflen)) };
-            match fill_hostent(&name, af, &addrs, ent, data) {
-                Ok(()) => {
-                    // SAFETY: the caller's result slot.
-                    unsafe { *result = ret };
-                    Flow::Done(0)
-                }
-                Err(TooSmall) => {
-                    set_h_errno(NO_RECOVERY, h_errnop);
-                    Flow::Done(libc::ERANGE)
+
+    /// Puts `answer` in the caller's slots: 0, ERANGE (buffer too small) or ENOENT (with
+    /// h_errno).
+    fn put(&self, answer: Option<Result<(String, Vec<IpAddr>), c_int>>, af: c_int) -> Flow<c_int> {
+        let Some(answer) = answer else { return Flow::Bypass };
+        // SAFETY: the caller's result slot.
+        unsafe { *self.result = std::ptr::null_mut() };
+        match answer {
+            Ok((name, addrs)) => {
+                // SAFETY: the caller's hostent and buffer of `buflen` bytes.
+                let (ent, data) = unsafe {
+                    (&mut *self.ret, std::slice::from_raw_parts_mut(self.buf as *mut u8, self.buflen))
+                };
+                match fill_hostent(&name, af, &addrs, ent, data) {
+                    Ok(()) => {
+                        // SAFETY: the caller's result slot.
+                        unsafe { *self.result = self.ret };
+                        Flow::Done(0)
+                    }
+                    Err(TooSmall) => {
+                        set_h_errno(NO_RECOVERY, self.h_errnop);
+                        Flow::Done(libc::ERANGE)
+                    }
                 }
             }
-        }
-        Err(h) => {
-            set_h_errno(h, h_errnop);
-            Flow::Done(libc::ENOENT)
+            Err(h) => {
+                set_h_errno(h, self.h_errnop);
+                Flow::Done(libc::ENOENT)
+            }
         }
     }
 }
@@ -388,20 +396,11 @@ pub fn gethostbyname2(name: *const c_char, af: c_int) -> Flow<*mut hostent> {
 }
 
 /// gethostbyname_r(3), gethostbyname2_r(3).
-#[allow(clippy::too_many_arguments)]
-pub fn gethostbyname2_r(
-    name: *const c_char,
-    af: c_int,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    buflen: size_t,
-    result: *mut *mut hostent,
-    h_errnop: *mut c_int,
-) -> Flow<c_int> {
-    if ret.is_null() || buf.is_null() || result.is_null() {
+pub fn gethostbyname2_r(name: *const c_char, af: c_int, slots: Slots) -> Flow<c_int> {
+    if !slots.usable() {
         return Flow::Bypass;
     }
-    reentrant_answer(forward(name, af), af, ret, buf, buflen, result, h_errnop)
+    slots.put(forward(name, af), af)
 }
 
 /// gethostbyaddr(3).
@@ -410,21 +409,11 @@ pub fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> Flow<*mu
 }
 
 /// gethostbyaddr_r(3).
-#[allow(clippy::too_many_arguments)]
-pub fn gethostbyaddr_r(
-    addr: *const c_void,
-    len: socklen_t,
-    af: c_int,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    buflen: size_t,
-    result: *mut *mut hostent,
-    h_errnop: *mut c_int,
-) -> Flow<c_int> {
-    if ret.is_null() || buf.is_null() || result.is_null() {
+pub fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, af: c_int, slots: Slots) -> Flow<c_int> {
+    if !slots.usable() {
         return Flow::Bypass;
     }
-    reentrant_answer(reverse(addr, len, af), af, ret, buf, buflen, result, h_errnop)
+    slots.put(reverse(addr, len, af), af)
 }
 
 /// getnameinfo(3): numeric first (the system resolver is never asked for a PTR record), then the

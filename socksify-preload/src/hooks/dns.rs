@@ -1,7 +1,7 @@
 //! getaddrinfo, freeaddrinfo, gethostbyname(2)(_r), gethostbyaddr(_r), getnameinfo.
 
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
-use socksify_ops::ops::dns;
+use socksify_ops::ops::dns::{self, Slots};
 use socksify_ops::runtime::real;
 
 hook! {
@@ -34,13 +34,13 @@ hook! {
 hook! {
     fn gethostbyname_r(name: *const c_char, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
         gate: true, fail: libc::EIO, panic: 0,
-        body: dns::gethostbyname2_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop),
+        body: dns::gethostbyname2_r(name, libc::AF_INET, Slots { ret, buf, buflen, result, h_errnop }),
     }
 }
 
 hook! {
     fn gethostbyname2_r(name: *const c_char, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
-        gate: true, fail: libc::EIO, panic: 0, body: dns::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop),
+        gate: true, fail: libc::EIO, panic: 0, body: dns::gethostbyname2_r(name, af, Slots { ret, buf, buflen, result, h_errnop }),
     }
 }
 
@@ -52,7 +52,7 @@ hook! {
 
 hook! {
     fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
-        gate: true, fail: libc::EIO, panic: 0, body: dns::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop),
+        gate: true, fail: libc::EIO, panic: 0, body: dns::gethostbyaddr_r(addr, len, af, Slots { ret, buf, buflen, result, h_errnop }),
     }
 }
 
