@@ -317,3 +317,21 @@ d.sendto(b'dup', E); print(d.recvfrom(100)[0].decode())
 fn one_socket_with_loopback_peers_corked_datagrams_and_dups_behaves_as_without_socksify() {
     assert_eq!(as_without_socksify(PY_MIXED), "one\npong 127.0.0.1\ntwo\nmore-end\nc1c2\ndup\n");
 }
+
+#[test]
+fn bad_pointers_on_an_associated_socket_get_the_kernels_answer() {
+    let prog = socksify_tests::build::c_program("badptr", socksify_tests::build::Link::Dynamic);
+    let prog = prog.to_str().unwrap();
+    let c = Client::with_udp_relay();
+    let bare = stdout_ok(&c.command(&[prog, "10.77.0.2", "7"]).output().unwrap());
+    assert!(bare.contains("sendmsg, bad iovec list: -1 EFAULT"), "{bare}");
+    for mode in ["preload", "auto"] {
+        let c = Client::with_udp_relay();
+        let out = c
+            .socksify_command(&config_for(DANTE), &["--mode", mode, prog, "10.77.0.2", "7"])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: the same answers, and no crash");
+        assert_relayed_only(&c);
+    }
+}
