@@ -100,7 +100,9 @@ impl Router {
                 };
             }
         }
-        if self.config.is_direct(&dest) {
+        // 0.0.0.0 and :: mean this host to the kernel (as does ::ffff:0.0.0.0, unmapped above):
+        // through a proxy they would reach the proxy's own host instead.
+        if dest.ip().is_unspecified() || self.config.is_direct(&dest) {
             Route::Direct
         } else {
             Route::Proxy(TargetAddr::Ip(dest))
@@ -194,6 +196,15 @@ mod tests {
         );
         assert_eq!(r.reverse(v4).as_deref(), Some("example.org"));
         assert_eq!(r.route("240.0.0.200:80".parse().unwrap()), Route::UnknownFake);
+    }
+
+    #[test]
+    fn the_unspecified_address_means_this_host_and_stays_local() {
+        let r = router("remote");
+        for dest in ["0.0.0.0:80", "[::]:80", "[::ffff:0.0.0.0]:80"] {
+            assert_eq!(r.route(dest.parse().unwrap()), Route::Direct, "{dest}");
+        }
+        assert_eq!(r.route_udp("0.0.0.0:53".parse().unwrap()), UdpRoute::Direct);
     }
 
     #[test]

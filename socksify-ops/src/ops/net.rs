@@ -73,9 +73,29 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     match plan(st, dest) {
         Plan::AsIs => Flow::Bypass,
         Plan::Refuse(e) => Flow::Fail(e),
-        Plan::Chain(target) => chain(st, fd, dest, target),
+        Plan::Chain(target) => match connected_already(fd) {
+            Some(errno) => Flow::Fail(errno),
+            None => chain(st, fd, dest, target),
+        },
     }
 }
+
+/// The kernel's answer to a connect on a TCP socket that is not closed: `EISCONN` when it is
+/// connected (directly or through the chain) or listening, `EALREADY` while its own connect is
+/// in progress; `None` for a socket that may connect. A chain must never start inside a live
+/// connection (its greeting would go to the peer).
+fn connected_already(fd: c_int) -> Option<c_int> {
+    // TCP_INFO's first byte is the state; the kernel copies as much of the record as asked.
+    let state = sock::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_INFO)? as u8;
+    match state {
+        TCP_CLOSE => None,
+        TCP_SYN_SENT => Some(libc::EALREADY),
+        _ => Some(libc::EISCONN),
+    }
+}
+
+const TCP_SYN_SENT: u8 = 2;
+const TCP_CLOSE: u8 = 7;
 
 /// Builds the chain to `target` on `fd`; the program named it `dest`.
 fn chain(st: &State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Flow<c_int> {

@@ -42,11 +42,17 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// The arguments of sendmmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: c_uint, flags: c_int) -> c_int {
-    if msgs.is_null() || count == 0 || socksify_ops::sys::sock::socket_type(fd) != Some(libc::SOCK_DGRAM) {
+    let one_by_one = match socksify_ops::sys::sock::socket_type(fd) {
+        Some(libc::SOCK_DGRAM) => true,
+        // TCP Fast Open: the first message is an implicit connect (through the chain).
+        Some(libc::SOCK_STREAM) => flags & libc::MSG_FASTOPEN != 0,
+        _ => false,
+    };
+    if msgs.is_null() || count == 0 || !one_by_one {
         // SAFETY: the real sendmmsg with the caller's arguments.
         return unsafe { real::sendmmsg(fd, msgs, count, flags) };
     }
-    // One message at a time through sendmsg's path: each may need the relay.
+    // One message at a time through sendmsg's path: each may need the relay or the chain.
     // SAFETY: each header of the caller's array, to sendmsg.
     msg::one_by_one(msgs, count, |hdr, _| unsafe { sendmsg(fd, hdr, flags) })
 }

@@ -1,0 +1,103 @@
+//! Behaving exactly as the kernel would (issue 12): each test runs one program without socksify
+//! and under it (the library alone, and under the kernel guard) in a leak-counting namespace,
+//! and the answers must be the same — except that the traffic takes the proxies.
+
+use socksify_tests::build::{c_program, Link};
+use socksify_tests::lab::*;
+
+const DANTE: &str = "socks5://10.77.0.2:1080";
+const MODES: [&str; 2] = ["preload", "auto"];
+
+/// `tests/c/exact.c CASE` against the lab's TCP echo: the bare run's output, after checking
+/// that every socksified run printed the same and sent nothing around the proxies (`proxied`:
+/// the case talks to the echo server, so something must have gone through them).
+fn exact(case: &str, proxied: bool) -> String {
+    let prog = c_program("exact", Link::Dynamic);
+    let argv = [prog.to_str().unwrap(), case, NET4, "7"];
+    let bare = stdout_ok(&Client::new().command(&argv).output().unwrap());
+    for mode in MODES {
+        let c = Client::new();
+        let mut full = vec!["--mode", mode];
+        full.extend_from_slice(&argv);
+        let out = c.socksify_command(&config_for(DANTE), &full).output().unwrap();
+        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
+        if proxied {
+            c.assert_no_leak();
+        } else {
+            c.assert_nothing_leaked();
+        }
+    }
+    bare
+}
+
+#[test]
+fn a_second_connect_on_a_connected_socket_is_eisconn_and_the_tunnel_lives_on() {
+    let bare = exact("second-connect", true);
+    assert_eq!(
+        bare,
+        "connect: 0 \necho: one\nconnect again: -1 EISCONN\nconnect elsewhere: -1 EISCONN\necho: two\nso_error: 0\n"
+    );
+}
+
+#[test]
+fn a_connect_to_a_proxied_address_on_a_loopback_connection_is_eisconn() {
+    let bare = exact("direct-then-proxy", false);
+    assert_eq!(bare, "connect loopback: 0 \nconnect proxied: -1 EISCONN\nloopback peer got 10: still here\n");
+}
+
+#[test]
+fn bad_socket_addresses_are_efault_not_a_crash() {
+    let bare = exact("bad-address", true);
+    assert!(bare.starts_with("connect 0x10: -1 EFAULT\nconnect at the end of a page: -1 EFAULT\n"), "{bare}");
+    assert!(bare.contains("echo: fits\nconnect6 at the end of a page: -1 EFAULT"), "{bare}");
+}
+
+#[test]
+fn the_unspecified_address_is_this_host_and_stays_local() {
+    let bare = exact("unspecified", false);
+    for dest in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+        assert!(bare.contains(&format!("connect {dest}: 0 \naccepted yes: 5 local\n")), "{bare}");
+    }
+}
+
+#[test]
+fn sendmmsg_with_fast_open_on_tcp_goes_through_the_chain() {
+    let bare = exact("fastopen-mmsg", true);
+    assert!(bare.starts_with("sendmmsg: "), "{bare}");
+    assert!(bare.contains("echo: first "), "{bare}");
+}
+
+/// A Python program run bare and under socksify (both modes) in namespaces whose UDP to
+/// dante's relay counts as relayed: the bare run's output, after checking the others match.
+fn python_exact_udp(py: &str) -> String {
+    let bare = stdout_ok(&Client::with_udp_relay().command(&["python3", "-c", py]).output().unwrap());
+    for mode in MODES {
+        let c = Client::with_udp_relay();
+        let out =
+            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]).output().unwrap();
+        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
+        let counters = c.assert_nothing_leaked();
+        assert!(counters.relayed > 0, "--mode {mode}: nothing went through the relay: {counters:?}");
+    }
+    bare
+}
+
+#[test]
+fn readv_and_writev_on_an_associated_udp_socket_carry_the_datagram_only() {
+    let py = r#"
+import os, select, socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(('10.77.0.2', 7))
+print(os.writev(u.fileno(), [b'gathered ', b'from ', b'three']))
+select.select([u], [], [], 10)
+a, b = bytearray(9), bytearray(30)
+n = os.readv(u.fileno(), [a, b])
+print(n, bytes(a), bytes(b[:n - 9]))
+u.send(b'short')
+select.select([u], [], [], 10)
+a = bytearray(3)
+print(os.readv(u.fileno(), [a]), bytes(a))
+"#;
+    let bare = python_exact_udp(py);
+    assert_eq!(bare, "19\n19 b'gathered ' b'from three'\n3 b'sho'\n");
+}
