@@ -427,6 +427,9 @@ fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
     if let Some(p) = &path {
         warn_if_secrets_exposed(p, &config);
     }
+    if let Some(file) = &config.log_file {
+        check_log_file(file)?;
+    }
     if !opts.proxy.is_empty() {
         config = config.with_proxies(&opts.proxy).map_err(|e| e.to_string())?;
     }
@@ -439,6 +442,31 @@ fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
         ));
     }
     Ok((path, config))
+}
+
+/// A `log_file` the library can append to without ever blocking: a regular file (made now if
+/// missing) or a character device such as /dev/null, in a directory that exists.
+fn check_log_file(file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let bad = |why: String| Err(format!("log_file {}: {why}", file.display()));
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() || m.file_type().is_char_device() => {}
+        Ok(_) => {
+            return bad("not a regular file (a FIFO, socket or directory would block or lose the log)".into())
+        }
+        Err(_) if !file.parent().is_some_and(Path::is_dir) => {
+            return bad("its directory does not exist".into());
+        }
+        Err(_) => {}
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)
+        .map(drop)
+        .or_else(|e| bad(format!("cannot open it to append: {e}")))
 }
 
 /// What `prepare` found: the checked configuration and the program's environment changes.

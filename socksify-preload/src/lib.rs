@@ -21,7 +21,10 @@ extern "C" fn init() {
             Some(socksify_ops::table::after_fork),
         )
     };
-    let _ = std::panic::catch_unwind(socksify_ops::runtime::init);
+    let _ = std::panic::catch_unwind(|| {
+        socksify_ops::runtime::init();
+        socksify_ops::ops::fds::keep_log_descriptor();
+    });
 }
 
 #[used]

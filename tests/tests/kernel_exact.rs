@@ -101,3 +101,53 @@ print(os.readv(u.fileno(), [a]), bytes(a))
     let bare = python_exact_udp(py);
     assert_eq!(bare, "19\n19 b'gathered ' b'from three'\n3 b'sho'\n");
 }
+
+#[test]
+fn log_lines_never_reach_a_socket_that_took_descriptor_2() {
+    // Started with stderr closed: the first socket is descriptor 2. With -v the library logs a
+    // line per connection; none may reach the echo server (it would come back in the data).
+    let py = r#"
+import os, socket, sys
+if len(sys.argv) == 1:
+    s = socket.create_connection(('10.77.0.2', 7), timeout=10)
+    t = socket.create_connection(('10.77.0.2', 7), timeout=10)
+    s.sendall(b'data'); t.sendall(b'more')
+    print(s.fileno(), s.recv(100), t.recv(100), flush=True)
+    # The socket on descriptor 2 survives an exec, into a program that connects again.
+    os.set_inheritable(2, True)
+    os.execv(sys.executable, [sys.executable, sys.argv[0], 'again'])
+old = socket.socket(fileno=2); old.settimeout(10)
+new = socket.create_connection(('10.77.0.2', 7), timeout=10)
+old.sendall(b'old'); new.sendall(b'new')
+print(old.recv(100), new.recv(100))
+"#;
+    for mode in MODES {
+        let c = Client::new();
+        let script = c.config(py);
+        let shell = format!("exec /usr/bin/python3 {} 2>&-", script.display());
+        let out = c
+            .socksify_command(&config_for(DANTE), &["-v", "--mode", mode, "sh", "-c", &shell])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), "2 b'data' b'more'\nb'old' b'new'\n", "--mode {mode}");
+        c.assert_no_leak();
+    }
+}
+
+#[test]
+fn a_log_file_that_is_a_fifo_or_in_a_missing_directory_stops_the_cli() {
+    let dir = std::env::temp_dir().join(format!("sfy-logfifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let c = Client::new();
+    for (file, why) in [(fifo.clone(), "not a regular file"), (dir.join("missing/log"), "directory")] {
+        let cfg = format!("log_file = \"{}\"\n{}", file.display(), config_for(DANTE));
+        let out = c.socksify(&cfg, &["true"]);
+        assert_eq!(out.status.code(), Some(2), "{file:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("log_file") && err.contains(why), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

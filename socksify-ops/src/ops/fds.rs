@@ -5,7 +5,7 @@
 use libc::{c_int, c_uint};
 
 use super::udp;
-use crate::runtime::Flow;
+use crate::runtime::{state, Flow};
 use crate::sys;
 use crate::table::{self, Closing};
 
@@ -27,7 +27,10 @@ pub fn before_replacing(old: c_int, new: c_int, cloexec: bool) {
         return;
     }
     if table::is_internal(new) {
-        table::relocate_internal(new);
+        match state::logger().and_then(|log| log.relocate(new)) {
+            Some(moved) => table::moved_internal(new, moved),
+            None => table::relocate_internal(new),
+        }
     } else {
         table::closing(new);
     }
@@ -35,6 +38,13 @@ pub fn before_replacing(old: c_int, new: c_int, cloexec: bool) {
         let errno = sys::errno();
         udp::unlink(old);
         sys::set_errno(errno);
+    }
+}
+
+/// At load: the log's descriptor is the library's own, kept through the program's closes.
+pub fn keep_log_descriptor() {
+    if let Some(fd) = state::logger().and_then(|log| log.descriptor()) {
+        table::own(fd);
     }
 }
 

@@ -145,7 +145,7 @@ pub fn reentrant_connect_allowed(fd: c_int, to: *const sockaddr, len: socklen_t)
         return true;
     }
     const MSG: &[u8] = b"socksify: a connect made inside another socksify call (a signal handler?) failed: it cannot go through the proxies from there\n";
-    let _ = sock::write_all(2, MSG);
+    st.log.raw(MSG);
     false
 }
 

@@ -3,14 +3,72 @@
 
 use std::ffi::CString;
 use std::fmt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
+use libc::c_int;
 use socksify_core::contract::{LogLevel, LOG_ENV};
 
 use crate::sys::sock;
 
 pub struct Logger {
     level: LogLevel,
-    file: Option<CString>,
+    sink: Sink,
+}
+
+/// Where lines go: a descriptor of the library's own, made when the library was loaded — a
+/// copy of the stderr the program was started with, or the log file opened then — and checked
+/// before each line to be still that file. It is never "whatever descriptor 2 is now": a
+/// program started with stderr closed may have a socket there.
+struct Sink {
+    fd: AtomicI32,
+    /// The file's (device, inode) when it was opened.
+    id: (u64, u64),
+}
+
+impl Sink {
+    fn none() -> Sink {
+        Sink { fd: AtomicI32::new(-1), id: (0, 0) }
+    }
+
+    /// A copy of descriptor 2, unless there is none, or it is an internet socket (stderr was
+    /// closed, and a program's connection took its number before an exec).
+    fn stderr() -> Sink {
+        let is_inet_socket = matches!(sock::family(2), Some(libc::AF_INET | libc::AF_INET6));
+        match sock::identity(2) {
+            Some(id) if !is_inet_socket => Sink::adopt(sock::dup_high(2), id),
+            _ => Sink::none(),
+        }
+    }
+
+    /// The log file, opened now without ever blocking (a FIFO without a reader is refused, one
+    /// with a reader never makes a line wait), or stderr when it cannot be opened.
+    fn file(path: &std::ffi::CStr) -> Sink {
+        let Some(f) = sock::open_log(path) else { return Sink::stderr() };
+        match sock::identity(f.raw()) {
+            Some(id) => Sink::adopt(sock::dup_high(f.raw()), id),
+            None => Sink::none(),
+        }
+    }
+
+    fn adopt(fd: Option<c_int>, id: (u64, u64)) -> Sink {
+        Sink { fd: AtomicI32::new(fd.unwrap_or(-1)), id }
+    }
+
+    fn write(&self, line: &[u8]) {
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd >= 0 && sock::identity(fd) == Some(self.id) {
+            let _ = sock::write_all(fd, line);
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let fd = *self.fd.get_mut();
+        if fd >= 0 {
+            sock::close(fd);
+        }
+    }
 }
 
 impl Logger {
@@ -25,12 +83,35 @@ impl Logger {
     }
 
     pub fn new(level: LogLevel, file: Option<&std::path::Path>) -> Logger {
-        let file = file.and_then(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok());
-        Logger { level, file }
+        let sink = if level == LogLevel::Quiet {
+            Sink::none()
+        } else {
+            match file.and_then(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok()) {
+                Some(path) => Sink::file(&path),
+                None => Sink::stderr(),
+            }
+        };
+        Logger { level, sink }
     }
 
     pub fn verbose(&self) -> bool {
         self.level >= LogLevel::Verbose
+    }
+
+    /// The library's own descriptor that lines go to, if any.
+    pub fn descriptor(&self) -> Option<c_int> {
+        Some(self.sink.fd.load(Ordering::Acquire)).filter(|&fd| fd >= 0)
+    }
+
+    /// Moves the descriptor to another number (the program wants `fd`); returns the new one.
+    pub fn relocate(&self, fd: c_int) -> Option<c_int> {
+        if self.descriptor() != Some(fd) {
+            return None;
+        }
+        let new = sock::dup_high(fd)?;
+        self.sink.fd.store(new, Ordering::Release);
+        sock::close(fd);
+        Some(new)
     }
 
     /// A failure the user should see (hidden by `--quiet`).
@@ -47,18 +128,16 @@ impl Logger {
         }
     }
 
+    /// A line that must not allocate (from a signal handler).
+    pub fn raw(&self, line: &[u8]) {
+        if self.level >= LogLevel::Normal {
+            self.sink.write(line);
+        }
+    }
+
     fn write(&self, args: fmt::Arguments) {
         let line = format!("socksify[{}]: {args}\n", crate::sys::pid());
-        match &self.file {
-            Some(path) => {
-                if let Some(f) = sock::open_append(path) {
-                    let _ = sock::write_all(f.raw(), line.as_bytes());
-                }
-            }
-            None => {
-                let _ = sock::write_all(2, line.as_bytes());
-            }
-        }
+        self.sink.write(line.as_bytes());
     }
 }
 
@@ -81,5 +160,42 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("socksify[") && lines[0].ends_with("]: one"), "{text}");
         assert!(lines[1].ends_with("]: two"));
+    }
+
+    #[test]
+    fn lines_go_to_the_file_opened_at_start_and_nowhere_else() {
+        let path = std::env::temp_dir().join(format!("socksify-ops-log2-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Logger::new(LogLevel::Normal, Some(&path));
+        let fd = log.descriptor().unwrap();
+        assert!(fd >= 10, "a number of the library's own, high in the table");
+        // The program replaces the number with another file: nothing goes there.
+        let other = std::env::temp_dir().join(format!("socksify-ops-log3-{}", std::process::id()));
+        let f = std::fs::File::create(&other).unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(unsafe { libc::dup2(f.as_raw_fd(), fd) }, fd); // SAFETY: onto our own number
+        log.error(format_args!("lost"));
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "");
+        let _ = std::fs::remove_file(&other);
+        // Moved away first, it keeps working.
+        let log = Logger::new(LogLevel::Normal, Some(&path));
+        let fd = log.descriptor().unwrap();
+        let moved = log.relocate(fd).unwrap();
+        assert_ne!(moved, fd);
+        log.error(format_args!("kept"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.ends_with("]: kept\n"), "{text}");
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_never_blocks_and_lines_fall_back_to_stderr() {
+        let path = std::env::temp_dir().join(format!("socksify-ops-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0); // SAFETY: a NUL-terminated path
+        let log = Logger::new(LogLevel::Normal, Some(&path));
+        log.error(format_args!("does not hang"));
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -38,6 +38,14 @@ pub fn state() -> Result<&'static State, &'static str> {
     }
 }
 
+/// The library's logger, configured or not (`None` before the state is read).
+pub fn logger() -> Option<&'static Logger> {
+    match STATE.get()? {
+        Ok(state) => Some(&state.log),
+        Err((log, _)) => Some(log),
+    }
+}
+
 /// Logs why the library is not working, for a call that therefore failed.
 pub fn log_broken(what: std::fmt::Arguments) {
     if let Some(Err((log, why))) = STATE.get() {

@@ -65,11 +65,16 @@ pub fn v6_only(fd: c_int) -> bool {
 /// The inode of the open file behind `fd`: the same for every descriptor of one socket, and
 /// what tells a reused descriptor number from the socket the library saw.
 pub fn inode(fd: c_int) -> Option<u64> {
+    identity(fd).map(|(_, ino)| ino)
+}
+
+/// The (device, inode) of the file behind `fd`.
+pub fn identity(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: stat is plain old data.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat into a local stat.
     let r = unsafe { call(libc::SYS_fstat, args!(fd, &mut st as *mut libc::stat)) };
-    (r == 0).then_some(st.st_ino)
+    (r == 0).then_some((st.st_dev, st.st_ino))
 }
 
 fn name(nr: c_long, fd: c_int) -> Option<SocketAddr> {
@@ -240,9 +245,11 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), c_int> {
     Ok(())
 }
 
-/// Opens `path` to append to it (a log file), close-on-exec.
-pub fn open_append(path: &std::ffi::CStr) -> Option<Owned> {
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+/// Opens `path` to append log lines to it, close-on-exec and non-blocking (a FIFO without a
+/// reader fails at once with ENXIO; one with a reader never makes a line wait).
+pub fn open_log(path: &std::ffi::CStr) -> Option<Owned> {
+    let flags =
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
     // SAFETY: a NUL-terminated path.
     let fd = unsafe { call(libc::SYS_openat, args!(libc::AT_FDCWD, path.as_ptr(), flags, 0o600)) };
     check(fd).ok().map(|fd| Owned(fd as c_int))

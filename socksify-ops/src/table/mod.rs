@@ -394,6 +394,26 @@ pub fn is_internal(fd: c_int) -> bool {
     known(fd) && with(|t| t.internal.contains(&fd))
 }
 
+/// Records `fd` as one of the library's own (its log's descriptor): the program's close,
+/// close_range and closefrom leave it open.
+pub fn own(fd: c_int) {
+    with(|t| {
+        t.internal.insert(fd);
+        KNOWN.set(fd);
+    });
+}
+
+/// `fd`, one of the library's own, was moved to `new` by its owner.
+pub fn moved_internal(fd: c_int, new: c_int) {
+    with(|t| {
+        if t.internal.remove(&fd) {
+            KNOWN.clear(fd);
+            t.internal.insert(new);
+            KNOWN.set(new);
+        }
+    });
+}
+
 /// Moves the library's descriptor `fd` to another number (the program wants this one).
 pub fn relocate_internal(fd: c_int) {
     with(|t| {
