@@ -15,27 +15,31 @@ pub struct Logger {
     sink: Sink,
 }
 
-/// Where lines go: a descriptor of the library's own, made when the library was loaded — a
-/// copy of the stderr the program was started with, or the log file opened then — and checked
-/// before each line to be still that file. It is never "whatever descriptor 2 is now": a
-/// program started with stderr closed may have a socket there.
+/// Where lines go: the stderr the program was started with, or the log file opened when the
+/// library was loaded (a descriptor of the library's own) — checked before each line to be
+/// still that very file. It is never "whatever descriptor 2 is now": a program started with
+/// stderr closed may have a socket there, and one that sent its stderr elsewhere (a daemon,
+/// to /dev/null) gets no lines there. Stderr is not duplicated: a copy would keep the pipe of
+/// whoever reads it open after the program let go of it.
 struct Sink {
     fd: AtomicI32,
-    /// The file's (device, inode) when it was opened.
+    /// The file's (device, inode) when the library was loaded.
     id: (u64, u64),
+    /// The descriptor is the library's own (the log file's), closed with the sink.
+    own: bool,
 }
 
 impl Sink {
     fn none() -> Sink {
-        Sink { fd: AtomicI32::new(-1), id: (0, 0) }
+        Sink { fd: AtomicI32::new(-1), id: (0, 0), own: false }
     }
 
-    /// A copy of descriptor 2, unless there is none, or it is an internet socket (stderr was
+    /// Descriptor 2 as it is now, unless there is none, or it is an internet socket (stderr was
     /// closed, and a program's connection took its number before an exec).
     fn stderr() -> Sink {
         let is_inet_socket = matches!(sock::family(2), Some(libc::AF_INET | libc::AF_INET6));
         match sock::identity(2) {
-            Some(id) if !is_inet_socket => Sink::adopt(sock::dup_high(2), id),
+            Some(id) if !is_inet_socket => Sink { fd: AtomicI32::new(2), id, own: false },
             _ => Sink::none(),
         }
     }
@@ -51,7 +55,7 @@ impl Sink {
     }
 
     fn adopt(fd: Option<c_int>, id: (u64, u64)) -> Sink {
-        Sink { fd: AtomicI32::new(fd.unwrap_or(-1)), id }
+        Sink { fd: AtomicI32::new(fd.unwrap_or(-1)), id, own: true }
     }
 
     fn write(&self, line: &[u8]) {
@@ -65,7 +69,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         let fd = *self.fd.get_mut();
-        if fd >= 0 {
+        if fd >= 0 && self.own {
             sock::close(fd);
         }
     }
@@ -98,9 +102,9 @@ impl Logger {
         self.level >= LogLevel::Verbose
     }
 
-    /// The library's own descriptor that lines go to, if any.
+    /// The library's own descriptor that lines go to (the log file's), if any.
     pub fn descriptor(&self) -> Option<c_int> {
-        Some(self.sink.fd.load(Ordering::Acquire)).filter(|&fd| fd >= 0)
+        Some(self.sink.fd.load(Ordering::Acquire)).filter(|&fd| fd >= 0 && self.sink.own)
     }
 
     /// Moves the descriptor to another number (the program wants `fd`); returns the new one.
