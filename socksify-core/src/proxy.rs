@@ -86,6 +86,11 @@ impl FromStr for Proxy {
 
     fn from_str(url: &str) -> Result<Self, UrlError> {
         let err = |what: &str| UrlError(format!("proxy URL `{}`: {what}", redact_url(url)));
+        if url.chars().any(char::is_control) {
+            return Err(err(
+                "contains a control character (a newline, tab or escape); write it percent-encoded",
+            ));
+        }
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| err("expected scheme://host:port, e.g. socks5://127.0.0.1:1080"))?;
@@ -194,18 +199,37 @@ pub fn parse_target(s: &str) -> Result<TargetAddr, String> {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages.
+/// The URL with any password replaced by `***` — also where the URL is malformed (`user:pass`
+/// with no host reads as a host and a port that is not a number) — and control characters
+/// escaped, for messages.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    match rest.rsplit_once('@') {
+    let redacted = match rest.rsplit_once('@') {
         Some((info, host)) => match info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => rest.to_owned(),
         },
-        None => url.to_owned(),
-    }
+        None => match rest.rsplit_once(':') {
+            Some((head, tail))
+                if !tail.trim_end_matches('/').bytes().all(|b| b.is_ascii_digit())
+                    && !head.ends_with(']') =>
+            {
+                format!("{head}:***")
+            }
+            _ => rest.to_owned(),
+        },
+    };
+    let whole = match scheme {
+        Some(scheme) => format!("{scheme}://{redacted}"),
+        None => redacted,
+    };
+    whole
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
 }
 
 impl fmt::Display for Proxy {
@@ -340,6 +364,27 @@ mod tests {
         assert_eq!(p.host, Host::Ip("2001:db8::1".parse().unwrap()));
         assert_eq!(p.to_string(), "socks5://us@er@[2001:db8::1]:9050");
         assert!(!format!("{p:?}").contains("p:ss@w"));
+    }
+
+    #[test]
+    fn no_error_shows_a_password_or_a_control_character() {
+        for url in [
+            "socks5://alice:S3cr3t",
+            "socks5://alice:S3cr3t@",
+            "alice:S3cr3t@host:1080",
+            "socks5://alice:S3cr3t@host:99999",
+            "socks5://alice:S3cr3t@bad host:1080",
+            "socks5://alice:S3cr3t@host:1080\nsocks5://evil:1",
+            "socks5://alice:S3cr3t@host:1080\x1b[2J",
+        ] {
+            let e = url.parse::<Proxy>().unwrap_err().0;
+            assert!(!e.contains("S3cr3t"), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e}");
+        }
+        let e = "socks5://h:1080\n".parse::<Proxy>().unwrap_err().0;
+        assert!(e.contains("control character"), "{e}");
+        assert_eq!(redact_url("socks5://[::1]:1080"), "socks5://[::1]:1080");
+        assert_eq!(redact_url("socks5://host:1080/"), "socks5://host:1080/");
     }
 
     #[test]
