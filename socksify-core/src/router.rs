@@ -140,6 +140,10 @@ impl Router {
     /// How `name` (not a numeric address) resolves.
     pub fn resolve(&self, name: &str) -> Resolution {
         let Some(fake) = &self.fake else { return Resolution::System };
+        if !is_host_name(name) {
+            // What libc says of `0.1.1.~1` or `::1::2`: neither an address nor a name.
+            return Resolution::Fail(FakeDnsError::BadName);
+        }
         let local = self.hosts.lookup(name);
         if !local.is_empty() {
             return Resolution::Local(local);
@@ -170,6 +174,19 @@ impl Router {
     }
 }
 
+/// True for what can be a host name: letters, digits, `-` and `_` in dot-separated labels (an
+/// optional final dot). Strings that look like a broken address (`1+.1.1.1`, `::1q`) are not.
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= crate::fakedns::MAX_NAME
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +213,17 @@ mod tests {
         );
         assert_eq!(r.reverse(v4).as_deref(), Some("example.org"));
         assert_eq!(r.route("240.0.0.200:80".parse().unwrap()), Route::UnknownFake);
+    }
+
+    #[test]
+    fn strings_that_are_neither_an_address_nor_a_name_do_not_resolve() {
+        let r = router("remote");
+        for bad in ["0.1.1.~1", "1+.1.1.1", "::1q", "::1::2", "1:1:1:1:1:1:1:1:1", "a..b", "", "x y", "%lo"] {
+            assert_eq!(r.resolve(bad), Resolution::Fail(FakeDnsError::BadName), "{bad:?}");
+        }
+        for good in ["example.org", "example.org.", "_srv.example", "x-1.test", "localhost"] {
+            assert!(!matches!(r.resolve(good), Resolution::Fail(_)), "{good:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,13 @@ fn set_h_errno(v: c_int, slot: *mut c_int) {
     }
 }
 
+/// An IPv6 address with a scope, numeric or an interface's name (`fe80::1%eth0`): getaddrinfo
+/// reads it without asking any resolver.
+pub fn is_scoped_ipv6(name: &str) -> bool {
+    name.split_once('%')
+        .is_some_and(|(addr, scope)| !scope.is_empty() && addr.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 /// Numeric hosts as libc reads them (`inet_aton` forms such as `127.1` included).
 pub fn is_numeric(name: &str) -> bool {
     if name.parse::<IpAddr>().is_ok() {
@@ -101,6 +108,9 @@ pub unsafe fn getaddrinfo(
     }
     // SAFETY: a NUL-terminated string from the caller.
     let Ok(name) = (unsafe { CStr::from_ptr(node) }).to_str() else { return Flow::Done(libc::EAI_NONAME) };
+    if is_scoped_ipv6(name) {
+        return Flow::Bypass; // libc gives the address with its interface's index
+    }
     let resolution = match resolve(name) {
         None => return Flow::Bypass,
         Some(Err(())) => return Flow::Done(libc::EAI_FAIL),
