@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser};
 use socksify_core::config::{self, Config};
-use socksify_core::contract::{self, LogLevel, CONFIG_ENV, LOG_ENV, PRELOAD_ENV, PROXIES_ENV, SESSION_ENV};
-use socksify_core::{proxy, Mode};
+use socksify_core::contract::{
+    self, LogLevel, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV, PRELOAD_ENV, SESSION_ENV,
+};
+use socksify_core::session::Session;
+use socksify_core::Mode;
 use socksify_guard::elf;
 
 mod doctor;
@@ -240,7 +243,22 @@ fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
             eprintln!("socksify: {msg}");
             126
         }
-        Plan::Preload => exec(&cli.command, prepared.env),
+        Plan::Preload => {
+            // The session outlives this process's exec: a watcher removes it when the program
+            // (this very process) has ended.
+            let mut env = prepared.env;
+            match new_session(&prepared.config, std::process::id() as libc::pid_t) {
+                Ok(dir) => {
+                    env.retain(|(k, _)| *k != SESSION_ENV);
+                    env.push((SESSION_ENV, Some(dir.into())));
+                }
+                Err(e) => {
+                    eprintln!("socksify: {e}");
+                    return 2;
+                }
+            }
+            exec(&cli.command, env)
+        }
         Plan::Guarded { preload, fallback } => {
             let mut env = prepared.env;
             if !preload {
@@ -295,7 +313,20 @@ fn shell_quote(s: &OsStr) -> String {
 fn shell_on(on: OnCli) -> libc::c_int {
     match prepare(&on.chain, &on.log) {
         Ok(prepared) => {
-            for (name, value) in prepared.env {
+            // The session lasts as long as the shell that evaluates this output.
+            // SAFETY: getppid has no preconditions.
+            let shell = unsafe { libc::getppid() };
+            let dir = match new_session(&prepared.config, shell) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("socksify: {e}");
+                    return 2;
+                }
+            };
+            let mut env = prepared.env;
+            env.retain(|(k, _)| *k != SESSION_ENV);
+            env.push((SESSION_ENV, Some(dir.into())));
+            for (name, value) in env {
                 match value {
                     Some(v) => println!("export {name}={};", shell_quote(&v)),
                     None => println!("unset {name};"),
@@ -308,6 +339,19 @@ fn shell_on(on: OnCli) -> libc::c_int {
             2
         }
     }
+}
+
+/// A session for the program (its configuration, its fake-address table) that is removed once
+/// process `pid` has ended; returns its directory.
+fn new_session(config: &Config, pid: libc::pid_t) -> Result<PathBuf, String> {
+    let dir = socksify_core::session::dir_name_for(pid);
+    let session = Session::create_at(&dir, config)
+        .map_err(|e| format!("cannot make the session directory {}: {e}", dir.display()))?;
+    session.remove_when_gone(pid).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
+        format!("cannot start the session's watcher: {e}")
+    })?;
+    Ok(dir)
 }
 
 /// Shell code that undoes `socksify on`: the library leaves LD_PRELOAD, the variables go.
@@ -337,13 +381,27 @@ fn shell_show() -> libc::c_int {
         println!("socksify: off");
         return 1;
     }
-    let proxies =
-        std::env::var(PROXIES_ENV).unwrap_or_default().lines().map(proxy::redact_url).collect::<Vec<_>>();
-    println!(
-        "socksify: on (configuration {}{})",
-        std::env::var(CONFIG_ENV).unwrap_or_else(|_| "none".into()),
-        if proxies.is_empty() { String::new() } else { format!(", proxies {}", proxies.join(" -> ")) }
-    );
+    let session = std::env::var_os(SESSION_ENV).filter(|d| !d.is_empty()).map(PathBuf::from);
+    match session.as_deref().map(|d| (d, Session::open(d))) {
+        Some((dir, Ok((_, config)))) => {
+            let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
+            println!(
+                "socksify: on (session {}; configuration {}; proxies {})",
+                dir.display(),
+                std::env::var(CONFIG_ENV).unwrap_or_else(|_| "none: socksify's defaults".into()),
+                hops.join(" -> ")
+            );
+        }
+        Some((dir, Err(e))) => {
+            println!(
+                "socksify: on, but its session {} cannot be read ({e}): connections fail",
+                dir.display()
+            );
+        }
+        None => println!(
+            "socksify: on, but without a session: connections fail (run `eval \"$(socksify on)\"` again)"
+        ),
+    }
     let guarded = std::env::var_os(SESSION_ENV).is_some_and(|d| guarded_session(Path::new(&d)));
     if guarded {
         println!("socksify: under the kernel guard (started by `socksify --shell` or `socksify PROGRAM`)");
@@ -359,7 +417,7 @@ fn shell_show() -> libc::c_int {
 /// configuration: only the state page).
 fn guarded_session(dir: &Path) -> bool {
     let config = Config { dns: config::DnsMode::Local, ..Config::default() };
-    socksify_core::session::Session::open(dir, &config).is_ok_and(|s| s.guarded())
+    Session::open_with(dir, &config).is_ok_and(|s| s.guarded())
 }
 
 /// `socksify generate man|bash|zsh|fish`: the man page or shell completions, from the CLI's own
@@ -419,7 +477,13 @@ type EnvChanges = Vec<(&'static str, Option<OsString>)>;
 /// The configuration file, if any, and the checked configuration with the command line's
 /// proxies in place; an error says what to fix.
 fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
-    let path = config::locate(opts.config.as_deref()).map_err(|e| e.to_string())?;
+    // `-p` without `-f`: socksify's defaults, never whatever configuration file is lying around
+    // (a proxychains.conf's remote_dns_subnet or localnet would change the run silently).
+    let path = if opts.proxy.is_empty() || opts.config.is_some() {
+        config::locate(opts.config.as_deref()).map_err(|e| e.to_string())?
+    } else {
+        None
+    };
     let mut config = match &path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -482,8 +546,13 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
     let library = find_library()?;
     if log.verbose {
         let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
+        let settings = match &path {
+            Some(p) => p.display().to_string(),
+            None if !opts.proxy.is_empty() => "socksify's defaults (-p without -f)".to_owned(),
+            None => "socksify's defaults".to_owned(),
+        };
         eprintln!(
-            "socksify: {} chain: {}; DNS {}; library {}",
+            "socksify: settings {settings}; {} chain: {}; DNS {}; library {}",
             format!("{:?}", config.chain).to_lowercase(),
             hops.join(" -> "),
             if config.dns == config::DnsMode::Remote { "through the proxies" } else { "local" },
@@ -500,7 +569,7 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
     let env = vec![
         (PRELOAD_ENV, Some(preload_value(&library, std::env::var_os(PRELOAD_ENV)))),
         (CONFIG_ENV, path.map(OsString::from)),
-        (PROXIES_ENV, (!opts.proxy.is_empty()).then(|| opts.proxy.join("\n").into())),
+        (OLD_PROXIES_ENV, None),
         (LOG_ENV, Some(level.as_str().into())),
         (SESSION_ENV, None),
     ];

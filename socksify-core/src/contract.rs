@@ -1,18 +1,22 @@
 //! The contract between the `socksify` CLI and the library it preloads into the program: the
-//! environment variables the CLI sets and the library reads, defined once for both.
+//! environment variables the CLI sets and the library reads, defined once for both. The
+//! configuration itself is not among them: the CLI resolves it once and writes it into the
+//! session (`socksify_core::session`), which `SOCKSIFY_SESSION` names.
 
 pub use crate::config::CONFIG_ENV;
 pub use crate::session::SESSION_ENV;
 
 /// The dynamic loader's variable: the CLI puts the library's absolute path first in it.
 pub const PRELOAD_ENV: &str = "LD_PRELOAD";
-/// Proxy URLs given with `-p`, one a line: they replace the configuration's proxies.
-pub const PROXIES_ENV: &str = "SOCKSIFY_PROXIES";
+/// What earlier versions passed the command line's proxies in (passwords included): removed
+/// from every program's environment.
+pub const OLD_PROXIES_ENV: &str = "SOCKSIFY_PROXIES";
 /// How much the library logs (`-q`, `-v`): see [`LogLevel`].
 pub const LOG_ENV: &str = "SOCKSIFY_LOG";
 
-/// The variables that `socksify on` sets in a shell (and `socksify off` unsets).
-pub const SHELL_VARS: [&str; 3] = [CONFIG_ENV, PROXIES_ENV, LOG_ENV];
+/// The variables that `socksify on` sets in a shell (and `socksify off` unsets). None holds a
+/// secret: the resolved configuration is a file of the session (mode 0600).
+pub const SHELL_VARS: [&str; 4] = [SESSION_ENV, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV];
 
 /// How much is logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

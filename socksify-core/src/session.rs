@@ -3,7 +3,10 @@
 //! temporary directory) named in the environment (`SOCKSIFY_SESSION`), holding
 //! - `fake`: the fake-address table (remote DNS), so a fake address handed to one process
 //!   connects by name from any other, and the kernel guard maps it back too;
-//! - `state`: a small shared page: whether the kernel guard supervises the session.
+//! - `state`: a small shared page: whether the kernel guard supervises the session;
+//! - `config`: the configuration the CLI resolved (mode 0600: it may hold passwords), which
+//!   every process's library reads instead of looking for one itself — so a child that `cd`s
+//!   somewhere else, or a program that dumps its environment, changes or shows nothing.
 //!
 //! Both files are fixed-size mappings written lock-free, so a `fork()` at any moment leaves
 //! nothing locked. The process that created the session removes it when the session ends.
@@ -71,6 +74,7 @@ impl Session {
         }
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let made = (|| -> io::Result<Session> {
+            write_private(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
             let fake = match config.dns {
                 crate::config::DnsMode::Remote => Some(FakeDns::create(
                     &dir.join("fake"),
@@ -92,8 +96,17 @@ impl Session {
         made
     }
 
-    /// Opens the session in `dir` (from `SOCKSIFY_SESSION`), made for the same configuration.
-    pub fn open(dir: &Path, config: &Config) -> io::Result<Session> {
+    /// Opens the session in `dir` (from `SOCKSIFY_SESSION`) and reads its configuration.
+    pub fn open(dir: &Path) -> io::Result<(Session, Config)> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)?;
+        let config = Config::parse(&text, &path.display().to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok((Session::open_with(dir, &config)?, config))
+    }
+
+    /// Opens the session in `dir`, made for `config`.
+    pub fn open_with(dir: &Path, config: &Config) -> io::Result<Session> {
         let fake = match config.dns {
             crate::config::DnsMode::Remote => {
                 Some(FakeDns::open(&dir.join("fake"), config.fake_ipv4_range, config.fake_ipv6_range)?)
@@ -134,6 +147,43 @@ impl Session {
         unsafe { &*(self.state as *const AtomicU32) }
     }
 
+    /// Hands the session over to a process of its own that deletes it when process `pid` has
+    /// ended (for a session whose creator `exec`s the program: the library alone, or a shell's
+    /// `socksify on`). That process is nobody's child but init's (or the nearest subreaper's),
+    /// in a session of its own, holding no descriptor of anyone's: a program that waits for
+    /// any child never sees it, and a Ctrl-C to the job does not reach it.
+    pub fn remove_when_gone(mut self, pid: libc::pid_t) -> io::Result<()> {
+        self.owner = false;
+        // A pidfd taken now names this very process, however late the watcher starts.
+        // SAFETY: pidfd_open with no flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+        let dir = self.dir.clone();
+        // SAFETY: fork of a single-threaded process (the CLI); the child only forks again and
+        // exits, and the grandchild makes system calls and removes a directory.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                // SAFETY: as above.
+                if unsafe { libc::fork() } == 0 {
+                    watch_then_remove(&dir, pid, pidfd);
+                }
+                // SAFETY: leaving the intermediate process at once.
+                unsafe { libc::_exit(0) }
+            }
+            child => {
+                // SAFETY: reaping the intermediate process, which exits at once; closing the
+                // pidfd, which the watcher holds now.
+                unsafe {
+                    libc::waitpid(child, std::ptr::null_mut(), 0);
+                    if pidfd >= 0 {
+                        libc::close(pidfd);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes the session's files (the creator, when the session ends).
     pub fn remove(&self) {
         if self.owner {
@@ -142,11 +192,63 @@ impl Session {
     }
 }
 
+const CONFIG_FILE: &str = "config";
+
 /// A new session directory's path, named after this process (which will create it).
 pub fn new_dir_name() -> PathBuf {
-    // SAFETY: getuid/getpid have no preconditions.
-    let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
+    // SAFETY: getpid has no preconditions.
+    dir_name_for(unsafe { libc::getpid() })
+}
+
+/// A new session directory's path for a session that lasts as long as process `pid` (stale
+/// once it is gone: see `sweep_stale`).
+pub fn dir_name_for(pid: libc::pid_t) -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
     runtime_base().join(format!("socksify-{uid}-{pid}-{:08x}", fastrand::u32(..)))
+}
+
+/// Writes a new file that only the user can read.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// The watcher of `remove_when_gone`: waits for `pid` to end, then removes `dir`.
+fn watch_then_remove(dir: &Path, pid: libc::pid_t, pidfd: libc::c_int) -> ! {
+    // SAFETY: a new session and process group of its own, its standard descriptors on
+    // /dev/null and every other descriptor but the pidfd closed: it holds nothing of the
+    // program's (a pipe's reader would otherwise wait for it to end).
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        let keep = pidfd.max(2) as libc::c_uint;
+        if pidfd > 3 {
+            libc::syscall(libc::SYS_close_range, 3, pidfd - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
+        if pidfd >= 0 {
+            let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+            while libc::poll(&mut p, 1, -1) < 0 {}
+        } else {
+            // No pidfds (Linux before 5.3): look once a second.
+            while libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM {
+                libc::sleep(1);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    // SAFETY: the watcher's end.
+    unsafe { libc::_exit(0) }
 }
 
 fn map_state(path: &Path, create: bool) -> io::Result<*mut u8> {
@@ -230,7 +332,10 @@ mod tests {
         let mode = std::fs::metadata(&dir).unwrap().permissions();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o700);
-        let mut opened = Session::open(&dir, &config).unwrap();
+        let (mut opened, read) = Session::open(&dir).unwrap();
+        assert_eq!(read, config, "the configuration is the session's");
+        let file = std::fs::metadata(dir.join(CONFIG_FILE)).unwrap().permissions();
+        assert_eq!(file.mode() & 0o777, 0o600);
         assert!(opened.guarded());
         let fake = made.take_fake().unwrap();
         let idx = fake.insert("shared.example").unwrap();
@@ -244,10 +349,32 @@ mod tests {
     }
 
     #[test]
+    fn a_session_handed_over_is_removed_when_its_process_ends() {
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let config = Config::default()
+            .with_proxies(&["socks5://alice:pa%20ss@192.0.2.1:1080", "http://bob:x@proxy.example:3128"])
+            .unwrap();
+        let made = Session::create_at(&dir_name_for(child.id() as libc::pid_t), &config).unwrap();
+        let dir = made.dir().to_path_buf();
+        assert_eq!(Session::open(&dir).unwrap().1, config, "passwords and all, read back");
+        made.remove_when_gone(child.id() as libc::pid_t).unwrap();
+        assert!(dir.exists());
+        child.wait().unwrap();
+        for _ in 0..50 {
+            if !dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{} is still there", dir.display());
+    }
+
+    #[test]
     fn a_directory_that_is_not_a_session_is_refused() {
         let dir = std::env::temp_dir().join(format!("sfy-not-a-session-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(Session::open(&dir, &Config::default()).is_err());
+        assert!(Session::open(&dir).is_err());
+        assert!(Session::open_with(&dir, &Config::default()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

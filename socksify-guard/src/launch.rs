@@ -360,12 +360,11 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     let front_fd = sys::syscall!(libc::SYS_pidfd_open, front, 0).ok().map(sys::owned);
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // The session holds the configuration every library in the tree reads: without it the
+    // program could not be socksified at all.
     let mut session = match Session::create(&launch.config) {
         Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("socksify: warning: no session directory ({e}): fake addresses are not shared between processes");
-            None
-        }
+        Err(e) => die(&format!("cannot make the session directory: {e}")),
     };
     let mut env = launch.env.clone();
     if let Some(s) = &session {

@@ -151,3 +151,126 @@ fn a_log_file_that_is_a_fifo_or_in_a_missing_directory_stops_the_cli() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const WEB: &str = "www.socksify.test";
+
+#[test]
+fn a_fake_address_from_one_process_connects_by_name_from_another_after_exec() {
+    // getent resolves and exits; curl, another process, connects to the address it printed.
+    let shell = format!(
+        "ip=$(getent ahostsv4 {WEB} | head -n1 | cut -d' ' -f1); echo $ip | cut -d. -f1; curl -sS --max-time 20 http://$ip:8080/hello.txt"
+    );
+    let py = format!(
+        "import socket, subprocess; ip = socket.gethostbyname('{WEB}'); subprocess.run(['curl', '-sS', '--max-time', '20', 'http://%s:8080/hello.txt' % ip], check=True)"
+    );
+    for mode in MODES {
+        let c = Client::new();
+        let out =
+            c.socksify_command(&config_for(DANTE), &["--mode", mode, "sh", "-c", &shell]).output().unwrap();
+        assert_eq!(stdout_ok(&out), format!("240\n{HELLO}"), "--mode {mode}: shell");
+        let out =
+            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", &py]).output().unwrap();
+        assert_eq!(stdout_ok(&out), HELLO, "--mode {mode}: python then curl");
+        c.assert_no_leak();
+    }
+}
+
+#[test]
+fn a_shell_under_socksify_on_shares_one_session_and_it_ends_with_the_shell() {
+    let bin = socksify_bin();
+    let script = format!(
+        "eval \"$({} on -p {DANTE})\"; ip=$(getent ahostsv4 {WEB} | head -n1 | cut -d' ' -f1); \
+         curl -sS --max-time 20 http://$ip:8080/hello.txt; echo; echo \"$SOCKSIFY_SESSION\"",
+        bin.display()
+    );
+    let c = Client::new();
+    let out = stdout_ok(&c.command(&["bash", "-c", &script]).output().unwrap());
+    let (hello, dir) = out.split_once('\n').unwrap();
+    assert_eq!(hello, HELLO);
+    let dir = std::path::PathBuf::from(dir.trim());
+    assert!(dir.is_absolute(), "{out}");
+    for _ in 0..100 {
+        if !dir.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "{} outlived its shell", dir.display());
+    c.assert_no_leak();
+}
+
+#[test]
+fn a_child_that_changes_directory_keeps_the_configuration_it_was_started_with() {
+    // A proxychains.conf that sends everything direct, where proxychains-ng looks first (./).
+    let c = Client::new();
+    let dir = std::env::temp_dir().join(format!("sfy-cwd-{}", c.n));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("proxychains.conf"),
+        "strict_chain\nlocalnet 0.0.0.0/0.0.0.0\n[ProxyList]\nsocks5 10.77.0.2 1080\n",
+    )
+    .unwrap();
+    let shell = format!("cd {} && curl -sS --max-time 20 http://10.77.0.2:8080/hello.txt", dir.display());
+    for mode in MODES {
+        let c = Client::new();
+        let out = c
+            .command(&[socksify_bin().to_str().unwrap(), "--mode", mode, "-p", DANTE, "sh", "-c", &shell])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), HELLO, "--mode {mode}");
+        c.assert_no_leak();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn proxy_urls_on_the_command_line_use_socksify_defaults_and_no_file() {
+    // A proxychains.conf that proxychains-ng would find: -p alone must not read it.
+    let c = Client::new();
+    let pc = c.config("strict_chain\nremote_dns_subnet 224\n[ProxyList]\nsocks5 10.77.0.2 1080\n");
+    let out = c
+        .command(&[socksify_bin().to_str().unwrap(), "-v", "-p", DANTE, "getent", "ahostsv4", WEB])
+        .env("PROXYCHAINS_CONF_FILE", &pc)
+        .output()
+        .unwrap();
+    let text = stdout_ok(&out);
+    assert!(text.starts_with("240."), "the default fake range, not 224/8: {text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("settings socksify's defaults (-p without -f)"), "{err}");
+}
+
+#[test]
+fn no_password_is_ever_in_an_environment_or_a_message() {
+    let url = "socks5://mcuser:mc-pass@10.77.0.2:1083";
+    for mode in MODES {
+        let c = Client::new();
+        let out = c
+            .command(&[
+                socksify_bin().to_str().unwrap(),
+                "--mode",
+                mode,
+                "-v",
+                "-p",
+                url,
+                "sh",
+                "-c",
+                "cat /proc/self/environ | tr '\\0' '\\n'; env; curl -sS --max-time 20 http://10.77.0.2:8080/hello.txt",
+            ])
+            .output()
+            .unwrap();
+        let text = stdout_ok(&out);
+        assert!(text.ends_with(&HELLO), "{text}");
+        assert!(!text.contains("mc-pass"), "--mode {mode}: the password is in the environment:\n{text}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("mc-pass"), "--mode {mode}: {out:?}");
+        c.assert_no_leak();
+    }
+    // Bad URLs: refused with a message that shows neither the password nor a control character.
+    let c = Client::new();
+    for bad in ["socks5://alice:S3cr3t", "socks5://alice:S3cr3t@10.77.0.2:1080\nsocks5://10.77.0.2:1"] {
+        let out = c.command(&[socksify_bin().to_str().unwrap(), "-p", bad, "true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("proxy URL") && !err.contains("S3cr3t"), "{err}");
+        assert_eq!(err.matches('\n').count(), 1, "one line: {err}");
+    }
+}

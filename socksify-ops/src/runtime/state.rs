@@ -5,8 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
-use socksify_core::config::{self, Config};
-use socksify_core::contract::{CONFIG_ENV, PROXIES_ENV, SESSION_ENV};
+use socksify_core::config::Config;
+use socksify_core::contract::{CONFIG_ENV, SESSION_ENV};
 use socksify_core::fakedns::DEFAULT_CAPACITY;
 use socksify_core::hosts::Hosts;
 use socksify_core::router::Router;
@@ -62,38 +62,29 @@ pub fn report_panic() {
 
 fn from_env() -> Result<State, (Logger, String)> {
     let fail = |why: String| (Logger::from_env(None, false), why);
-    let config = match config::locate(None).map_err(|e| fail(e.to_string()))? {
-        Some(path) => Config::load(&path).map_err(|e| fail(e.to_string()))?,
-        None => Config::default(),
-    };
-    let config = match std::env::var(PROXIES_ENV) {
-        Ok(urls) if !urls.trim().is_empty() => {
-            let urls: Vec<&str> = urls.lines().map(str::trim).filter(|u| !u.is_empty()).collect();
-            config.with_proxies(&urls).map_err(|e| fail(e.to_string()))?
+    let (config, session) = match std::env::var_os(SESSION_ENV).filter(|d| !d.is_empty()) {
+        // Started by `socksify`: the configuration it resolved, with the session's fake table.
+        Some(dir) => {
+            let dir = std::path::Path::new(&dir);
+            let (session, config) = Session::open(dir)
+                .map_err(|e| fail(format!("cannot read the session {} that socksify made: {e}", dir.display())))?;
+            (config, Some(session))
         }
-        _ => config,
-    };
-    if config.proxies.is_empty() {
-        return Err(fail(format!(
-            "no proxy configured (set {CONFIG_ENV} to a configuration file or run through `socksify -p URL`)"
-        )));
-    }
-    let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
-    // The session's table when there is one: every process of the run shares it, and the
-    // kernel guard maps its fake addresses back too.
-    let session = match std::env::var_os(SESSION_ENV).filter(|d| !d.is_empty()) {
-        Some(dir) => match Session::open(std::path::Path::new(&dir), &config) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log.error(format_args!(
-                    "cannot open the session {}: {e}; fake addresses stay private to this process",
-                    std::path::Path::new(&dir).display()
-                ));
-                None
+        // Preloaded by hand: only a configuration file named by its absolute path (never
+        // searched for: a program that changes directory would find another one).
+        None => match std::env::var_os(CONFIG_ENV).map(std::path::PathBuf::from) {
+            Some(path) if path.is_absolute() => (Config::load(&path).map_err(|e| fail(e.to_string()))?, None),
+            _ => {
+                return Err(fail(format!(
+                    "not started by socksify (no {SESSION_ENV}) and no absolute {CONFIG_ENV}: run the program as `socksify PROGRAM`"
+                )))
             }
         },
-        None => None,
     };
+    if config.proxies.is_empty() {
+        return Err(fail("no proxy configured".to_owned()));
+    }
+    let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
     let test_panic =
         cfg!(feature = "test-panic") && std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
     let mut st = State::new(config, session, log).map_err(fail)?;
