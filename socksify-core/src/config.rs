@@ -406,7 +406,11 @@ impl Config {
         Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts)
     }
 
-    /// True when connections to `addr` bypass the proxies.
+    /// True when connections to `addr` bypass the proxies. A linear scan of the rules, for
+    /// one-off checks: what matches per connection is the [`DirectSet`] compiled from them once
+    /// (`Router::is_direct`), O(log n), which gives the same answers.
+    ///
+    /// [`DirectSet`]: crate::directset::DirectSet
     pub fn is_direct(&self, addr: &SocketAddr) -> bool {
         let ip = match addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::TargetAddr;
 use crate::config::{BindMode, Config, DnsMode, UdpMode};
+use crate::directset::DirectSet;
 use crate::fakedns::{FakeDns, FakeDnsError};
 use crate::hosts::Hosts;
 
@@ -46,6 +47,8 @@ pub enum Resolution {
 
 pub struct Router {
     config: Config,
+    /// `config.direct`, compiled (the config cannot change under the router).
+    direct: DirectSet,
     hosts: Hosts,
     fake: Option<FakeDns>,
     prefer_v6: bool,
@@ -69,11 +72,18 @@ impl Router {
         // hop: with only IPv6 proxies, a lookup for any family gets the IPv6 fake address.
         let prefer_v6 = !config.proxies.is_empty()
             && config.proxies.iter().all(|p| matches!(p.host, crate::proxy::Host::Ip(IpAddr::V6(_))));
-        Router { config, hosts, fake, prefer_v6 }
+        let direct = DirectSet::new(&config.direct);
+        Router { config, direct, hosts, fake, prefer_v6 }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// True when connections to `dest` bypass the proxies by a `direct` rule (O(log n) in the
+    /// number of rules, allocation-free): `Config::is_direct`'s answer.
+    pub fn is_direct(&self, dest: &SocketAddr) -> bool {
+        self.direct.contains(dest)
     }
 
     /// True when every proxy is an IPv6 address: names get IPv6 fake addresses.
@@ -102,7 +112,7 @@ impl Router {
         }
         // 0.0.0.0 and :: mean this host to the kernel (as does ::ffff:0.0.0.0, unmapped above):
         // through a proxy they would reach the proxy's own host instead.
-        if dest.ip().is_unspecified() || self.config.is_direct(&dest) {
+        if dest.ip().is_unspecified() || self.direct.contains(&dest) {
             Route::Direct
         } else {
             Route::Proxy(TargetAddr::Ip(dest))
@@ -261,6 +271,28 @@ mod tests {
             r.route("[::ffff:192.0.2.9]:80".parse().unwrap()),
             Route::Proxy(TargetAddr::Ip("192.0.2.9:80".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn direct_rules_route_as_the_config_says() {
+        let text = "direct = [\"10.0.0.0/8\", \"192.0.2.0/24:22\", \"[fd00::/8]:443\"]\n[[proxy]]\nurl = \"socks5://192.0.2.1:1080\"";
+        let config = Config::parse(text, "t").unwrap();
+        let r = Router::new(config.clone(), Hosts::default(), 8).unwrap();
+        for dest in [
+            "10.1.2.3:80",
+            "[::ffff:10.1.2.3]:80",
+            "192.0.2.9:22",
+            "192.0.2.9:23",
+            "[fd00::1]:443",
+            "[fd00::1]:80",
+            "127.0.0.1:80",
+        ] {
+            let dest: SocketAddr = dest.parse().unwrap();
+            assert_eq!(r.is_direct(&dest), config.is_direct(&dest), "{dest}");
+            assert_eq!(r.route(dest) == Route::Direct, config.is_direct(&dest), "{dest}");
+        }
+        assert!(r.is_direct(&"192.0.2.9:22".parse().unwrap()));
+        assert!(!r.is_direct(&"127.0.0.1:80".parse().unwrap()), "the list replaces the default");
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub fn reentrant_connect_allowed(fd: c_int, to: *const sockaddr, len: socklen_t)
     };
     let dest = addr::unmapped(dest);
     let stream = sock::socket_type(fd) == Some(libc::SOCK_STREAM);
-    if !stream || (!st.router.is_fake(dest.ip()) && st.router.config().is_direct(&dest)) {
+    if !stream || (!st.router.is_fake(dest.ip()) && st.router.is_direct(&dest)) {
         return true;
     }
     const MSG: &[u8] = b"socksify: a connect made inside another socksify call (a signal handler?) failed: it cannot go through the proxies from there\n";
