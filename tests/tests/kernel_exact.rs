@@ -274,3 +274,30 @@ fn no_password_is_ever_in_an_environment_or_a_message() {
         assert_eq!(err.matches('\n').count(), 1, "one line: {err}");
     }
 }
+
+#[test]
+fn sockets_closed_with_fclose_leave_nothing_behind() {
+    let prog = c_program("fclose", Link::Dynamic);
+    for (kind, n) in [("tcp", "5000"), ("udp", "1000")] {
+        let argv = [prog.to_str().unwrap(), kind, n, NET4, "7"];
+        let c = if kind == "udp" { Client::with_udp_relay() } else { Client::new() };
+        let out = stdout_ok(
+            &c.socksify_command(
+                &config_for(DANTE),
+                &["--mode", "preload", argv[0], argv[1], argv[2], argv[3], argv[4]],
+            )
+            .output()
+            .unwrap(),
+        );
+        // "rss after 500: A kB, after N: B kB, sockets open: K"
+        let nums: Vec<i64> = out
+            .split(|ch: char| !ch.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().unwrap())
+            .collect();
+        let (first, last, open) = (nums[1], nums[3], nums[4]);
+        assert!(last - first < 1024, "{kind}: the resident set grew by {} kB: {out}", last - first);
+        assert_eq!(open, 0, "{kind}: sockets left open: {out}");
+        c.assert_no_leak();
+    }
+}

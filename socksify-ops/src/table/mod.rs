@@ -166,16 +166,19 @@ struct Table {
     by_fd: HashMap<c_int, u64>,
     /// The library's own descriptors (control connections).
     internal: HashSet<c_int>,
+    /// When `by_fd` reaches this size, descriptors closed behind the library's back are swept.
+    sweep_at: usize,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+const SWEEP_MIN: usize = 64;
 static KNOWN: Bits = Bits::new();
 static RELAYED: Bits = Bits::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn with<T>(f: impl FnOnce(&mut Table) -> T) -> T {
     let mut guard = TABLE.lock();
-    f(guard.get_or_insert_with(Table::default))
+    f(guard.get_or_insert_with(|| Table { sweep_at: SWEEP_MIN, ..Table::default() }))
 }
 
 /// True when socksify may know `fd` (an entry's descriptor, or one of its own): one atomic load.
@@ -224,6 +227,28 @@ impl Table {
         }
     }
 
+    /// Before a new record: forgets descriptors that were closed without a `close()` the hooks
+    /// saw (`fclose`, `fdclose` and glibc's other internal closes) or that now name another
+    /// file. Associations are few and hold a control connection (and the proxy's relay), so
+    /// theirs are checked every time; the rest when the table has doubled since the last sweep,
+    /// so that records never pile up and the cost per record stays constant.
+    fn sweep(&mut self) {
+        let full = self.by_fd.len() >= self.sweep_at;
+        let stale: Vec<c_int> = self
+            .by_fd
+            .iter()
+            .filter(|(_, ino)| full || self.by_inode.get(ino).is_some_and(|e| e.udp.is_some()))
+            .filter(|(&fd, &ino)| sock::inode(fd) != Some(ino))
+            .map(|(&fd, _)| fd)
+            .collect();
+        for fd in stale {
+            self.unmap(fd);
+        }
+        if full {
+            self.sweep_at = (self.by_fd.len() * 2).max(SWEEP_MIN);
+        }
+    }
+
     fn fds_of(&self, ino: u64) -> Vec<c_int> {
         self.by_fd.iter().filter(|(_, &i)| i == ino).map(|(&fd, _)| fd).collect()
     }
@@ -248,6 +273,7 @@ pub fn entry_or_new<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> 
             if t.by_fd.contains_key(&fd) {
                 t.unmap(fd); // a reused number: the old socket's record goes
             }
+            t.sweep();
             t.map(fd, ino);
         }
         let r = f(t.by_inode.entry(ino).or_default());
@@ -296,6 +322,7 @@ pub fn insert_assoc(fd: c_int, assoc: Assoc) -> Option<Link> {
     let ino = sock::inode(fd)?;
     let control = assoc.control.raw();
     with(|t| {
+        t.sweep();
         if t.by_fd.get(&fd) != Some(&ino) {
             if t.by_fd.contains_key(&fd) {
                 t.unmap(fd);

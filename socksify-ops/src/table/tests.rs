@@ -161,3 +161,32 @@ fn a_forked_child_has_its_own_table() {
         }
     }
 }
+
+#[test]
+fn records_of_descriptors_closed_behind_the_librarys_back_are_swept() {
+    // A UDP socket closed by fclose(): its association's control connection goes with the next
+    // record the table makes.
+    let a = udp();
+    let c = control();
+    let cfd = c.raw();
+    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap())).unwrap();
+    close_fd(a);
+    let hold = udp(); // so that the next socket is not given `a`'s number
+    let b = udp();
+    entry_or_new(b, |e| e.tcp_peer = Some(PEER.parse().unwrap()));
+    assert_eq!(sock::inode(cfd), None, "the stale association's control connection is closed");
+    // Many plain records closed that way do not pile up.
+    let before = with(|t| t.by_fd.len());
+    let mut spacers = Vec::new();
+    for _ in 0..300 {
+        let s = udp();
+        entry_or_new(s, |e| e.tcp_peer = Some(PEER.parse().unwrap()));
+        close_fd(s);
+        spacers.push(dup_fd(hold)); // a number the next socket cannot reuse at once
+    }
+    let after = with(|t| t.by_fd.len());
+    assert!(after < before + 150, "{before} -> {after}");
+    spacers.into_iter().chain([hold]).for_each(close_fd);
+    closing(b);
+    close_fd(b);
+}
