@@ -71,7 +71,9 @@ fn resolve(name: &str) -> Option<Result<Resolution, ()>> {
         return None;
     }
     let r = st.router.resolve(name);
-    if let Resolution::Fail(e) = &r {
+    // A string that is no host name fails as libc fails it (EAI_NONAME), without a word; a
+    // full table is socksify's own failure, and says so.
+    if let Resolution::Fail(e @ FakeDnsError::Full(_)) = &r {
         st.log.error(format_args!("lookup of {name:?} failed: {e}"));
     }
     Some(Ok(r))
