@@ -201,6 +201,8 @@ impl Chain {
             };
             match self.attempt(fd, family, &path, cmd, target, until) {
                 Ok(est) => return Ok(est),
+                // A signal ended the wait (`sys::interruptible`): no other hop is tried.
+                Err((_, e)) if sys::interrupted() => return Err(e),
                 Err((Some(culprit), e)) if self.mode != ChainMode::Strict => {
                     dead[culprit] = true;
                     last = Some(e);

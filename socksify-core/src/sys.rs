@@ -102,8 +102,37 @@ fn set_flags(fd: RawFd, flags: libc::c_long) -> io::Result<()> {
     syscall!(libc::SYS_fcntl, fd, libc::F_SETFL, flags).map(drop)
 }
 
+thread_local! {
+    /// Asked when a wait of this thread is interrupted by a signal: `true` ends it with an
+    /// error (see `interruptible`).
+    static ON_SIGNAL: std::cell::Cell<Option<fn() -> bool>> = const { std::cell::Cell::new(None) };
+    /// Set when a wait ended that way.
+    static STOPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while a wait of this thread has ended because of a signal and nobody took it.
+pub fn interrupted() -> bool {
+    STOPPED.with(|c| c.get())
+}
+
+/// True (once) when a wait of this thread ended because of a signal (see `interruptible`).
+pub fn take_interrupted() -> bool {
+    STOPPED.with(|c| c.replace(false))
+}
+
+/// Runs `f` with this thread's waits ending in an error when a signal interrupts them and
+/// `stop()` says so (a handler without SA_RESTART ran, say; `take_interrupted` then tells);
+/// otherwise they resume.
+pub fn interruptible<T>(stop: fn() -> bool, f: impl FnOnce() -> T) -> T {
+    STOPPED.with(|c| c.set(false));
+    let before = ON_SIGNAL.with(|c| c.replace(Some(stop)));
+    let r = f();
+    ON_SIGNAL.with(|c| c.set(before));
+    r
+}
+
 /// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`). Interrupted
-/// waits resume with the time that is left.
+/// waits resume with the time that is left (unless `interruptible` says otherwise).
 pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
     loop {
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
@@ -115,7 +144,13 @@ pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::
         match syscall!(libc::SYS_ppoll, &mut pfd as *mut libc::pollfd, 1, ts_ptr, std::ptr::null::<u8>(), 0) {
             Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if ON_SIGNAL.with(|c| c.get()).is_some_and(|stop| stop()) {
+                    // Not `Interrupted`: readers such as `read_exact` would simply try again.
+                    STOPPED.with(|c| c.set(true));
+                    return Err(io::Error::other("interrupted by a signal"));
+                }
+            }
             Err(e) => return Err(e),
         }
     }

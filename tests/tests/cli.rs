@@ -269,6 +269,12 @@ fn the_library_exports_only_its_hooks() {
         "sendto",
         "setsockopt",
         "syscall",
+        "epoll_ctl",
+        "getsockopt",
+        "poll",
+        "ppoll",
+        "pselect",
+        "select",
         "write",
         "writev",
     ];

@@ -11,6 +11,9 @@ use crate::table::{self, Closing};
 
 /// close(2) of `fd`.
 pub fn close(fd: c_int) -> Flow<c_int> {
+    if table::known(fd) {
+        super::pending::closing(fd);
+    }
     match table::closing(fd) {
         // The program closes a number it never opened: the library's own stays open.
         Closing::Internal => Flow::Done(0),

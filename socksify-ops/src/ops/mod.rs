@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fds;
 pub mod msg;
 pub mod net;
+pub mod pending;
 pub mod udp;
 
 #[cfg(test)]

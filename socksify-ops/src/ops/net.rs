@@ -10,7 +10,7 @@ use socksify_core::sockaddr::{self as raw_addr, SendDest};
 use socksify_core::TargetAddr;
 
 use super::msg::Msg;
-use super::udp;
+use super::{pending, udp};
 use crate::runtime::state::log_broken;
 use crate::runtime::{state, Flow, State};
 use crate::sys::{self, addr, sock};
@@ -73,11 +73,26 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     match plan(st, dest) {
         Plan::AsIs => Flow::Bypass,
         Plan::Refuse(e) => Flow::Fail(e),
-        Plan::Chain(target) => match connected_already(fd) {
+        Plan::Chain(target) => match pending::connect_again(fd).or_else(|| connected_already(fd)) {
             Some(errno) => Flow::Fail(errno),
             None => chain(st, fd, dest, target),
         },
     }
+}
+
+/// True when a signal handler without SA_RESTART is installed: an interrupted connect then
+/// ends with EINTR, as the kernel's does (which one interrupted cannot be told).
+fn not_restarted() -> bool {
+    (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP).any(|sig| {
+        // SAFETY: sigaction is plain old data; reading the handler of `sig` only.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        r == 0
+            && old.sa_sigaction != libc::SIG_DFL
+            && old.sa_sigaction != libc::SIG_IGN
+            && old.sa_flags & libc::SA_RESTART == 0
+    })
 }
 
 /// The kernel's answer to a connect on a TCP socket that is not closed: `EISCONN` when it is
@@ -97,12 +112,31 @@ fn connected_already(fd: c_int) -> Option<c_int> {
 const TCP_SYN_SENT: u8 = 2;
 const TCP_CLOSE: u8 = 7;
 
-/// Builds the chain to `target` on `fd`; the program named it `dest`.
-fn chain(st: &State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Flow<c_int> {
+/// Builds the chain to `target` on `fd`; the program named it `dest`. A non-blocking socket's
+/// runs in the background (`EINPROGRESS` now); a blocking socket's here, unless a signal
+/// handler without SA_RESTART interrupts it (`EINTR`) or its SO_SNDTIMEO runs out
+/// (`EINPROGRESS`): then it starts again in the background, as the kernel's connect goes on.
+fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Flow<c_int> {
     if st.test_panic {
         panic!("SOCKSIFY_TEST_PANIC: connect to {target}");
     }
-    match st.chain.connect(fd, &target) {
+    if sock::nonblocking(fd) {
+        if let Some(errno) = pending::start(st, fd, dest, target.clone()) {
+            return Flow::Fail(errno);
+        }
+    }
+    let until = sock::send_timeout(fd).map(|t| std::time::Instant::now() + t);
+    let stop: fn() -> bool = if until.is_some() { || true } else { not_restarted };
+    let result = socksify_core::sys::interruptible(stop, || st.chain.connect_until(fd, &target, until));
+    let interrupted = socksify_core::sys::take_interrupted() && result.is_err();
+    let timed_out = result.is_err() && until.is_some_and(|u| std::time::Instant::now() >= u);
+    if interrupted || timed_out {
+        let _ = socksify_core::sys::disconnect(fd);
+        if pending::start(st, fd, dest, target.clone()).is_some() {
+            return Flow::Fail(if interrupted { libc::EINTR } else { libc::EINPROGRESS });
+        }
+    }
+    match result {
         Ok(est) => {
             if st.log.verbose() {
                 let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
@@ -151,6 +185,9 @@ pub fn reentrant_connect_allowed(fd: c_int, to: *const sockaddr, len: socklen_t)
 
 /// getpeername(2): the address the program connected a proxied socket to.
 pub fn getpeername(fd: c_int, out: *mut sockaddr, len: *mut socklen_t) -> Flow<c_int> {
+    if pending::running(fd) {
+        return Flow::Fail(libc::ENOTCONN);
+    }
     match table::entry(fd, |e| e.peer()).flatten() {
         Some(peer) if !out.is_null() && !len.is_null() => {
             if addr::write(&peer, out, len) {
@@ -203,6 +240,9 @@ pub fn send_hook(fd: c_int, msg: &Msg, flags: c_int, real: impl FnOnce() -> ssiz
 pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
     let ty = sock::socket_type(fd);
     if ty == Some(libc::SOCK_STREAM) {
+        if let Some(flow) = pending::data_call(fd) {
+            return (flow, After::Nothing);
+        }
         if flags & libc::MSG_FASTOPEN == 0 || !msg.named() {
             return (Flow::Bypass, After::Nothing);
         }

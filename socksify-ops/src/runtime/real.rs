@@ -107,6 +107,12 @@ reals! {
     load recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = sys!(libc::SYS_recvmsg, fd, msg, flags);
     load recvmmsg(fd: c_int, msgs: *mut mmsghdr, n: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int = sys!(libc::SYS_recvmmsg, fd, msgs, n, flags, timeout);
     load setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t) -> c_int = sys!(libc::SYS_setsockopt, fd, level, name, value, len);
+    load getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int = sys!(libc::SYS_getsockopt, fd, level, name, value, len);
+    load poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int = sys!(libc::SYS_poll, fds, n, timeout);
+    load ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int = sys!(libc::SYS_ppoll, fds, n, timeout, mask, 8);
+    load select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *mut libc::timeval) -> c_int = sys!(libc::SYS_select, n, r, w, e, timeout);
+    load pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int = pselect_by_syscall(n, r, w, e, timeout, mask);
+    load epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int = sys!(libc::SYS_epoll_ctl, epfd, op, fd, event);
     load close(fd: c_int) -> c_int = sys!(libc::SYS_close, fd);
     load close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int = sys!(libc::SYS_close_range, first, last, flags);
     load bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int = sys!(libc::SYS_bind, fd, addr, len);
@@ -128,6 +134,20 @@ reals! {
     lazy gethostbyname2_r(name: *const c_char, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int = libc::ENOSYS;
     lazy gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut hostent = std::ptr::null_mut();
     lazy gethostbyaddr_r(addr: *const c_void, len: socklen_t, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int = libc::ENOSYS;
+}
+
+/// pselect in system calls: the kernel takes the signal mask with its size.
+fn pselect_by_syscall(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let sig = [mask as usize, 8];
+    let sig_ptr = if mask.is_null() { std::ptr::null() } else { sig.as_ptr() };
+    sys!(libc::SYS_pselect6, n, r, w, e, timeout, sig_ptr)
 }
 
 /// dup2 in system calls: dup3 refuses equal descriptors, which dup2 returns as they are (if

@@ -47,6 +47,28 @@ pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     socksify_core::sys::sockopt_int(fd, level, name).ok()
 }
 
+/// The socket's SO_SNDTIMEO, if one is set.
+pub fn send_timeout(fd: c_int) -> Option<std::time::Duration> {
+    // SAFETY: timeval is plain old data.
+    let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+    // SAFETY: getsockopt into a local timeval.
+    let r = unsafe {
+        call(
+            libc::SYS_getsockopt,
+            args!(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                &mut tv as *mut libc::timeval,
+                &mut len as *mut socklen_t
+            ),
+        )
+    };
+    let t = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
+    (r == 0 && !t.is_zero()).then_some(t)
+}
+
 /// The socket type (SOCK_STREAM, SOCK_DGRAM, …) of `fd`; `None` for anything but a socket.
 pub fn socket_type(fd: c_int) -> Option<c_int> {
     sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)

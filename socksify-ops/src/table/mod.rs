@@ -14,7 +14,7 @@ mod bits;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libc::c_int;
 use parking_lot::Mutex;
@@ -123,8 +123,29 @@ pub struct Bind {
 }
 
 /// What the library knows of one socket.
+/// A connect through the chain that runs in the background (a non-blocking socket's, or a
+/// blocking one's after a signal or its SO_SNDTIMEO): until it ends, the socket is hidden from
+/// the program's waits and its data calls say EAGAIN.
+#[derive(Debug)]
+pub struct Pending {
+    /// An eventfd of the library's own, readable once the handshake has ended: what the
+    /// program's `poll`/`select` wait on in place of the socket.
+    pub done: Owned,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    /// The chain failed with this errno, which `SO_ERROR` (or the next connect) reports once.
+    Failed(c_int),
+    /// Connected, or a failure already reported.
+    Over,
+}
+
 #[derive(Default, Debug)]
 pub struct Entry {
+    pub pending: Option<Pending>,
     /// The peer as the program named it (TCP through the chain, or a BIND's incoming peer).
     pub tcp_peer: Option<SocketAddr>,
     /// The destination sent to the proxy, and when (for a BIND's expected peer).
@@ -175,6 +196,8 @@ const SWEEP_MIN: usize = 64;
 static KNOWN: Bits = Bits::new();
 static RELAYED: Bits = Bits::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
+/// How many handshakes run in the background: the waiting calls look further only when some do.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 fn with<T>(f: impl FnOnce(&mut Table) -> T) -> T {
     let mut guard = TABLE.lock();
@@ -222,6 +245,13 @@ impl Table {
                 if let Some(a) = &e.udp {
                     self.internal.remove(&a.control.raw());
                     KNOWN.clear(a.control.raw());
+                }
+                if let Some(p) = &e.pending {
+                    self.internal.remove(&p.done.raw());
+                    KNOWN.clear(p.done.raw());
+                    if p.outcome == Outcome::Running {
+                        RUNNING.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             }
         }
@@ -282,6 +312,87 @@ pub fn entry_or_new<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> 
         }
         r
     }))
+}
+
+/// True when `fd` is the only descriptor of its socket that the table knows.
+pub fn sole_descriptor(fd: c_int) -> bool {
+    with(|t| t.inode_of(fd).is_some_and(|ino| t.fds_of(ino).len() == 1))
+}
+
+/// True when some handshake runs in the background: one atomic load.
+pub fn any_running() -> bool {
+    RUNNING.load(Ordering::Acquire) > 0
+}
+
+/// Records that `fd`'s handshake runs in the background, done when `done` is readable; the
+/// socket's data calls then ask the table (as for a UDP association). Returns its inode.
+pub fn begin_pending(fd: c_int, done: Owned) -> Option<u64> {
+    let ino = sock::inode(fd)?;
+    with(|t| {
+        if t.by_fd.get(&fd) != Some(&ino) {
+            if t.by_fd.contains_key(&fd) {
+                t.unmap(fd);
+            }
+            t.sweep();
+            t.map(fd, ino);
+        }
+        t.internal.insert(done.raw());
+        KNOWN.set(done.raw());
+        t.by_inode.entry(ino).or_default().pending = Some(Pending { done, outcome: Outcome::Running });
+        for d in t.fds_of(ino) {
+            RELAYED.set(d);
+        }
+        RUNNING.fetch_add(1, Ordering::AcqRel);
+    });
+    Some(ino)
+}
+
+/// The background handshake of the socket `ino` ended with `outcome` (`f` records what a
+/// success brings); returns its descriptors' numbers (none if the program closed them all).
+pub fn end_pending(ino: u64, outcome: Outcome, f: impl FnOnce(&mut Entry)) -> Vec<c_int> {
+    with(|t| {
+        let fds = t.fds_of(ino);
+        // Gone (the program closed every descriptor): forgetting it counted it out already.
+        let Some(e) = t.by_inode.get_mut(&ino) else { return fds };
+        if let Some(p) = e.pending.as_mut().filter(|p| p.outcome == Outcome::Running) {
+            p.outcome = outcome;
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+        }
+        f(e);
+        if e.udp.is_none() {
+            for &d in &fds {
+                RELAYED.clear(d);
+            }
+            // Failures stay marked until reported (SO_ERROR, connect, a data call).
+            if matches!(outcome, Outcome::Failed(_)) {
+                fds.iter().for_each(|&d| RELAYED.set(d));
+            }
+        }
+        fds
+    })
+}
+
+/// `fd`'s background handshake: its outcome so far and its `done` eventfd.
+pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
+    if !known(fd) {
+        return None;
+    }
+    entry(fd, |e| e.pending.as_ref().map(|p| (p.outcome, p.done.raw()))).flatten()
+}
+
+/// Takes `fd`'s failure, to report it once.
+pub fn take_failure(fd: c_int) -> Option<c_int> {
+    entry(fd, |e| {
+        let p = e.pending.as_mut()?;
+        match p.outcome {
+            Outcome::Failed(errno) => {
+                p.outcome = Outcome::Over;
+                Some(errno)
+            }
+            _ => None,
+        }
+    })
+    .flatten()
 }
 
 /// The next sequence number for a proxied connection (the latest one names a BIND's peer).
@@ -453,6 +564,11 @@ pub fn relocate_internal(fd: c_int) {
                 a.control.relocate();
                 t.internal.insert(a.control.raw());
                 KNOWN.set(a.control.raw());
+            }
+            if let Some(p) = e.pending.as_mut().filter(|p| p.done.raw() == fd) {
+                p.done.relocate();
+                t.internal.insert(p.done.raw());
+                KNOWN.set(p.done.raw());
             }
         }
     });

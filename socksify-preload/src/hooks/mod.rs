@@ -8,3 +8,4 @@ mod rawdns;
 mod recv;
 mod send;
 mod syscall;
+mod wait;

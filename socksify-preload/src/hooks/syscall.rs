@@ -10,7 +10,7 @@
 use libc::{c_int, c_long, c_uint};
 use socksify_ops::runtime::{inside, real};
 
-use super::{bind, connect, fds, recv, send};
+use super::{bind, connect, fds, recv, send, wait};
 
 /// # Safety
 /// The arguments of syscall(2) for system call `n`.
@@ -52,6 +52,12 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_accept4 => bind::accept4(a1 as c_int, a2 as _, a3 as _, a4 as c_int) as c_long,
             libc::SYS_getsockname => bind::getsockname(a1 as c_int, a2 as _, a3 as _) as c_long,
             libc::SYS_close_range => fds::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as c_long,
+            libc::SYS_epoll_ctl => wait::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as _) as c_long,
+            libc::SYS_poll => wait::poll(a1 as _, a2 as _, a3 as c_int) as c_long,
+            libc::SYS_ppoll => wait::ppoll(a1 as _, a2 as _, a3 as _, a4 as _) as c_long,
+            libc::SYS_getsockopt => {
+                wait::getsockopt(a1 as c_int, a2 as c_int, a3 as c_int, a4 as _, a5 as _) as c_long
+            }
             libc::SYS_dup3 => fds::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
             _ => real(),
         }

@@ -71,11 +71,11 @@ fn socks5_once() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
 #[test]
 fn a_chain_is_built_on_the_programs_socket_and_remembered_for_getpeername() {
     let (proxy, server) = socks5_once();
-    let st = state(&format!("[[proxy]]\nurl = \"socks5://{proxy}\"\n"));
+    let st: &State = Box::leak(Box::new(state(&format!("[[proxy]]\nurl = \"socks5://{proxy}\"\n"))));
     // SAFETY: a new socket for the test.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     let dest: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    assert_eq!(chain(&st, fd, dest, TargetAddr::Ip(dest)), Flow::Done(0));
+    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest)), Flow::Done(0));
     assert_eq!(
         table::entry(fd, |e| e.peer()).flatten(),
         Some(dest),
@@ -103,11 +103,11 @@ fn a_proxy_that_is_not_there_fails_the_connect_and_leaves_the_socket_unconnected
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = l.local_addr().unwrap();
     drop(l);
-    let st = state(&format!("[[proxy]]\nurl = \"socks5://{dead}\"\n"));
+    let st: &State = Box::leak(Box::new(state(&format!("[[proxy]]\nurl = \"socks5://{dead}\"\n"))));
     // SAFETY: a new socket for the test.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     let dest: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    assert_eq!(chain(&st, fd, dest, TargetAddr::Ip(dest)), Flow::Fail(libc::ECONNREFUSED));
+    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest)), Flow::Fail(libc::ECONNREFUSED));
     assert_eq!(sock::peer_addr(fd), None);
     assert!(!table::known(fd));
     sock::close(fd);

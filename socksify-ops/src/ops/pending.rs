@@ -1,0 +1,417 @@
+//! Connects that do not block the program: a non-blocking socket's `connect()` through the
+//! chain returns `EINPROGRESS` at once, and the handshake runs on a thread of the library's own
+//! (a blocking socket's too, once a signal handler without `SA_RESTART` interrupted it, or its
+//! `SO_SNDTIMEO` ran out: `EINTR` or `EINPROGRESS`, as the kernel answers). Until the chain is
+//! established, the socket is hidden from the program's waits — `poll`, `ppoll`, `select` and
+//! `pselect` wait on an eventfd of the library's own in its place, and its `epoll`
+//! registrations are narrowed to errors (`epoll_ctl` is followed), then put back, which
+//! delivers a fresh edge — and its data calls say `EAGAIN`. Then it becomes writable, with
+//! `SO_ERROR` 0 or the chain's errno.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use libc::{c_int, c_long, epoll_event, pollfd};
+use parking_lot::Mutex;
+use socksify_core::TargetAddr;
+
+use crate::runtime::{Flow, State};
+use crate::sys::{self, args, call, sock};
+use crate::table::{self, Outcome};
+
+/// Starts the chain to `target` on `fd` in the background; the program named it `dest`. What
+/// the caller returns: `EINPROGRESS` (or `errno` given), or `None` when no thread could be
+/// started (the caller then builds the chain in place).
+pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Option<c_int> {
+    // SAFETY: a new eventfd of the library's own.
+    let done = sys::check(unsafe { call(libc::SYS_eventfd2, args!(0, libc::EFD_CLOEXEC)) }).ok()? as c_int;
+    let mut done = sock::Owned::new(done);
+    done.relocate();
+    // The worker's own reference to the socket: a program that closes its descriptor (and
+    // reuses the number) meanwhile never gets the handshake written into another file.
+    let work = sock::dup_high(fd)?;
+    let Some(ino) = table::begin_pending(fd, done) else {
+        sock::close(work);
+        return None;
+    };
+    hide(fd);
+    let spawned = spawn_quiet(move || {
+        let result = st.chain.connect(work, &target);
+        finish(st, ino, work, dest, target, result);
+    });
+    if !spawned {
+        table::end_pending(ino, Outcome::Over, |e| e.pending = None);
+        show(fd);
+        sock::close(work);
+        return None;
+    }
+    // As the kernel's connect, return once the first SYN is out: an unconnected socket reads
+    // as hung up (EPOLLHUP, which no epoll mask hides) to a program that waits on it.
+    let started = std::time::Instant::now();
+    while sock::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_INFO).is_some_and(|s| s as u8 == TCP_CLOSE)
+        && matches!(table::pending(fd), Some((Outcome::Running, _)))
+        && started.elapsed() < std::time::Duration::from_millis(50)
+    {
+        std::thread::yield_now();
+    }
+    Some(libc::EINPROGRESS)
+}
+
+const TCP_CLOSE: u8 = 7;
+
+/// A thread of the library's own, with every signal blocked (they are the program's threads').
+fn spawn_quiet(f: impl FnOnce() + Send + 'static) -> bool {
+    // SAFETY: sigset_t is plain old data; the masks are this thread's, put back at once.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = std::thread::Builder::new().name("socksify".into()).stack_size(256 << 10).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r.is_ok()
+    }
+}
+
+fn finish(
+    st: &State,
+    ino: u64,
+    work: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    result: Result<socksify_core::chain::Established, socksify_core::ChainError>,
+) {
+    let outcome = match &result {
+        Ok(_) => Outcome::Over,
+        Err(e) => {
+            let _ = socksify_core::sys::disconnect(work);
+            Outcome::Failed(e.errno())
+        }
+    };
+    let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    let local =
+        result.as_ref().ok().and_then(|est| est.bound.ip()).and_then(|b| sys::addr::in_family(b, family));
+    let seq = table::next_seq();
+    let fds = table::end_pending(ino, outcome, |e| {
+        if outcome == Outcome::Over {
+            e.tcp_peer = Some(dest);
+            e.tcp_target = Some((seq, target.clone()));
+            e.local = local;
+        }
+        if let Some(p) = &e.pending {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write to the eventfd, from a local.
+            unsafe { call(libc::SYS_write, args!(p.done.raw(), &one as *const u64, 8)) };
+        }
+    });
+    // A socket the program closed meanwhile needs no word.
+    if !fds.is_empty() {
+        match &result {
+            Ok(est) if st.log.verbose() => {
+                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
+                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
+            }
+            Ok(_) => {}
+            Err(e) => st.log.error(format_args!("connect to {target} failed: {e}")),
+        }
+    }
+    for fd in fds {
+        show(fd);
+    }
+    sock::close(work);
+}
+
+/// The data calls (send, recv, read, write…) of `fd` while its handshake runs: `EAGAIN` (a
+/// blocking socket waits for the end), then the failure once; `None`: as usual.
+pub fn data_call(fd: c_int) -> Option<Flow<isize>> {
+    let (outcome, done) = table::pending(fd)?;
+    match outcome {
+        Outcome::Running if sock::nonblocking(fd) => Some(Flow::Fail(libc::EAGAIN)),
+        Outcome::Running => {
+            let _ = socksify_core::sys::wait(done, libc::POLLIN, None);
+            data_call(fd).or(Some(Flow::Bypass))
+        }
+        Outcome::Failed(_) => table::take_failure(fd).map(Flow::Fail),
+        Outcome::Over => None,
+    }
+}
+
+/// connect(2) on a socket whose chain runs or ran in the background: `EALREADY` while it runs,
+/// its failure once; `None` otherwise (connected: the kernel's EISCONN).
+pub fn connect_again(fd: c_int) -> Option<c_int> {
+    match table::pending(fd)?.0 {
+        Outcome::Running => Some(libc::EALREADY),
+        Outcome::Failed(_) => table::take_failure(fd),
+        Outcome::Over => None,
+    }
+}
+
+/// getsockopt(SO_ERROR): 0 while the handshake runs, then its failure once.
+pub fn so_error(fd: c_int) -> Option<c_int> {
+    match table::pending(fd)?.0 {
+        Outcome::Running => Some(0),
+        Outcome::Failed(_) => table::take_failure(fd),
+        Outcome::Over => None,
+    }
+}
+
+/// True while `fd`'s handshake runs (getpeername: ENOTCONN).
+pub fn running(fd: c_int) -> bool {
+    table::any_running() && matches!(table::pending(fd), Some((Outcome::Running, _)))
+}
+
+/// The program closes `fd`: if it was its socket's last descriptor and the handshake runs, the
+/// handshake is cut short (its epoll registrations go first: the kernel would drop them).
+pub fn closing(fd: c_int) {
+    if !running(fd) {
+        return;
+    }
+    for (epfd, _) in registrations(fd) {
+        let mut ev = epoll_event { events: 0, u64: 0 };
+        // SAFETY: epoll_ctl DEL of the program's registration, which closing removes anyway.
+        unsafe {
+            call(libc::SYS_epoll_ctl, args!(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev as *mut epoll_event))
+        };
+        forget(epfd, fd);
+    }
+    if table::sole_descriptor(fd) {
+        // SAFETY: shutdown of the socket the program lets go of: the worker's waits end.
+        unsafe { call(libc::SYS_shutdown, args!(fd, libc::SHUT_RDWR)) };
+    }
+}
+
+// ---- epoll: the program's registrations, narrowed while a handshake runs -----------------
+
+/// (epoll descriptor, descriptor) → (events the program asked for, its data).
+type Registrations = HashMap<(c_int, c_int), (u32, u64)>;
+static EPOLL: Mutex<Option<Registrations>> = Mutex::new(None);
+
+const HIDDEN: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDNORM | libc::EPOLLWRNORM | libc::EPOLLPRI) as u32;
+
+fn forget(epfd: c_int, fd: c_int) {
+    if let Some(m) = EPOLL.lock().as_mut() {
+        m.remove(&(epfd, fd));
+    }
+}
+
+fn registrations(fd: c_int) -> Vec<(c_int, (u32, u64))> {
+    let map = EPOLL.lock();
+    map.as_ref()
+        .map_or(Vec::new(), |m| m.iter().filter(|((_, f), _)| *f == fd).map(|((e, _), v)| (*e, *v)).collect())
+}
+
+/// epoll_ctl(2): recorded; while `fd`'s handshake runs, what the program asks for is kept and
+/// the kernel given only errors to report.
+pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> Flow<c_int> {
+    let asked =
+        if op == libc::EPOLL_CTL_DEL { None } else { sys::mem::copy_value(event as *const epoll_event) };
+    if op != libc::EPOLL_CTL_DEL && asked.is_none() {
+        return Flow::Bypass; // the kernel's EFAULT
+    }
+    let hidden = running(fd);
+    let mut given = asked.unwrap_or(epoll_event { events: 0, u64: 0 });
+    if hidden {
+        given.events &= !HIDDEN;
+    }
+    // SAFETY: epoll_ctl with the program's arguments (a copy of its event).
+    let r = unsafe { call(libc::SYS_epoll_ctl, args!(epfd, op, fd, &mut given as *mut epoll_event)) };
+    if r < 0 {
+        return Flow::Fail(sys::errno());
+    }
+    let mut map = EPOLL.lock();
+    let map = map.get_or_insert_with(HashMap::new);
+    match asked {
+        Some(ev) => {
+            map.insert((epfd, fd), (ev.events, ev.u64));
+        }
+        None => {
+            map.remove(&(epfd, fd));
+        }
+    }
+    Flow::Done(0)
+}
+
+fn set_events(fd: c_int, mask: u32) {
+    for (epfd, (events, data)) in registrations(fd) {
+        let mut ev = epoll_event { events: events & mask, u64: data };
+        // SAFETY: epoll_ctl MOD of a registration the program made, with its own data.
+        let r = unsafe {
+            call(libc::SYS_epoll_ctl, args!(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev as *mut epoll_event))
+        };
+        if r < 0 {
+            forget(epfd, fd);
+        }
+    }
+}
+
+fn hide(fd: c_int) {
+    set_events(fd, !HIDDEN);
+}
+
+/// Puts the program's registrations back: the kernel looks at the socket again, and an
+/// edge-triggered registration gets its edge.
+fn show(fd: c_int) {
+    set_events(fd, u32::MAX);
+}
+
+// ---- poll and select -----------------------------------------------------------------------
+
+/// poll/ppoll: a descriptor whose handshake runs is waited for through its eventfd; once that
+/// is readable, the socket itself is asked. `timeout`: None waits for ever.
+pub fn poll(
+    fds: *mut pollfd,
+    n: usize,
+    timeout: Option<std::time::Duration>,
+    sigmask: *const libc::sigset_t,
+) -> Flow<c_int> {
+    let Some(mut mine) = sys::mem::copy_array(fds as *const pollfd, n) else { return Flow::Bypass };
+    let hidden: Vec<(usize, c_int)> = mine
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match table::pending(p.fd) {
+            Some((Outcome::Running, done)) => Some((i, done)),
+            _ => None,
+        })
+        .collect();
+    if hidden.is_empty() {
+        return Flow::Bypass;
+    }
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let mut ask = mine.clone();
+        for &(i, done) in &hidden {
+            if running(mine[i].fd) {
+                ask[i] = pollfd { fd: done, events: libc::POLLIN, revents: 0 };
+            }
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let ts = left.map(|l| libc::timespec {
+            tv_sec: l.as_secs() as libc::time_t,
+            tv_nsec: l.subsec_nanos() as c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: ppoll of our copy of the array, with the caller's signal mask.
+        let r = unsafe { call(libc::SYS_ppoll, args!(ask.as_mut_ptr(), n, ts_ptr, sigmask, 8)) };
+        if r < 0 {
+            return Flow::Fail(sys::errno());
+        }
+        let mut count = 0;
+        for (i, p) in ask.iter().enumerate() {
+            let revents = if ask[i].fd != mine[i].fd {
+                if p.revents == 0 || running(mine[i].fd) {
+                    0
+                } else {
+                    now(mine[i].fd, mine[i].events)
+                }
+            } else {
+                p.revents
+            };
+            mine[i].revents = revents;
+            if revents != 0 {
+                count += 1;
+            }
+        }
+        if count > 0 || left.is_some_and(|l| l.is_zero()) || r == 0 {
+            let bytes: Vec<u8> = mine
+                .iter()
+                .flat_map(|p| {
+                    let mut b = Vec::with_capacity(8);
+                    b.extend_from_slice(&p.fd.to_ne_bytes());
+                    b.extend_from_slice(&p.events.to_ne_bytes());
+                    b.extend_from_slice(&p.revents.to_ne_bytes());
+                    b
+                })
+                .collect();
+            if !sys::mem::copy_out(fds as *mut u8, &bytes) {
+                return Flow::Fail(libc::EFAULT);
+            }
+            return Flow::Done(count);
+        }
+    }
+}
+
+/// What the kernel says of `fd` for `events` right now.
+fn now(fd: c_int, events: i16) -> i16 {
+    let mut p = pollfd { fd, events, revents: 0 };
+    // SAFETY: poll of one local pollfd, without waiting.
+    unsafe { call(libc::SYS_poll, args!(&mut p as *mut pollfd, 1, 0)) };
+    p.revents
+}
+
+/// select/pselect as poll, when a descriptor in the sets has its handshake running; `None`:
+/// none has (the real function answers).
+pub fn select(
+    nfds: c_int,
+    sets: [*mut libc::fd_set; 3],
+    timeout: Option<std::time::Duration>,
+    sigmask: *const libc::sigset_t,
+) -> Option<Flow<c_int>> {
+    let nfds = nfds.clamp(0, libc::FD_SETSIZE as c_int);
+    let copies: Vec<Option<libc::fd_set>> = sets
+        .iter()
+        .map(|&s| if s.is_null() { None } else { sys::mem::copy_value(s as *const libc::fd_set) })
+        .collect();
+    for (i, s) in sets.iter().enumerate() {
+        if !s.is_null() && copies[i].is_none() {
+            return None; // the kernel's EFAULT
+        }
+    }
+    let bits = [libc::POLLIN | libc::POLLHUP | libc::POLLERR, libc::POLLOUT | libc::POLLERR, libc::POLLPRI];
+    let mut list: Vec<pollfd> = Vec::new();
+    for fd in 0..nfds {
+        let mut events = 0;
+        for (k, set) in copies.iter().enumerate() {
+            // SAFETY: FD_ISSET on our copy, for a descriptor below FD_SETSIZE.
+            if set.as_ref().is_some_and(|s| unsafe { libc::FD_ISSET(fd, s) }) {
+                events |= [libc::POLLIN, libc::POLLOUT, libc::POLLPRI][k];
+            }
+        }
+        if events != 0 {
+            list.push(pollfd { fd, events, revents: 0 });
+        }
+    }
+    if !list.iter().any(|p| running(p.fd)) {
+        return None;
+    }
+    let r = match poll(list.as_mut_ptr(), list.len(), timeout, sigmask) {
+        Flow::Done(r) => r,
+        other => return Some(other),
+    };
+    let _ = r;
+    let mut out: [libc::fd_set; 3] = std::array::from_fn(|_| {
+        // SAFETY: fd_set is plain old data; FD_ZERO makes it empty.
+        let mut s: libc::fd_set = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::FD_ZERO(&mut s) };
+        s
+    });
+    let mut count = 0;
+    for p in &list {
+        if p.revents & libc::POLLNVAL != 0 {
+            return Some(Flow::Fail(libc::EBADF));
+        }
+        for k in 0..3 {
+            if p.events & [libc::POLLIN, libc::POLLOUT, libc::POLLPRI][k] != 0 && p.revents & bits[k] != 0 {
+                // SAFETY: FD_SET on our own set, for a descriptor below FD_SETSIZE.
+                unsafe { libc::FD_SET(p.fd, &mut out[k]) };
+                count += 1;
+            }
+        }
+    }
+    for (k, &s) in sets.iter().enumerate() {
+        if !s.is_null() {
+            // SAFETY: fd_set is plain old data.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    &out[k] as *const libc::fd_set as *const u8,
+                    std::mem::size_of::<libc::fd_set>(),
+                )
+            };
+            if !sys::mem::copy_out(s as *mut u8, bytes) {
+                return Some(Flow::Fail(libc::EFAULT));
+            }
+        }
+    }
+    Some(Flow::Done(count))
+}
