@@ -171,3 +171,68 @@ print(s.recv(100))
         assert_eq!(text, "timeout after 0.1\nalarm after 0.1\nb'after a signal\\n'\n", "--mode {mode}");
     }
 }
+
+#[test]
+fn a_silent_proxy_lets_the_programs_own_timeout_fire() {
+    // silent-socks accepts and never answers: create_connection(timeout=1) raises at 1 s.
+    let py = r#"
+import socket, time
+t = time.time()
+try:
+    socket.create_connection(('10.77.0.2', 7), timeout=1)
+    print('connected')
+except TimeoutError:
+    print('timeout', time.time() - t < 1.5)
+"#;
+    for mode in MODES {
+        let (text, _) = timed("socks5://10.77.0.2:1088", mode, &["python3", "-c", py]);
+        assert_eq!(text, "timeout True\n", "--mode {mode}");
+    }
+}
+
+#[test]
+fn chains_http_hops_bad_passwords_and_threads_work_in_the_background() {
+    // Every kind of hop and failure on the non-blocking path, from asyncio, in threads.
+    let py = r#"
+import asyncio, sys, threading
+async def one(i):
+    try:
+        r, w = await asyncio.open_connection('www.socksify.test', 7)
+    except OSError as e:
+        return type(e).__name__
+    w.write(b'hi %d\n' % i); await w.drain()
+    ok = await r.readline() == b'hi %d\n' % i
+    w.close()
+    return 'ok' if ok else 'bad data'
+async def many(n):
+    return await asyncio.gather(*(one(i) for i in range(n)))
+results = []
+def worker():
+    results.extend(asyncio.run(many(5)))
+threads = [threading.Thread(target=worker) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(sorted(set(results)), len(results))
+"#;
+    let cases = [
+        // two hops, the first slow
+        (format!("[[proxy]]\nurl = \"{SLOW}\"\n[[proxy]]\nurl = \"{DANTE}\"\n"), "['ok'] 20"),
+        // an HTTP CONNECT hop (tinyproxy)
+        (config_for("http://10.77.0.2:1085"), "['ok'] 20"),
+        // an HTTP hop after a SOCKS one
+        (format!("[[proxy]]\nurl = \"{DANTE}\"\n[[proxy]]\nurl = \"http://10.77.0.2:1085\"\n"), "['ok'] 20"),
+        // a wrong password: EACCES, as SO_ERROR
+        (config_for("socks5://mcuser:wrong@10.77.0.2:1083"), "['PermissionError'] 20"),
+        // a dead proxy: ECONNREFUSED
+        (config_for("socks5://10.77.0.2:1089"), "['ConnectionRefusedError'] 20"),
+        // junk: an HTTP proxy's answer to a SOCKS greeting
+        (config_for("socks5://10.77.0.2:1085"), "['OSError'] 20"),
+    ];
+    for (cfg, want) in cases {
+        for mode in MODES {
+            let c = Client::new();
+            let out = c.socksify_command(&cfg, &["--mode", mode, "python3", "-c", py]).output().unwrap();
+            assert_eq!(stdout_ok(&out).trim(), want, "--mode {mode}, {cfg}");
+            c.assert_nothing_leaked();
+        }
+    }
+}

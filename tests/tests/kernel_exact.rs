@@ -301,3 +301,41 @@ fn sockets_closed_with_fclose_leave_nothing_behind() {
         c.assert_no_leak();
     }
 }
+
+#[test]
+fn a_server_listening_on_the_wildcard_address_keeps_its_local_clients() {
+    // A program with a proxied connection that then serves on 0.0.0.0 at a port of its own
+    // choosing (a development server, say): local clients connect as without socksify. (A
+    // wildcard listen at a port the kernel picks is the one-connection-back pattern of active
+    // FTP: a SOCKS BIND, see preload_bind.rs.)
+    let py = r#"
+import socket, threading
+up = socket.create_connection(('10.77.0.2', 7), timeout=10)
+up.sendall(b'x'); up.recv(1)
+srv = socket.create_server(('', 18093), reuse_port=False)
+print(srv.getsockname())
+def client():
+    c = socket.create_connection(('127.0.0.1', 18093), timeout=10)
+    print(c.recv(10))
+t = threading.Thread(target=client); t.start()
+conn, peer = srv.accept()
+conn.sendall(b'served')
+t.join()
+print(peer[0])
+"#;
+    let bare = python_exact_tcp(py);
+    assert_eq!(bare, "('0.0.0.0', 18093)\nb'served'\n127.0.0.1\n");
+}
+
+/// `python_exact_udp` for TCP programs: bare, then both modes, the same output.
+fn python_exact_tcp(py: &str) -> String {
+    let bare = stdout_ok(&Client::new().command(&["python3", "-c", py]).output().unwrap());
+    for mode in MODES {
+        let c = Client::new();
+        let out =
+            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]).output().unwrap();
+        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
+        c.assert_no_leak();
+    }
+    bare
+}

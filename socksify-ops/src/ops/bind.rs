@@ -31,14 +31,36 @@ pub fn bind_elsewhere(fd: c_int, to: *const sockaddr, len: socklen_t) -> Flow<c_
     start_bind(fd, wanted)
 }
 
-/// listen(2): a BIND when the socket's address is the proxy's to listen on.
+/// bind(2) done: a TCP socket bound to the wildcard address at a port of the program's choice
+/// is a server's, for whoever connects to that port: its listen stays local (see `listen`).
+pub fn bound(fd: c_int, addr: *const sockaddr, len: socklen_t) {
+    let Some(a) = addr::read(addr, len) else { return };
+    if a.port() == 0
+        || !addr::unmapped(a).ip().is_unspecified()
+        || sock::socket_type(fd) != Some(libc::SOCK_STREAM)
+    {
+        return;
+    }
+    let errno = sys::errno();
+    table::entry_or_new(fd, |e| e.server_port = true);
+    sys::set_errno(errno);
+}
+
+/// listen(2): a BIND when the socket's address is the proxy's to listen on. A wildcard
+/// listen becomes one only at a port the kernel chose (the way a program waits for the one
+/// connection it is about to announce: active FTP); at a port the program chose it is a
+/// server's, which local clients must reach, and stays local.
 pub fn listen(fd: c_int) -> Flow<c_int> {
     if sock::socket_type(fd) != Some(libc::SOCK_STREAM) {
         return Flow::Bypass;
     }
-    let (bind, virtual_bind) = table::entry(fd, |e| (e.bind, e.virtual_bind)).unwrap_or((None, None));
+    let (bind, virtual_bind, server) =
+        table::entry(fd, |e| (e.bind, e.virtual_bind, e.server_port)).unwrap_or((None, None, false));
     if bind.is_some() {
         return Flow::Done(0); // the BIND was sent at bind()
+    }
+    if server && virtual_bind.is_none() {
+        return Flow::Bypass;
     }
     let Some(bound) = virtual_bind.or_else(|| sock::local_addr(fd)) else { return Flow::Bypass };
     let Ok(st) = state() else { return Flow::Bypass };

@@ -158,6 +158,8 @@ pub struct Entry {
     pub udp: Option<Assoc>,
     /// UDP_CORK as the program set it.
     pub udp_cork: bool,
+    /// Bound by the program to the wildcard address at a port it chose (a server).
+    pub server_port: bool,
 }
 
 impl Entry {

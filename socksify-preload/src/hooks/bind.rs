@@ -11,6 +11,9 @@ use socksify_ops::{sys, table};
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the real bind with the caller's arguments.
     let r = unsafe { real::bind(fd, addr, len) };
+    if r == 0 {
+        runtime::after(|| bind::bound(fd, addr, len));
+    }
     if r == 0 || sys::errno() != libc::EADDRNOTAVAIL {
         return r;
     }
