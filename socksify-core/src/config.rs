@@ -10,6 +10,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::addr::TargetAddr;
 use crate::chain::{Chain, ChainMode, Timeouts};
 use crate::proxy::Proxy;
 
@@ -103,6 +104,7 @@ struct RawConfig {
     fake_ipv4_range: Option<Spanned<String>>,
     fake_ipv6_range: Option<Spanned<String>>,
     log_file: Option<Spanned<String>>,
+    dns_server: Option<Spanned<String>>,
     quiet: Option<bool>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
@@ -128,6 +130,9 @@ pub struct Config {
     pub fake_ipv4_range: Ipv4Net,
     pub fake_ipv6_range: Ipv6Net,
     pub log_file: Option<PathBuf>,
+    /// Remote DNS: where the DNS stub sends, over TCP through the chain, the queries it cannot
+    /// answer from the fake table (types other than A, AAAA and PTR of a fake address).
+    pub dns_server: TargetAddr,
     /// Log nothing, not even failures (the command line's `-v` still wins).
     pub quiet: bool,
     pub proxies: Vec<Proxy>,
@@ -137,6 +142,9 @@ pub struct Config {
 /// discard-only prefix (RFC 6666); neither carries real traffic.
 pub const DEFAULT_FAKE_IPV4: &str = "240.0.0.0/8";
 pub const DEFAULT_FAKE_IPV6: &str = "100::/64";
+
+/// The DNS server behind the proxies for queries the stub does not answer itself.
+pub const DEFAULT_DNS_SERVER: &str = "1.1.1.1:53";
 
 pub const DEFAULT_CHAIN_LEN: usize = 2;
 pub const DEFAULT_DIRECT: [&str; 2] = ["127.0.0.0/8", "::1/128"];
@@ -156,6 +164,7 @@ impl Default for Config {
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
             fake_ipv6_range: DEFAULT_FAKE_IPV6.parse().expect("valid default"),
             log_file: None,
+            dns_server: crate::proxy::parse_target(DEFAULT_DNS_SERVER).expect("valid default"),
             quiet: false,
             proxies: Vec::new(),
         }
@@ -263,6 +272,7 @@ impl Config {
         if let Some(f) = &self.log_file {
             t.push_str(&format!("log_file = {}\n", quote(&f.display().to_string())));
         }
+        t.push_str(&format!("dns_server = {}\n", quote(&self.dns_server.to_string())));
         if self.quiet {
             t.push_str("quiet = true\n");
         }
@@ -351,6 +361,12 @@ impl Config {
             Some(s) => return Err(src.at(s.span(), "log_file", "expected an absolute path")),
         };
 
+        let dns_server = match &raw.dns_server {
+            None => defaults.dns_server,
+            Some(s) => crate::proxy::parse_target(s.get_ref()).map_err(|e| {
+                src.at(s.span(), "dns_server", format!("{e}, e.g. 1.1.1.1:53 or [2606:4700::1111]:53"))
+            })?,
+        };
         let chain = raw.chain.unwrap_or_default();
         let chain_len = match &raw.chain_len {
             None => DEFAULT_CHAIN_LEN,
@@ -369,6 +385,7 @@ impl Config {
             fake_ipv4_range,
             fake_ipv6_range,
             log_file,
+            dns_server,
             quiet: raw.quiet.unwrap_or(false),
             proxies,
         };
@@ -529,6 +546,7 @@ mod tests {
         assert_eq!(c.udp, UdpMode::Proxy);
         assert_eq!(c.timeouts.connect, Duration::from_millis(8000));
         assert_eq!(c.timeouts.read, Duration::from_millis(15000));
+        assert_eq!(c.dns_server.to_string(), "1.1.1.1:53");
         assert!(c.is_direct(&"127.0.0.1:80".parse().unwrap()));
         assert!(c.is_direct(&"[::1]:80".parse().unwrap()));
         assert!(c.is_direct(&"[::ffff:127.0.0.1]:80".parse().unwrap()));
@@ -608,6 +626,8 @@ url = "socks4://relay.example:9050"
         assert_eq!(e.key.as_deref(), Some("fake_ipv4_range"));
         let e = err("log_file = \"relative.log\"");
         assert_eq!(e.key.as_deref(), Some("log_file"));
+        let e = err("dns_server = \"1.1.1.1\"");
+        assert_eq!(e.key.as_deref(), Some("dns_server"));
 
         let e = err("chain_len = 0");
         assert_eq!(e.key.as_deref(), Some("chain_len"));

@@ -152,6 +152,36 @@ pub fn error_response(query: &[u8], rcode: u8) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The largest UDP response the asker of `query` takes: its EDNS(0) payload size (an OPT
+/// record right after the question), at least 512; 512 without one.
+pub fn udp_limit(query: &[u8]) -> usize {
+    let Ok(q) = parse_query(query) else { return 512 };
+    let arcount = u16::from_be_bytes([query[10], query[11]]);
+    let opt = query.get(q.question_end..q.question_end + 5);
+    match opt {
+        // Root name, TYPE 41 (OPT), CLASS = the payload size.
+        Some([0, 0, 41, hi, lo]) if arcount >= 1 => (u16::from_be_bytes([*hi, *lo]) as usize).max(512),
+        _ => 512,
+    }
+}
+
+/// `reply` as a UDP response to `query`: whole when it fits the asker's limit, else its header
+/// and question with TC set (the asker retries over TCP).
+pub fn fit_udp(query: &[u8], reply: Vec<u8>) -> Vec<u8> {
+    if reply.len() <= udp_limit(query) {
+        return reply;
+    }
+    let Ok(q) = parse_query(query) else { return reply };
+    let mut out = reply[..HEADER.min(reply.len())].to_vec();
+    if out.len() < HEADER {
+        return reply;
+    }
+    out[2] |= 0x02; // TC
+    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&query[HEADER..q.question_end]);
+    out
+}
+
 fn encode_name(name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.split('.').filter(|l| !l.is_empty()) {
@@ -262,5 +292,23 @@ mod tests {
         dot[13] = b'.';
         assert_eq!(parse_query(&dot), Err(DnsError::BadName));
         assert_eq!(error_response(&good, RCODE_FORMERR).unwrap()[3] & 0xf, RCODE_FORMERR);
+    }
+
+    #[test]
+    fn big_replies_are_truncated_to_the_askers_limit() {
+        let plain = query("example.org", 16);
+        assert_eq!(udp_limit(&plain), 512);
+        let mut edns = plain.clone();
+        edns[11] = 1;
+        edns.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(udp_limit(&edns), 1232);
+        let q = parse_query(&plain).unwrap();
+        let mut big = response(&plain, &q, RCODE_NOERROR, &[], 60);
+        big.resize(700, 0);
+        assert_eq!(fit_udp(&edns, big.clone()).len(), 700, "it fits 1232");
+        let cut = fit_udp(&plain, big);
+        assert_eq!(cut.len(), plain.len());
+        assert_eq!(cut[2] & 0x02, 0x02, "TC");
+        assert_eq!(&cut[12..], &plain[12..]);
     }
 }

@@ -7,40 +7,109 @@
 //!   proxy is an IPv6 address); the other family gets no records. Names in the hosts file and
 //!   `localhost` get their own addresses.
 //! - PTR of a fake address: its name; of a hosts-file address: the file's name.
-//! - Every other type: no records (NOERROR). Other opcodes: NOTIMP.
+//! - Every other type (MX, TXT, SRV, HTTPS…, and PTR of other addresses): [`Answer::Forward`]:
+//!   the caller sends the query over TCP through the chain to the configured `dns_server`
+//!   ([`forward`]), never to the system's resolver; when that fails, SERVFAIL. Other opcodes:
+//!   NOTIMP.
+//!
+//! The library (in programs it is preloaded into, without the kernel guard) and the guard's
+//! supervisor both answer with this module.
 
+use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 
 use crate::dnswire::{self, Query, Record};
 use crate::fakedns::FakeDnsError;
 use crate::router::{Resolution, Router};
+use crate::sys::FdStream;
+use crate::{Chain, Host, TargetAddr};
 
 /// The time to live of every answer: fake addresses never change within a session.
 pub const TTL: u32 = 60;
 
-/// The response to `query`, or `None` for a message that deserves none (a response, or
+/// What the stub makes of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The response, from the fake table (or the hosts file).
+    Now(Vec<u8>),
+    /// A question the fake table cannot answer: to be sent to `dns_server` through the chain
+    /// ([`forward`]).
+    Forward,
+}
+
+/// The stub's answer to `query`, or `None` for a message that deserves none (a response, or
 /// something too short to carry an id).
-pub fn answer(router: &Router, query: &[u8]) -> Option<Vec<u8>> {
+pub fn answer(router: &Router, query: &[u8]) -> Option<Answer> {
     let q = match dnswire::parse_query(query) {
         Ok(q) => q,
         Err(dnswire::DnsError::NotAQuery) | Err(dnswire::DnsError::Short) => return None,
-        Err(_) => return dnswire::error_response(query, dnswire::RCODE_FORMERR),
+        Err(_) => return dnswire::error_response(query, dnswire::RCODE_FORMERR).map(Answer::Now),
     };
-    let (rcode, records) = records_for(router, &q);
-    Some(dnswire::response(query, &q, rcode, &records, TTL))
+    match records_for(router, &q) {
+        Some((rcode, records)) => Some(Answer::Now(dnswire::response(query, &q, rcode, &records, TTL))),
+        None => Some(Answer::Forward),
+    }
 }
 
-fn records_for(router: &Router, q: &Query) -> (u8, Vec<Record>) {
+/// The address family of a socket that reaches the chain's first hop.
+pub fn first_hop_family(chain: &Chain) -> libc::c_int {
+    match chain.proxies().first().map(|p| &p.host) {
+        Some(Host::Ip(IpAddr::V6(_))) => libc::AF_INET6,
+        _ => libc::AF_INET,
+    }
+}
+
+/// Sends `query` to `server` over TCP through `chain`, on `fd` (a fresh stream socket of
+/// [`first_hop_family`], which the caller closes), and returns the server's response; SERVFAIL
+/// (with the reason) when the chain or the server fails. Bounded by the chain's timeouts.
+pub fn forward(chain: &Chain, fd: RawFd, server: &TargetAddr, query: &[u8]) -> (Vec<u8>, Option<String>) {
+    match exchange(chain, fd, server, query) {
+        Ok(r) => (r, None),
+        Err(why) => (dnswire::error_response(query, dnswire::RCODE_SERVFAIL).unwrap_or_default(), Some(why)),
+    }
+}
+
+fn exchange(chain: &Chain, fd: RawFd, server: &TargetAddr, query: &[u8]) -> Result<Vec<u8>, String> {
+    let len = u16::try_from(query.len()).map_err(|_| "the query is too long".to_owned())?;
+    chain.connect(fd, server).map_err(|e| e.to_string())?;
+    let mut s = FdStream::new(fd);
+    s.set_timeout(Some(chain.timeouts().read));
+    let io = |e: std::io::Error| format!("{server}: {e}");
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(query);
+    s.write_all(&out).map_err(io)?;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).map_err(io)?;
+    let mut reply = vec![0u8; u16::from_be_bytes(head) as usize];
+    s.read_exact(&mut reply).map_err(io)?;
+    if reply.len() < 12 || reply[..2] != query[..2] || reply[2] & 0x80 == 0 {
+        return Err(format!("{server} answered with something that is not the response"));
+    }
+    Ok(reply)
+}
+
+/// The records of the answer, or `None` when the question is for `dns_server`.
+fn records_for(router: &Router, q: &Query) -> Option<(u8, Vec<Record>)> {
     if q.opcode() != 0 {
-        return (dnswire::RCODE_NOTIMP, Vec::new());
+        return Some((dnswire::RCODE_NOTIMP, Vec::new()));
     }
     if q.qclass != dnswire::CLASS_IN && q.qclass != 255 {
-        return (dnswire::RCODE_REFUSED, Vec::new());
+        return Some((dnswire::RCODE_REFUSED, Vec::new()));
     }
-    match q.qtype {
-        dnswire::TYPE_PTR => match dnswire::reverse_name(&q.name).and_then(|ip| router.reverse(ip)) {
-            Some(name) => (dnswire::RCODE_NOERROR, vec![Record::Ptr(name)]),
-            None => (dnswire::RCODE_NXDOMAIN, Vec::new()),
+    records_in(router, q)
+}
+
+fn records_in(router: &Router, q: &Query) -> Option<(u8, Vec<Record>)> {
+    Some(match q.qtype {
+        dnswire::TYPE_PTR => match dnswire::reverse_name(&q.name) {
+            Some(ip) => match router.reverse(ip) {
+                Some(name) => (dnswire::RCODE_NOERROR, vec![Record::Ptr(name)]),
+                // A fake address this session never handed out has no name anywhere.
+                None if router.is_fake(ip) => (dnswire::RCODE_NXDOMAIN, Vec::new()),
+                None => return None,
+            },
+            None => return None,
         },
         dnswire::TYPE_A | dnswire::TYPE_AAAA | dnswire::TYPE_ANY => {
             let want_v6 = q.qtype == dnswire::TYPE_AAAA;
@@ -65,8 +134,8 @@ fn records_for(router: &Router, q: &Query) -> (u8, Vec<Record>) {
                 Resolution::System => (dnswire::RCODE_REFUSED, Vec::new()),
             }
         }
-        _ => (dnswire::RCODE_NOERROR, Vec::new()),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +162,13 @@ mod tests {
         q
     }
 
+    fn now(a: Option<Answer>) -> Vec<u8> {
+        match a {
+            Some(Answer::Now(r)) => r,
+            other => panic!("not answered: {other:?}"),
+        }
+    }
+
     fn ancount(r: &[u8]) -> u16 {
         u16::from_be_bytes([r[6], r[7]])
     }
@@ -104,39 +180,44 @@ mod tests {
     #[test]
     fn a_names_get_their_fake_address_and_ptr_gives_the_name_back() {
         let r = router("socks5://192.0.2.1:1080");
-        let resp = answer(&r, &query("www.example.org", TYPE_A)).unwrap();
+        let resp = now(answer(&r, &query("www.example.org", TYPE_A)));
         assert_eq!((rcode(&resp), ancount(&resp)), (0, 1));
         let ip = IpAddr::from(<[u8; 4]>::try_from(&resp[resp.len() - 4..]).unwrap());
         assert!(r.is_fake(ip));
         assert_eq!(r.reverse(ip).as_deref(), Some("www.example.org"));
         let IpAddr::V4(v4) = ip else { panic!() };
         let o = v4.octets();
-        let ptr = answer(&r, &query(&format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0]), TYPE_PTR))
-            .unwrap();
+        let ptr =
+            now(answer(&r, &query(&format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0]), TYPE_PTR)));
         assert!(ptr.ends_with(b"\x03www\x07example\x03org\x00"));
         // The other family has no record: the proxies are reached over IPv4.
-        let aaaa = answer(&r, &query("www.example.org", TYPE_AAAA)).unwrap();
+        let aaaa = now(answer(&r, &query("www.example.org", TYPE_AAAA)));
         assert_eq!((rcode(&aaaa), ancount(&aaaa)), (0, 0));
     }
 
     #[test]
     fn ipv6_proxies_get_aaaa_answers() {
         let r = router("socks5://[2001:db8::1]:1080");
-        let aaaa = answer(&r, &query("www.example.org", TYPE_AAAA)).unwrap();
+        let aaaa = now(answer(&r, &query("www.example.org", TYPE_AAAA)));
         assert_eq!(ancount(&aaaa), 1);
-        let a = answer(&r, &query("www.example.org", TYPE_A)).unwrap();
+        let a = now(answer(&r, &query("www.example.org", TYPE_A)));
         assert_eq!(ancount(&a), 0);
     }
 
     #[test]
     fn hosts_file_names_and_unknown_reverse_lookups() {
         let r = router("socks5://192.0.2.1:1080");
-        let resp = answer(&r, &query("build.lan", TYPE_A)).unwrap();
+        let resp = now(answer(&r, &query("build.lan", TYPE_A)));
         assert!(resp.ends_with(&[192, 0, 2, 50]));
-        let resp = answer(&r, &query("9.9.9.9.in-addr.arpa", TYPE_PTR)).unwrap();
+        let resp = now(answer(&r, &query("50.2.0.192.in-addr.arpa", TYPE_PTR)));
+        assert!(resp.ends_with(b"\x05build\x03lan\x00"));
+        // Not the stub's to answer: for dns_server, through the chain.
+        assert_eq!(answer(&r, &query("9.9.9.9.in-addr.arpa", TYPE_PTR)), Some(Answer::Forward));
+        assert_eq!(answer(&r, &query("example.org", 15)), Some(Answer::Forward));
+        assert_eq!(answer(&r, &query("example.org", 65)), Some(Answer::Forward));
+        // A fake address never handed out has no name anywhere.
+        let resp = now(answer(&r, &query("99.0.0.240.in-addr.arpa", TYPE_PTR)));
         assert_eq!(rcode(&resp), 3);
-        let mx = answer(&r, &query("example.org", 15)).unwrap();
-        assert_eq!((rcode(&mx), ancount(&mx)), (0, 0));
     }
 
     #[test]
@@ -145,8 +226,8 @@ mod tests {
         assert_eq!(answer(&r, &[1, 2, 3]), None);
         let mut bad = query("a.b", TYPE_A);
         bad.truncate(14);
-        assert_eq!(rcode(&answer(&r, &bad).unwrap()), 1);
-        let resp = answer(&r, &query("a.b", TYPE_A)).unwrap();
+        assert_eq!(rcode(&now(answer(&r, &bad))), 1);
+        let resp = now(answer(&r, &query("a.b", TYPE_A)));
         assert!(parse_query(&resp).is_err(), "a response is not read as a query");
         assert_eq!(answer(&r, &resp), None);
     }
