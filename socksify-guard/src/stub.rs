@@ -1,13 +1,18 @@
 //! The DNS stub the guard sends the system's nameservers' queries to: one UDP socket and one TCP
 //! listener on loopback per nameserver (IPv4, and IPv6 when the host has `::1`), answered from
-//! the fake-address table by `socksify_core::stub`. One per nameserver, so that a reply's source
-//! tells which nameserver the program asked, and the program can be shown that one.
+//! the fake-address table by `socksify_core::stub` (the library's stub too). Questions the table
+//! cannot answer go over TCP through the chain to `dns_server` (a thread each, so that a slow
+//! one never holds up the others). One per nameserver, so that a reply's source tells which
+//! nameserver the program asked, and the program can be shown that one.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
+
+use socksify_core::stub::Answer;
+use socksify_core::Chain;
 
 use crate::addr::unmapped;
 use crate::policy::Policy;
@@ -53,7 +58,10 @@ impl Stubs {
             servers.push(Server { udp, tcp });
         }
         if count > 0 {
-            std::thread::Builder::new().name("dns-stub".into()).spawn(move || serve(servers, policy))?;
+            let chain = Arc::new(policy.router.config().chain());
+            std::thread::Builder::new()
+                .name("dns-stub".into())
+                .spawn(move || serve(servers, policy, chain))?;
         }
         Ok(Stubs { addrs })
     }
@@ -82,7 +90,7 @@ impl Stubs {
     }
 }
 
-fn serve(servers: Vec<Server>, policy: Arc<Policy>) {
+fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
     let udp: Vec<&UdpSocket> = servers.iter().flat_map(|s| s.udp.iter()).collect();
     let tcp: Vec<&TcpListener> = servers.iter().flat_map(|s| s.tcp.iter()).collect();
     let mut fds: Vec<libc::pollfd> = udp
@@ -106,22 +114,39 @@ fn serve(servers: Vec<Server>, policy: Arc<Policy>) {
             if i < udp.len() {
                 let sock = udp[i];
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    if let Some(reply) = socksify_core::stub::answer(&policy.router, &buf[..n]) {
-                        let _ = sock.send_to(&reply, from);
+                    let query = &buf[..n];
+                    match socksify_core::stub::answer(&policy.router, query) {
+                        Some(Answer::Now(reply)) => {
+                            let _ = sock.send_to(&socksify_core::dnswire::fit_udp(query, reply), from);
+                        }
+                        Some(Answer::Forward) => {
+                            let (Ok(sock), chain, query) = (sock.try_clone(), chain.clone(), query.to_vec())
+                            else {
+                                continue;
+                            };
+                            let policy = policy.clone();
+                            let _ =
+                                std::thread::Builder::new().name("dns-stub-fwd".into()).spawn(move || {
+                                    let reply = forward(&policy, &chain, &query);
+                                    let _ =
+                                        sock.send_to(&socksify_core::dnswire::fit_udp(&query, reply), from);
+                                });
+                        }
+                        None => {}
                     }
                 }
             } else if let Ok((conn, _)) = tcp[i - udp.len()].accept() {
-                let policy = policy.clone();
+                let (policy, chain) = (policy.clone(), chain.clone());
                 let _ = std::thread::Builder::new()
                     .name("dns-stub-tcp".into())
-                    .spawn(move || serve_tcp(conn, &policy));
+                    .spawn(move || serve_tcp(conn, &policy, &chain));
             }
         }
     }
 }
 
 /// DNS over TCP: each message behind its two-byte length.
-fn serve_tcp(mut conn: TcpStream, policy: &Policy) {
+fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut len = [0u8; 2];
     while conn.read_exact(&mut len).is_ok() {
@@ -129,11 +154,26 @@ fn serve_tcp(mut conn: TcpStream, policy: &Policy) {
         if conn.read_exact(&mut msg).is_err() {
             return;
         }
-        let Some(reply) = socksify_core::stub::answer(&policy.router, &msg) else { return };
+        let reply = match socksify_core::stub::answer(&policy.router, &msg) {
+            Some(Answer::Now(reply)) => reply,
+            Some(Answer::Forward) => forward(policy, chain, &msg),
+            None => return,
+        };
         let mut out = (reply.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&reply);
         if conn.write_all(&out).is_err() {
             return;
         }
+    }
+}
+
+/// The answer of `dns_server` (through the chain) to a question the fake table cannot answer;
+/// SERVFAIL when it cannot be had.
+fn forward(policy: &Policy, chain: &Chain, query: &[u8]) -> Vec<u8> {
+    let server = &policy.router.config().dns_server;
+    match crate::sys::socket(socksify_core::stub::first_hop_family(chain), libc::SOCK_STREAM) {
+        Ok(fd) => socksify_core::stub::forward(chain, fd.as_raw_fd(), server, query).0,
+        Err(_) => socksify_core::dnswire::error_response(query, socksify_core::dnswire::RCODE_SERVFAIL)
+            .unwrap_or_default(),
     }
 }
