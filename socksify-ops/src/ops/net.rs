@@ -70,6 +70,9 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
             return Flow::Fail(libc::ECONNREFUSED);
         }
     };
+    if st.for_our_stub(dest) {
+        return super::stub::tcp_connect(st, fd, dest); // DNS over TCP, answered in the library
+    }
     match plan(st, dest) {
         Plan::AsIs => Flow::Bypass,
         Plan::Refuse(e) => Flow::Fail(e),

@@ -15,6 +15,7 @@ use socksify_core::router::{Resolution, Route, UdpRoute};
 use socksify_core::{v5, TargetAddr};
 
 use super::msg::Msg;
+use super::stub;
 use crate::runtime::state::log_broken;
 use crate::runtime::{state, Flow, State};
 use crate::sys::{self, addr, sock};
@@ -29,6 +30,8 @@ pub enum Plan {
     AsIs,
     /// Through the relay, to this target.
     Relay(TargetAddr),
+    /// A query to the system's nameservers: answered by the library's DNS stub.
+    Stub,
     /// Refused, with this errno (the reason was logged).
     Refuse(c_int),
 }
@@ -37,6 +40,9 @@ pub enum Plan {
 pub fn plan(st: &State, dest: SocketAddr, what: &str) -> Plan {
     if st.for_the_stub(dest) {
         return Plan::AsIs; // the kernel guard answers it with its DNS stub
+    }
+    if st.for_our_stub(dest) {
+        return Plan::Stub;
     }
     match st.router.route_udp(dest) {
         UdpRoute::Direct => Plan::AsIs,
@@ -264,6 +270,12 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
         }
         Plan::Relay(t) => t,
         Plan::Refuse(e) => return Flow::Fail(e),
+        Plan::Stub => {
+            // Its answer comes from the socket itself: not connected to the relay any more.
+            unlink(fd);
+            let Ok(st) = state() else { return Flow::Fail(libc::ENETUNREACH) };
+            return stub::send(st, fd, dest, msg);
+        }
     };
     let Ok(st) = state() else { return Flow::Fail(libc::ENETUNREACH) };
     let link = match association(st, fd, true) {
@@ -287,6 +299,10 @@ pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t
     if let Some(flow) = super::pending::data_call(fd) {
         return Some(flow);
     }
+    if let Some(ns) = stub::connected_to(fd) {
+        let Ok(st) = state() else { return Some(Flow::Fail(libc::ENETUNREACH)) };
+        return Some(stub::send(st, fd, ns, msg));
+    }
     let link = table::link(fd)?;
     let Some((_, header)) = link.peer else {
         // Connected to the relay by the library only: to the program it has no peer.
@@ -302,7 +318,12 @@ pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t
 /// `connect()` of a datagram socket: a proxied peer is recorded and the socket connected to the
 /// relay (so the kernel itself drops datagrams from anywhere else).
 pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
-    let target = match plan_now(dest, "connect") {
+    let plan = plan_now(dest, "connect");
+    if plan != Plan::Stub {
+        stub::forget_peer(fd);
+    }
+    let target = match plan {
+        Plan::Stub => return stub::connect(fd, dest),
         Plan::AsIs => {
             table::assoc(fd, |a| {
                 a.peer = None;
@@ -367,6 +388,7 @@ pub fn unlink(fd: c_int) {
 /// dissolved: the relay knows the old port only, so the next proxied datagram opens a new one.
 /// `None` for sockets without an association.
 pub fn disconnect(fd: c_int, to: *const sockaddr, len: socklen_t) -> Option<Flow<c_int>> {
+    stub::forget_peer(fd);
     table::link(fd)?;
     // SAFETY: the program's own arguments, straight to the kernel.
     if unsafe { sys::call(libc::SYS_connect, sys::args!(fd, to, len)) } != 0 {
@@ -406,7 +428,10 @@ pub fn recv(fd: c_int, msg: &mut RecvMsg, flags: c_int) -> Option<Flow<ssize_t>>
     if flags & libc::MSG_ERRQUEUE != 0 {
         return None;
     }
-    let link = table::link(fd)?;
+    let link = table::link(fd);
+    if link.is_none() && !stub::asked(fd) {
+        return None;
+    }
     let family = sock::family(fd)?;
     let r = BUF.try_with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -432,11 +457,12 @@ pub fn recv(fd: c_int, msg: &mut RecvMsg, flags: c_int) -> Option<Flow<ssize_t>>
             }
             let n = n as usize;
             let src = addr::from_storage(&from, m.msg_namelen);
+            let relay = link.map(|l| l.relay);
             let got = match src {
-                Some(s) if s == link.relay => {
+                Some(s) if Some(s) == relay => {
                     v5::decode_udp(&buf[..n]).ok().map(|(s, at)| Got::Relayed(s, at))
                 }
-                Some(s) if s.ip() == link.relay.ip() && v5::decode_udp(&buf[..n]).is_ok() => None,
+                Some(s) if Some(s.ip()) == relay.map(|r| r.ip()) && v5::decode_udp(&buf[..n]).is_ok() => None,
                 Some(s) => Some(Got::AsIs(s)),
                 None => None,
             };
@@ -468,7 +494,7 @@ pub fn recv(fd: c_int, msg: &mut RecvMsg, flags: c_int) -> Option<Flow<ssize_t>>
                         table::assoc(fd, |a| source_as_seen(a, source.clone(), family))
                             .unwrap_or_else(|| fallback_source(source, family))
                     }
-                    Got::AsIs(s) => s,
+                    Got::AsIs(s) => stub::shown_source(fd, s, payload).unwrap_or(s),
                 };
                 match addr::write_into(&shown, msg.msg.name.cast(), msg.msg.namelen) {
                     Some(full) => msg.msg.namelen = full,

@@ -117,10 +117,25 @@ impl State {
     /// True for a query to the system's nameservers that the kernel guard's stub answers: the
     /// library leaves it alone (its datagrams would otherwise reach the proxy's resolver).
     pub fn for_the_stub(&self, dest: SocketAddr) -> bool {
-        if !self.guarded || !self.router.remote_dns() || dest.port() != 53 {
+        self.guarded && self.to_a_nameserver(dest)
+    }
+
+    /// True for a query to the system's nameservers that the library's own DNS stub answers
+    /// (remote DNS, no kernel guard): it never leaves the process.
+    pub fn for_our_stub(&self, dest: SocketAddr) -> bool {
+        !self.guarded && self.to_a_nameserver(dest)
+    }
+
+    fn to_a_nameserver(&self, dest: SocketAddr) -> bool {
+        if !self.router.remote_dns() || dest.port() != 53 {
             return false;
         }
         let ip = crate::sys::addr::unmapped(dest).ip();
         self.nameservers.get_or_init(socksify_core::resolvconf::system_nameservers).contains(&ip)
+    }
+
+    /// The same, with `nameservers` as the system's (for tests).
+    pub fn with_nameservers(self, nameservers: Vec<IpAddr>) -> State {
+        State { nameservers: OnceLock::from(nameservers), ..self }
     }
 }

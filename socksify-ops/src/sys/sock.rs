@@ -251,6 +251,21 @@ pub fn send(fd: c_int, data: &[u8], flags: c_int) -> isize {
     unsafe { call(libc::SYS_sendto, args!(fd, data.as_ptr(), data.len(), flags, 0, 0)) as isize }
 }
 
+/// sendto(2) of our own buffer to `to`.
+pub fn send_to(fd: c_int, data: &[u8], to: &SocketAddr, flags: c_int) -> isize {
+    let sa = SockAddr::from(*to);
+    // SAFETY: sendto from a live slice to an address that lives in `sa` for the call.
+    unsafe {
+        call(libc::SYS_sendto, args!(fd, data.as_ptr(), data.len(), flags, sa.as_ptr(), sa.len())) as isize
+    }
+}
+
+/// recv(2) into our own buffer.
+pub fn recv(fd: c_int, buf: &mut [u8], flags: c_int) -> isize {
+    // SAFETY: recvfrom into a live slice, without an address.
+    unsafe { call(libc::SYS_recvfrom, args!(fd, buf.as_mut_ptr(), buf.len(), flags, 0, 0)) as isize }
+}
+
 /// Writes all of `bytes` to `fd` (a log line); `Err(errno)` if it cannot.
 pub fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), c_int> {
     while !bytes.is_empty() {

@@ -122,6 +122,34 @@ pub struct Bind {
     pub accepted: bool,
 }
 
+/// A datagram socket whose queries to the system's nameservers the library's DNS stub answers
+/// (remote DNS without the kernel guard): its replies come from the socket's own address (to
+/// which a `connect()`ed one is connected) and are shown as the nameserver's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsStub {
+    /// The nameserver the program connected the socket to (`getpeername` answers it).
+    pub peer: Option<SocketAddr>,
+    /// Recent queries: their id and the nameserver asked, to name a reply's source.
+    pub asked: Vec<(u16, SocketAddr)>,
+}
+
+impl DnsStub {
+    /// Remembers that query `id` went to `ns`.
+    pub fn note(&mut self, id: u16, ns: SocketAddr) {
+        self.asked.retain(|&(i, _)| i != id);
+        if self.asked.len() == SENT_MEMORY {
+            self.asked.remove(0);
+        }
+        self.asked.push((id, ns));
+    }
+
+    /// The nameserver a reply with `id` is shown from.
+    pub fn source_of(&self, id: Option<u16>) -> Option<SocketAddr> {
+        let by_id = id.and_then(|id| self.asked.iter().rev().find(|(i, _)| *i == id));
+        by_id.or(self.asked.last()).map(|(_, ns)| *ns).or(self.peer)
+    }
+}
+
 /// What the library knows of one socket.
 /// A connect through the chain that runs in the background (a non-blocking socket's, or a
 /// blocking one's after a signal or its SO_SNDTIMEO): until it ends, the socket is hidden from
@@ -160,12 +188,21 @@ pub struct Entry {
     pub udp_cork: bool,
     /// Bound by the program to the wildcard address at a port it chose (a server).
     pub server_port: bool,
+    /// Queries to the system's nameservers answered by the library's DNS stub.
+    pub dns: Option<DnsStub>,
 }
 
 impl Entry {
     /// The peer the program connected to, if the library proxied it (TCP or UDP).
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.tcp_peer.or_else(|| self.udp.as_ref()?.peer.as_ref().map(|p| p.0))
+        self.tcp_peer
+            .or_else(|| self.udp.as_ref()?.peer.as_ref().map(|p| p.0))
+            .or_else(|| self.dns.as_ref()?.peer)
+    }
+
+    /// Its datagrams need the hooks (the `relayed` bit): a UDP association or the DNS stub.
+    fn gated(&self) -> bool {
+        self.udp.is_some() || self.dns.is_some()
     }
 
     pub fn link(&self) -> Option<Link> {
@@ -231,7 +268,7 @@ impl Table {
     fn map(&mut self, fd: c_int, ino: u64) {
         self.by_fd.insert(fd, ino);
         KNOWN.set(fd);
-        if self.by_inode.get(&ino).is_some_and(|e| e.udp.is_some()) {
+        if self.by_inode.get(&ino).is_some_and(Entry::gated) {
             RELAYED.set(fd);
         }
     }
@@ -309,8 +346,10 @@ pub fn entry_or_new<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> 
             t.map(fd, ino);
         }
         let r = f(t.by_inode.entry(ino).or_default());
-        if t.by_inode.get(&ino).is_some_and(|e| e.udp.is_some()) {
-            RELAYED.set(fd);
+        if t.by_inode.get(&ino).is_some_and(Entry::gated) {
+            for d in t.fds_of(ino) {
+                RELAYED.set(d);
+            }
         }
         r
     }))
@@ -463,6 +502,9 @@ pub fn drop_assoc(fd: c_int) {
             t.internal.remove(&a.control.raw());
             KNOWN.clear(a.control.raw());
         }
+        if t.by_inode.get(&ino).is_some_and(Entry::gated) {
+            return;
+        }
         for d in t.fds_of(ino) {
             RELAYED.clear(d);
         }
@@ -540,6 +582,15 @@ pub fn own(fd: c_int) {
     with(|t| {
         t.internal.insert(fd);
         KNOWN.set(fd);
+    });
+}
+
+/// `fd` is no longer one of the library's own (its owner is about to close it).
+pub fn disown(fd: c_int) {
+    with(|t| {
+        if t.internal.remove(&fd) {
+            KNOWN.clear(fd);
+        }
     });
 }
 

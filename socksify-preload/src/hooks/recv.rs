@@ -71,7 +71,7 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if msgs.is_null() || count == 0 || table::link(fd).is_none() {
+    if msgs.is_null() || count == 0 || !table::relayed(fd) {
         // SAFETY: the real recvmmsg with the caller's arguments.
         return unsafe { real::recvmmsg(fd, msgs, count, flags, timeout) };
     }
