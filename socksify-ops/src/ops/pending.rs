@@ -83,10 +83,7 @@ fn finish(
 ) {
     let outcome = match &result {
         Ok(_) => Outcome::Over,
-        Err(e) => {
-            let _ = socksify_core::sys::disconnect(work);
-            Outcome::Failed(e.errno())
-        }
+        Err(e) => Outcome::Failed(e.errno()),
     };
     let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     let local =
@@ -98,6 +95,13 @@ fn finish(
             e.tcp_target = Some((seq, target.clone()));
             e.local = local;
         }
+    });
+    // The outcome is recorded first: a failed chain's socket is disconnected only now, and the
+    // hang-up that shows (to epoll, through any mask) finds SO_ERROR saying why.
+    if outcome != Outcome::Over {
+        let _ = socksify_core::sys::disconnect(work);
+    }
+    table::entry_by_inode(ino, |e| {
         if let Some(p) = &e.pending {
             let one: u64 = 1;
             // SAFETY: an 8-byte write to the eventfd, from a local.
@@ -146,9 +150,16 @@ pub fn connect_again(fd: c_int) -> Option<c_int> {
     }
 }
 
-/// getsockopt(SO_ERROR): 0 while the handshake runs, then its failure once.
+/// getsockopt(SO_ERROR): 0 while the handshake runs, then its failure once. A socket that
+/// shows an error or a hang-up meanwhile (the proxy dropped it: epoll reports that through any
+/// mask) waits for the handshake's end, so that the answer is its outcome, never a false 0.
 pub fn so_error(fd: c_int) -> Option<c_int> {
-    match table::pending(fd)?.0 {
+    let (outcome, done) = table::pending(fd)?;
+    match outcome {
+        Outcome::Running if now(fd, libc::POLLOUT) & (libc::POLLHUP | libc::POLLERR) != 0 => {
+            let _ = socksify_core::sys::wait(done, libc::POLLIN, None);
+            so_error(fd)
+        }
         Outcome::Running => Some(0),
         Outcome::Failed(_) => table::take_failure(fd),
         Outcome::Over => None,

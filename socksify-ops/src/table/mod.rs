@@ -413,6 +413,11 @@ pub fn end_pending(ino: u64, outcome: Outcome, f: impl FnOnce(&mut Entry)) -> Ve
     })
 }
 
+/// `f` on the entry of the socket `ino`, if the table still has it.
+pub fn entry_by_inode<T>(ino: u64, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+    with(|t| t.by_inode.get_mut(&ino).map(f))
+}
+
 /// `fd`'s background handshake: its outcome so far and its `done` eventfd.
 pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
     if !known(fd) {
