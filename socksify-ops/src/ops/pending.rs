@@ -220,6 +220,9 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> 
     if op != libc::EPOLL_CTL_DEL && asked.is_none() {
         return Flow::Bypass; // the kernel's EFAULT
     }
+    // The lock is held from the look at the handshake to the record: a handshake that ends
+    // meanwhile puts this registration back (`show` takes the lock too), never leaves it narrowed.
+    let mut map = EPOLL.lock();
     let hidden = running(fd);
     let mut given = asked.unwrap_or(epoll_event { events: 0, u64: 0 });
     if hidden {
@@ -230,7 +233,6 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> 
     if r < 0 {
         return Flow::Fail(sys::errno());
     }
-    let mut map = EPOLL.lock();
     let map = map.get_or_insert_with(HashMap::new);
     match asked {
         Some(ev) => {
@@ -244,14 +246,18 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> 
 }
 
 fn set_events(fd: c_int, mask: u32) {
-    for (epfd, (events, data)) in registrations(fd) {
+    let mut map = EPOLL.lock();
+    let Some(map) = map.as_mut() else { return };
+    let mine: Vec<(c_int, (u32, u64))> =
+        map.iter().filter(|((_, f), _)| *f == fd).map(|((e, _), v)| (*e, *v)).collect();
+    for (epfd, (events, data)) in mine {
         let mut ev = epoll_event { events: events & mask, u64: data };
         // SAFETY: epoll_ctl MOD of a registration the program made, with its own data.
         let r = unsafe {
             call(libc::SYS_epoll_ctl, args!(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev as *mut epoll_event))
         };
         if r < 0 {
-            forget(epfd, fd);
+            map.remove(&(epfd, fd));
         }
     }
 }
