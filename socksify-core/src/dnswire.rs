@@ -225,6 +225,21 @@ pub fn reverse_name(name: &str) -> Option<IpAddr> {
     Some(IpAddr::V6(Ipv6Addr::from(octets)))
 }
 
+/// A query for `name` (dot-separated labels, at most 63 bytes each) of type `qtype`, class IN,
+/// recursion desired, with id `id`: what a resolver sends (tests, `socksify check`).
+pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

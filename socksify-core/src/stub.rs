@@ -151,15 +151,7 @@ mod tests {
     }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.push(0);
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&1u16.to_be_bytes());
-        q
+        crate::dnswire::query(0xabcd, name, qtype)
     }
 
     fn now(a: Option<Answer>) -> Vec<u8> {

@@ -227,3 +227,22 @@ pub fn stdout_ok(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `argv` without socksify, then under it (`-f config --mode M` for each of `modes`),
+/// each in a fresh namespace (`udp_relay`: dante's relay counts as relayed): the bare run's
+/// stdout, after checking that every socksified run printed the same — the kernel's answers
+/// are the reference — and sent nothing around the proxies. Returns each run's counters too.
+pub fn same_as_bare(config: &str, modes: &[&str], udp_relay: bool, argv: &[&str]) -> (String, Vec<Counters>) {
+    let client = || if udp_relay { Client::with_udp_relay() } else { Client::new() };
+    let bare = stdout_ok(&client().command(argv).output().unwrap());
+    let mut counters = Vec::new();
+    for mode in modes {
+        let c = client();
+        let mut full = vec!["--mode", mode];
+        full.extend_from_slice(argv);
+        let out = c.socksify_command(config, &full).output().unwrap();
+        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
+        counters.push(c.assert_nothing_leaked());
+    }
+    (bare, counters)
+}

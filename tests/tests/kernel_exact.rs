@@ -14,18 +14,9 @@ const MODES: [&str; 2] = ["preload", "auto"];
 fn exact(case: &str, proxied: bool) -> String {
     let prog = c_program("exact", Link::Dynamic);
     let argv = [prog.to_str().unwrap(), case, NET4, "7"];
-    let bare = stdout_ok(&Client::new().command(&argv).output().unwrap());
-    for mode in MODES {
-        let c = Client::new();
-        let mut full = vec!["--mode", mode];
-        full.extend_from_slice(&argv);
-        let out = c.socksify_command(&config_for(DANTE), &full).output().unwrap();
-        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
-        if proxied {
-            c.assert_no_leak();
-        } else {
-            c.assert_nothing_leaked();
-        }
+    let (bare, counters) = same_as_bare(&config_for(DANTE), &MODES, false, &argv);
+    if proxied {
+        assert!(counters.iter().all(|c| c.proxied > 0), "nothing went through the proxy: {counters:?}");
     }
     bare
 }
@@ -70,15 +61,8 @@ fn sendmmsg_with_fast_open_on_tcp_goes_through_the_chain() {
 /// A Python program run bare and under socksify (both modes) in namespaces whose UDP to
 /// dante's relay counts as relayed: the bare run's output, after checking the others match.
 fn python_exact_udp(py: &str) -> String {
-    let bare = stdout_ok(&Client::with_udp_relay().command(&["python3", "-c", py]).output().unwrap());
-    for mode in MODES {
-        let c = Client::with_udp_relay();
-        let out =
-            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]).output().unwrap();
-        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
-        let counters = c.assert_nothing_leaked();
-        assert!(counters.relayed > 0, "--mode {mode}: nothing went through the relay: {counters:?}");
-    }
+    let (bare, counters) = same_as_bare(&config_for(DANTE), &MODES, true, &["python3", "-c", py]);
+    assert!(counters.iter().all(|c| c.relayed > 0), "nothing went through the relay: {counters:?}");
     bare
 }
 
@@ -329,13 +313,7 @@ print(peer[0])
 
 /// `python_exact_udp` for TCP programs: bare, then both modes, the same output.
 fn python_exact_tcp(py: &str) -> String {
-    let bare = stdout_ok(&Client::new().command(&["python3", "-c", py]).output().unwrap());
-    for mode in MODES {
-        let c = Client::new();
-        let out =
-            c.socksify_command(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]).output().unwrap();
-        assert_eq!(stdout_ok(&out), bare, "--mode {mode}: not what the kernel answers without socksify");
-        c.assert_no_leak();
-    }
+    let (bare, counters) = same_as_bare(&config_for(DANTE), &MODES, false, &["python3", "-c", py]);
+    assert!(counters.iter().all(|c| c.proxied > 0), "nothing went through the proxy: {counters:?}");
     bare
 }

@@ -14,15 +14,7 @@ fn stub_state() -> &'static State {
 }
 
 fn query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = vec![0x42, 0x17, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q
+    socksify_core::dnswire::query(0x4217, name, qtype)
 }
 
 fn udp_socket() -> c_int {
