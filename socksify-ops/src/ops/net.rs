@@ -243,7 +243,7 @@ pub fn send_hook(fd: c_int, msg: &Msg, flags: c_int, real: impl FnOnce() -> ssiz
 pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
     let ty = sock::socket_type(fd);
     if ty == Some(libc::SOCK_STREAM) {
-        if let Some(flow) = pending::data_call(fd) {
+        if let Some(flow) = pending::data_call(fd, true) {
             return (flow, After::Nothing);
         }
         if flags & libc::MSG_FASTOPEN == 0 || !msg.named() {

@@ -41,7 +41,7 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
     });
     if !spawned {
         table::end_pending(ino, Outcome::Over, |e| e.pending = None);
-        show(fd);
+        show(fd, ino);
         sock::close(work);
         return None;
     }
@@ -120,24 +120,47 @@ fn finish(
         }
     }
     for fd in fds {
-        show(fd);
+        show(fd, ino);
     }
     sock::close(work);
 }
 
 /// The data calls (send, recv, read, write…) of `fd` while its handshake runs: `EAGAIN` (a
 /// blocking socket waits for the end), then the failure once; `None`: as usual.
-pub fn data_call(fd: c_int) -> Option<Flow<isize>> {
+pub fn data_call(fd: c_int, sending: bool) -> Option<Flow<isize>> {
     let (outcome, done) = table::pending(fd)?;
     match outcome {
         Outcome::Running if sock::nonblocking(fd) => Some(Flow::Fail(libc::EAGAIN)),
         Outcome::Running => {
-            let _ = socksify_core::sys::wait(done, libc::POLLIN, None);
-            data_call(fd).or(Some(Flow::Bypass))
+            // A blocking call waits for the connection as the kernel's does: within the
+            // socket's SO_RCVTIMEO/SO_SNDTIMEO (then EAGAIN), and a signal ends it (EINTR).
+            let name = if sending { libc::SO_SNDTIMEO } else { libc::SO_RCVTIMEO };
+            match wait_done(done, sock::timeout(fd, name)) {
+                Err(errno) => Some(Flow::Fail(errno)),
+                Ok(()) => match table::pending(fd).map(|p| p.0) {
+                    Some(Outcome::Running) => Some(Flow::Fail(libc::EAGAIN)),
+                    Some(Outcome::Failed(_)) => table::take_failure(fd).map(Flow::Fail),
+                    _ => Some(Flow::Bypass),
+                },
+            }
         }
         Outcome::Failed(_) => table::take_failure(fd).map(Flow::Fail),
         Outcome::Over => None,
     }
+}
+
+/// Waits for `done` to be readable, at most `timeout`: `Err(EINTR)` when a signal came.
+fn wait_done(done: c_int, timeout: Option<std::time::Duration>) -> Result<(), c_int> {
+    let mut p = pollfd { fd: done, events: libc::POLLIN, revents: 0 };
+    let ts = timeout
+        .map(|t| libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: t.subsec_nanos() as c_long });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: ppoll of one local pollfd.
+    let r = unsafe { call(libc::SYS_ppoll, args!(&mut p as *mut pollfd, 1, ts_ptr, 0, 8)) };
+    if r < 0 {
+        return Err(sys::errno());
+    }
+    Ok(())
 }
 
 /// connect(2) on a socket whose chain runs or ran in the background: `EALREADY` while it runs,
@@ -185,10 +208,9 @@ pub fn closing(fd: c_int) {
         };
         forget(epfd, fd);
     }
-    if table::sole_descriptor(fd) {
-        // SAFETY: shutdown of the socket the program lets go of: the worker's waits end.
-        unsafe { call(libc::SYS_shutdown, args!(fd, libc::SHUT_RDWR)) };
-    }
+    // The handshake itself runs to its end on the worker's own duplicate, which then goes: the
+    // socket may live on in another process (a forked child closing its copy must not cut the
+    // parent's connect short).
 }
 
 // ---- epoll: the program's registrations, narrowed while a handshake runs -----------------
@@ -245,17 +267,30 @@ pub fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> 
     Flow::Done(0)
 }
 
-fn set_events(fd: c_int, mask: u32) {
+fn set_events(fd: c_int, mask: u32, ino: Option<u64>) {
     let mut map = EPOLL.lock();
+    // The worker puts back the registrations of its socket only: the program may have closed
+    // the number and made it another socket, whose own handshake runs.
+    if ino.is_some_and(|ino| sock::inode(fd) != Some(ino) || running(fd)) {
+        return;
+    }
     let Some(map) = map.as_mut() else { return };
     let mine: Vec<(c_int, (u32, u64))> =
         map.iter().filter(|((_, f), _)| *f == fd).map(|((e, _), v)| (*e, *v)).collect();
     for (epfd, (events, data)) in mine {
         let mut ev = epoll_event { events: events & mask, u64: data };
-        // SAFETY: epoll_ctl MOD of a registration the program made, with its own data.
-        let r = unsafe {
-            call(libc::SYS_epoll_ctl, args!(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev as *mut epoll_event))
-        };
+        // An EPOLLEXCLUSIVE registration cannot be modified: it is made again.
+        let op =
+            if events & libc::EPOLLEXCLUSIVE as u32 != 0 { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_MOD };
+        // SAFETY: epoll_ctl MOD (or DEL, then ADD) of a registration the program made, with its
+        // own data.
+        let mut r = unsafe { call(libc::SYS_epoll_ctl, args!(epfd, op, fd, &mut ev as *mut epoll_event)) };
+        if r == 0 && op == libc::EPOLL_CTL_DEL {
+            // SAFETY: as above.
+            r = unsafe {
+                call(libc::SYS_epoll_ctl, args!(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev as *mut epoll_event))
+            };
+        }
         if r < 0 {
             map.remove(&(epfd, fd));
         }
@@ -263,13 +298,13 @@ fn set_events(fd: c_int, mask: u32) {
 }
 
 fn hide(fd: c_int) {
-    set_events(fd, !HIDDEN);
+    set_events(fd, !HIDDEN, None);
 }
 
 /// Puts the program's registrations back: the kernel looks at the socket again, and an
 /// edge-triggered registration gets its edge.
-fn show(fd: c_int) {
-    set_events(fd, u32::MAX);
+fn show(fd: c_int, ino: u64) {
+    set_events(fd, u32::MAX, Some(ino));
 }
 
 // ---- poll and select -----------------------------------------------------------------------
@@ -357,77 +392,68 @@ fn now(fd: c_int, events: i16) -> i16 {
 }
 
 /// select/pselect as poll, when a descriptor in the sets has its handshake running; `None`:
-/// none has (the real function answers).
+/// none has (the real function answers). The sets are bit arrays of `nfds` bits, whatever their
+/// size (programs with more than FD_SETSIZE descriptors allocate larger ones).
 pub fn select(
     nfds: c_int,
     sets: [*mut libc::fd_set; 3],
     timeout: Option<std::time::Duration>,
     sigmask: *const libc::sigset_t,
 ) -> Option<Flow<c_int>> {
-    let nfds = nfds.clamp(0, libc::FD_SETSIZE as c_int);
-    let copies: Vec<Option<libc::fd_set>> = sets
-        .iter()
-        .map(|&s| if s.is_null() { None } else { sys::mem::copy_value(s as *const libc::fd_set) })
-        .collect();
-    for (i, s) in sets.iter().enumerate() {
-        if !s.is_null() && copies[i].is_none() {
-            return None; // the kernel's EFAULT
+    let nfds = nfds.max(0) as usize;
+    // The kernel reads whole longs: nfds rounded up to 64 bits.
+    let len = nfds.div_ceil(64) * 8;
+    let mut copies: [Option<Vec<u8>>; 3] = [None, None, None];
+    for (k, &set) in sets.iter().enumerate() {
+        if !set.is_null() {
+            copies[k] = Some(sys::mem::copy_array(set as *const u8, len)?); // None: the kernel's EFAULT
         }
     }
-    let bits = [libc::POLLIN | libc::POLLHUP | libc::POLLERR, libc::POLLOUT | libc::POLLERR, libc::POLLPRI];
+    let bit = |v: &[u8], fd: usize| v[fd / 8] & (1 << (fd % 8)) != 0;
+    let kinds = [libc::POLLIN, libc::POLLOUT, libc::POLLPRI];
     let mut list: Vec<pollfd> = Vec::new();
     for fd in 0..nfds {
-        let mut events = 0;
-        for (k, set) in copies.iter().enumerate() {
-            // SAFETY: FD_ISSET on our copy, for a descriptor below FD_SETSIZE.
-            if set.as_ref().is_some_and(|s| unsafe { libc::FD_ISSET(fd, s) }) {
-                events |= [libc::POLLIN, libc::POLLOUT, libc::POLLPRI][k];
-            }
-        }
+        let events =
+            (0..3).fold(
+                0,
+                |ev, k| {
+                    if copies[k].as_deref().is_some_and(|v| bit(v, fd)) {
+                        ev | kinds[k]
+                    } else {
+                        ev
+                    }
+                },
+            );
         if events != 0 {
-            list.push(pollfd { fd, events, revents: 0 });
+            list.push(pollfd { fd: fd as c_int, events, revents: 0 });
         }
     }
     if !list.iter().any(|p| running(p.fd)) {
         return None;
     }
-    let r = match poll(list.as_mut_ptr(), list.len(), timeout, sigmask) {
-        Flow::Done(r) => r,
+    match poll(list.as_mut_ptr(), list.len(), timeout, sigmask) {
+        Flow::Done(_) => {}
         other => return Some(other),
-    };
-    let _ = r;
-    let mut out: [libc::fd_set; 3] = std::array::from_fn(|_| {
-        // SAFETY: fd_set is plain old data; FD_ZERO makes it empty.
-        let mut s: libc::fd_set = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        unsafe { libc::FD_ZERO(&mut s) };
-        s
-    });
+    }
+    // What each kind of set reports: readable (or hung up, or an error), writable, exceptional.
+    let reported =
+        [libc::POLLIN | libc::POLLHUP | libc::POLLERR, libc::POLLOUT | libc::POLLERR, libc::POLLPRI];
+    let mut out = [vec![0u8; len], vec![0u8; len], vec![0u8; len]];
     let mut count = 0;
     for p in &list {
         if p.revents & libc::POLLNVAL != 0 {
             return Some(Flow::Fail(libc::EBADF));
         }
         for k in 0..3 {
-            if p.events & [libc::POLLIN, libc::POLLOUT, libc::POLLPRI][k] != 0 && p.revents & bits[k] != 0 {
-                // SAFETY: FD_SET on our own set, for a descriptor below FD_SETSIZE.
-                unsafe { libc::FD_SET(p.fd, &mut out[k]) };
+            if p.events & kinds[k] != 0 && p.revents & reported[k] != 0 {
+                out[k][p.fd as usize / 8] |= 1 << (p.fd as usize % 8);
                 count += 1;
             }
         }
     }
-    for (k, &s) in sets.iter().enumerate() {
-        if !s.is_null() {
-            // SAFETY: fd_set is plain old data.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    &out[k] as *const libc::fd_set as *const u8,
-                    std::mem::size_of::<libc::fd_set>(),
-                )
-            };
-            if !sys::mem::copy_out(s as *mut u8, bytes) {
-                return Some(Flow::Fail(libc::EFAULT));
-            }
+    for (k, &set) in sets.iter().enumerate() {
+        if !set.is_null() && !sys::mem::copy_out(set as *mut u8, &out[k]) {
+            return Some(Flow::Fail(libc::EFAULT));
         }
     }
     Some(Flow::Done(count))

@@ -296,7 +296,7 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
 /// A send without a destination (`send`, `write`, `writev`, `sendmsg` without a name) on a
 /// socket with an association; `None` when the socket has none.
 pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t>> {
-    if let Some(flow) = super::pending::data_call(fd) {
+    if let Some(flow) = super::pending::data_call(fd, true) {
         return Some(flow);
     }
     if let Some(ns) = stub::connected_to(fd) {
@@ -511,7 +511,7 @@ pub fn recv(fd: c_int, msg: &mut RecvMsg, flags: c_int) -> Option<Flow<ssize_t>>
 /// A receive into the program's buffer(s) `m`; `len` is the program's address-length slot
 /// (written back); `None` when `fd` has no association.
 pub fn recv_into(fd: c_int, m: Msg, flags: c_int, len: *mut socklen_t) -> Flow<ssize_t> {
-    if let Some(flow) = super::pending::data_call(fd) {
+    if let Some(flow) = super::pending::data_call(fd, false) {
         return flow;
     }
     let mut r = RecvMsg::new(m);
@@ -531,7 +531,7 @@ pub fn recv_into(fd: c_int, m: Msg, flags: c_int, len: *mut socklen_t) -> Flow<s
 /// recvmsg(2) of the program's header at `msg`: the header is copied, and what the kernel
 /// would write back into it (name length, control length, flags) is.
 pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Flow<ssize_t> {
-    if let Some(flow) = super::pending::data_call(fd) {
+    if let Some(flow) = super::pending::data_call(fd, false) {
         return flow;
     }
     let Ok(m) = Msg::copy(msg) else { return Flow::Bypass }; // the kernel's EFAULT

@@ -49,6 +49,11 @@ pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
 
 /// The socket's SO_SNDTIMEO, if one is set.
 pub fn send_timeout(fd: c_int) -> Option<std::time::Duration> {
+    timeout(fd, libc::SO_SNDTIMEO)
+}
+
+/// The socket's SO_SNDTIMEO or SO_RCVTIMEO (`name`), if one is set.
+pub fn timeout(fd: c_int, name: c_int) -> Option<std::time::Duration> {
     // SAFETY: timeval is plain old data.
     let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
@@ -56,13 +61,7 @@ pub fn send_timeout(fd: c_int) -> Option<std::time::Duration> {
     let r = unsafe {
         call(
             libc::SYS_getsockopt,
-            args!(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                &mut tv as *mut libc::timeval,
-                &mut len as *mut socklen_t
-            ),
+            args!(fd, libc::SOL_SOCKET, name, &mut tv as *mut libc::timeval, &mut len as *mut socklen_t),
         )
     };
     let t = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);

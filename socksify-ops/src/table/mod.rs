@@ -160,6 +160,9 @@ pub struct Pending {
     /// program's `poll`/`select` wait on in place of the socket.
     pub done: Owned,
     pub outcome: Outcome,
+    /// The process whose thread runs the handshake: a child forked meanwhile only learns that
+    /// it ended (its `done` turns readable), and then leaves the socket to the kernel.
+    pub pid: c_int,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,11 +358,6 @@ pub fn entry_or_new<T>(fd: c_int, f: impl FnOnce(&mut Entry) -> T) -> Option<T> 
     }))
 }
 
-/// True when `fd` is the only descriptor of its socket that the table knows.
-pub fn sole_descriptor(fd: c_int) -> bool {
-    with(|t| t.inode_of(fd).is_some_and(|ino| t.fds_of(ino).len() == 1))
-}
-
 /// True when some handshake runs in the background: one atomic load.
 pub fn any_running() -> bool {
     RUNNING.load(Ordering::Acquire) > 0
@@ -379,7 +377,8 @@ pub fn begin_pending(fd: c_int, done: Owned) -> Option<u64> {
         }
         t.internal.insert(done.raw());
         KNOWN.set(done.raw());
-        t.by_inode.entry(ino).or_default().pending = Some(Pending { done, outcome: Outcome::Running });
+        t.by_inode.entry(ino).or_default().pending =
+            Some(Pending { done, outcome: Outcome::Running, pid: crate::sys::pid() });
         for d in t.fds_of(ino) {
             RELAYED.set(d);
         }
@@ -423,7 +422,24 @@ pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
     if !known(fd) {
         return None;
     }
-    entry(fd, |e| e.pending.as_ref().map(|p| (p.outcome, p.done.raw()))).flatten()
+    entry(fd, |e| {
+        let p = e.pending.as_mut()?;
+        if p.outcome == Outcome::Running && p.pid != crate::sys::pid() && readable(p.done.raw()) {
+            // Forked while the handshake ran, and the parent's thread is done: whatever came of
+            // it is the socket's state now, which the kernel tells.
+            p.outcome = Outcome::Over;
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some((p.outcome, p.done.raw()))
+    })
+    .flatten()
+}
+
+fn readable(fd: c_int) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll of one local pollfd, without waiting.
+    unsafe { crate::sys::call(libc::SYS_poll, crate::sys::args!(&mut p as *mut libc::pollfd, 1, 0)) };
+    p.revents & libc::POLLIN != 0
 }
 
 /// Takes `fd`'s failure, to report it once.
