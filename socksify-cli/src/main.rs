@@ -135,8 +135,13 @@ struct ConfigCli {
 
 #[cfg_attr(not(test), export_name = "main")]
 #[cfg_attr(test, allow(dead_code))]
-extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn socksify_main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Everything is read from `args` now: the process's own argument strings lose their
+    // passwords, which `ps` and /proc/PID/cmdline would show for as long as socksify runs (the
+    // kernel guard's processes and the session's watcher live as long as the program).
+    // SAFETY: argv holds argc NUL-terminated strings that this process owns and may rewrite.
+    unsafe { hide_passwords(argc, argv) };
     match args.get(1).and_then(|a| a.to_str()) {
         Some("on") => return shell_on(OnCli::parse_from(&args[1..])),
         Some("off") => return shell_off(),
@@ -146,7 +151,7 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
         Some("generate") => return generate(args.get(2).and_then(|a| a.to_str())),
         _ => {}
     }
-    let mut cli = Cli::parse();
+    let mut cli = Cli::parse_from(&args);
     if cli.shell {
         cli.command =
             vec![std::env::var_os("SHELL").filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into())];
@@ -158,6 +163,36 @@ extern "C" fn socksify_main(_argc: libc::c_int, _argv: *const *const libc::c_cha
             2
         }
     }
+}
+
+/// Overwrites with `*` the password of every `scheme://user:password@host` argument, in place.
+///
+/// # Safety
+/// `argv` holds `argc` NUL-terminated strings, writable.
+unsafe fn hide_passwords(argc: libc::c_int, argv: *const *const libc::c_char) {
+    for i in 1..argc.max(0) as usize {
+        // SAFETY: one of the caller's argc strings.
+        let p = unsafe { *argv.add(i) } as *mut u8;
+        if p.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated string.
+        let len = unsafe { libc::strlen(p as *const libc::c_char) };
+        // SAFETY: the string's own bytes, rewritten in place.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p, len) };
+        if let Some(range) = password_span(bytes) {
+            bytes[range].fill(b'*');
+        }
+    }
+}
+
+/// Where the password of a `scheme://user:password@host…` URL is, if it has one.
+fn password_span(url: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = url.windows(3).position(|w| w == b"://")? + 3;
+    let end = start + url[start..].iter().position(|&b| b == b'/').unwrap_or(url.len() - start);
+    let at = start + url[start..end].iter().rposition(|&b| b == b'@')?;
+    let colon = start + url[start..at].iter().position(|&b| b == b':')?;
+    (colon + 1 < at).then_some(colon + 1..at)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -710,6 +745,16 @@ fn has_file_capabilities(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_found_in_urls() {
+        let span = |u: &str| password_span(u.as_bytes()).map(|r| u[r].to_owned());
+        assert_eq!(span("socks5://alice:S3cr3t@10.0.0.1:1080").as_deref(), Some("S3cr3t"));
+        assert_eq!(span("http://bob:p@ss@proxy:3128/").as_deref(), Some("p@ss"));
+        assert_eq!(span("socks5://alice@10.0.0.1:1080"), None);
+        assert_eq!(span("socks5://10.0.0.1:1080"), None);
+        assert_eq!(span("--verbose"), None);
+    }
 
     #[test]
     fn preload_is_prepended_once() {

@@ -8,6 +8,9 @@
  * fanout sndtimeo MS IP PORT — a blocking connect with SO_SNDTIMEO MS milliseconds: prints its
  *   result and how long it took (through a proxy that is slow to answer, EINPROGRESS at MS);
  *   then waits for the socket to be writable and prints SO_ERROR and an echo.
+ * fanout highselect IP PORT — a non-blocking connect on descriptor 1500, waited for with select()
+ *   on sets sized for it (more than FD_SETSIZE descriptors), beside a pipe at 2000 that never
+ *   gets data: prints what select reports, then the echo.
  * fanout refused IP PORT — a non-blocking connect to a destination that refuses: prints the
  *   SO_ERROR that poll's readiness brings, then what a second connect says.
  */
@@ -47,6 +50,13 @@ static int nb_socket(void)
         exit(2);
     }
     return s;
+}
+
+static void start_fd(int fd)
+{
+    int r = connect(fd, (struct sockaddr *)&target, sizeof target);
+    if (r == 0 || errno != EINPROGRESS)
+        fprintf(stderr, "connect: %d %s\n", r, strerror(errno));
 }
 
 static void start(int i)
@@ -220,6 +230,39 @@ static int run_refused(void)
     return 0;
 }
 
+static int run_highselect(void)
+{
+    struct rlimit rl = {4096, 4096};
+    setrlimit(RLIMIT_NOFILE, &rl);
+    int s = nb_socket(), p[2];
+    dup2(s, 1500);
+    close(s);
+    s = 1500;
+    if (pipe(p))
+        return 2;
+    dup2(p[0], 2000);
+    start_fd(s);
+    size_t words = (2001 + 63) / 64;
+    unsigned long *r = calloc(words, 8), *w = calloc(words, 8);
+    r[2000 / 64] |= 1UL << (2000 % 64);
+    w[1500 / 64] |= 1UL << (1500 % 64);
+    struct timeval tv = {10, 0};
+    int k = select(2001, (fd_set *)r, (fd_set *)w, NULL, &tv);
+    int wr = (w[1500 / 64] >> (1500 % 64)) & 1, rd = (r[2000 / 64] >> (2000 % 64)) & 1;
+    int err = -1;
+    socklen_t len = sizeof err;
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+    printf("select: %d, socket writable %d, pipe readable %d, so_error %s\n", k, wr, rd, name(err));
+    fds[0] = s;
+    state[0] = 1;
+    send(s, "hello 0\n", 8, MSG_NOSIGNAL);
+    struct pollfd q = {s, POLLIN, 0};
+    poll(&q, 1, 5000);
+    advance(0);
+    printf("echo: %s\n", state[0] == 2 ? "yes" : "no");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5 && argc != 4)
@@ -236,5 +279,7 @@ int main(int argc, char **argv)
         return run_sndtimeo(atoi(argv[2]));
     if (!strcmp(argv[1], "refused"))
         return run_refused();
+    if (!strcmp(argv[1], "highselect"))
+        return run_highselect();
     return 2;
 }

@@ -227,3 +227,73 @@ print(sorted(set(results)), len(results))
         }
     }
 }
+
+#[test]
+fn fork_dup_and_odd_waits_during_a_background_handshake() {
+    // Found by a hostile probe: a child forked while the chain runs, a child closing its copy,
+    // EPOLLEXCLUSIVE, a blocking recv with SO_RCVTIMEO — each as the kernel answers.
+    let py = r#"
+import os, select, socket, struct, sys, time
+def nb():
+    s = socket.socket(); s.setblocking(False)
+    assert s.connect_ex(('10.77.0.2', 7)) == 115  # EINPROGRESS
+    return s
+def wait_out(s):
+    p = select.poll(); p.register(s, select.POLLOUT)
+    return bool(p.poll(10000)) and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+def echo(s, msg):
+    s.setblocking(True); s.settimeout(10); s.sendall(msg); return s.recv(100) == msg
+# A child forked during the handshake sees it end, and can use the connection.
+s = nb()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if wait_out(s) and echo(s, b'child') else 1)
+print('child', os.waitpid(pid, 0)[1] == 0)
+# A child that closes its copy at once does not cut the parent's connect short.
+s = nb()
+pid = os.fork()
+if pid == 0:
+    s.close(); os._exit(0)
+os.waitpid(pid, 0)
+print('parent', wait_out(s) and echo(s, b'parent'))
+# EPOLLEXCLUSIVE registrations are put back too.
+s = nb()
+ep = select.epoll(); ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLEXCLUSIVE)
+ev = ep.poll(10)
+print('exclusive', ev == [(s.fileno(), select.EPOLLOUT)] and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+"#;
+    for mode in MODES {
+        let (text, _) = timed(SLOW, mode, &["python3", "-c", py]);
+        assert_eq!(text, "child True\nparent True\nexclusive True\n", "--mode {mode}");
+    }
+    // A blocking recv while the chain runs (through a proxy that never answers): its
+    // SO_RCVTIMEO ends it with EAGAIN, as on a socket still connecting without socksify.
+    let py = r#"
+import socket, struct, time
+s = socket.socket(); s.setblocking(False)
+s.connect_ex(('10.77.0.2', 7))
+s.setblocking(True)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack('ll', 0, 300000))
+t = time.time()
+try:
+    s.recv(10); print('data?')
+except BlockingIOError:
+    print('eagain', round(time.time() - t, 1))
+"#;
+    for mode in MODES {
+        let (text, _) = timed("socks5://10.77.0.2:1088", mode, &["python3", "-c", py]);
+        assert_eq!(text, "eagain 0.3\n", "--mode {mode}");
+    }
+}
+
+#[test]
+fn select_with_sets_larger_than_fd_setsize_hides_a_handshaking_socket_too() {
+    let prog = c_program("fanout", Link::Dynamic);
+    let argv = [prog.to_str().unwrap(), "highselect", NET4, "7"];
+    let bare = stdout_ok(&Client::new().command(&argv).output().unwrap());
+    assert_eq!(bare, "select: 1, socket writable 1, pipe readable 0, so_error 0\necho: yes\n");
+    for mode in MODES {
+        let (text, _) = timed(SLOW, mode, &argv);
+        assert_eq!(text, bare, "--mode {mode}");
+    }
+}

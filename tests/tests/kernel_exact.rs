@@ -238,7 +238,9 @@ fn no_password_is_ever_in_an_environment_or_a_message() {
                 url,
                 "sh",
                 "-c",
-                "cat /proc/self/environ | tr '\\0' '\\n'; env; curl -sS --max-time 20 http://10.77.0.2:8080/hello.txt",
+                "cat /proc/self/environ | tr '\\0' '\\n'; env; \
+                 for p in /proc/[0-9]*/cmdline; do case $(tr '\\0' ' ' < $p 2>/dev/null) in /*socksify\\ *) tr '\\0' ' ' < $p; echo;; esac; done; \
+                 curl -sS --max-time 20 http://10.77.0.2:8080/hello.txt",
             ])
             .output()
             .unwrap();
