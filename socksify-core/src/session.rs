@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::Config;
 use crate::fakedns::{FakeDns, DEFAULT_CAPACITY};
@@ -27,6 +27,9 @@ pub const SESSION_ENV: &str = "SOCKSIFY_SESSION";
 const STATE_MAGIC: &[u8; 8] = b"SFYSTAT1";
 const STATE_LEN: usize = 4096;
 const FLAG_GUARDED: u32 = 1;
+/// The state page's slots of background handshakes: (socket inode, pid), from offset 64.
+const SLOTS_AT: usize = 64;
+const SLOTS: usize = (STATE_LEN - SLOTS_AT) / 16;
 
 /// The address of the library's request to the kernel guard for a UDP association:
 /// `sendto(control_socket, buf, len, 0, GUARD_ASSOCIATE, 16)` on an unconnected TCP socket. The
@@ -140,6 +143,54 @@ impl Session {
     /// True when the kernel guard supervises this session.
     pub fn guarded(&self) -> bool {
         self.flags().load(Ordering::Acquire) & FLAG_GUARDED != 0
+    }
+
+    /// Records that process `pid` runs the handshake of socket `inode` in the background (a
+    /// thread of its own, which an `exec` ends): `false` when every slot is taken.
+    pub fn handshake_started(&self, inode: u64, pid: u32) -> bool {
+        for slot in self.slots() {
+            if slot.0.compare_exchange(0, inode, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                slot.1.store(pid, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The handshake of socket `inode` ended.
+    pub fn handshake_ended(&self, inode: u64) {
+        for slot in self.slots() {
+            if slot.0.load(Ordering::Acquire) == inode {
+                slot.1.store(0, Ordering::Release);
+                slot.0.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// The sockets whose background handshake process `pid` was running when it `exec`ed
+    /// (the thread that ran it is gone): taken out of the slots.
+    pub fn handshakes_cut_by_exec(&self, pid: u32) -> Vec<u64> {
+        let mut cut = Vec::new();
+        for slot in self.slots() {
+            let ino = slot.0.load(Ordering::Acquire);
+            if ino != 0 && slot.1.load(Ordering::Acquire) == pid {
+                cut.push(ino);
+                slot.1.store(0, Ordering::Release);
+                slot.0.store(0, Ordering::Release);
+            }
+        }
+        cut
+    }
+
+    fn slots(&self) -> impl Iterator<Item = (&AtomicU64, &AtomicU32)> {
+        (0..SLOTS).map(move |i| {
+            let at = SLOTS_AT + i * 16;
+            // SAFETY: 16-byte slots inside the page-aligned mapping, 8-byte aligned, accessed
+            // through atomics only.
+            unsafe {
+                (&*(self.state.add(at) as *const AtomicU64), &*(self.state.add(at + 8) as *const AtomicU32))
+            }
+        })
     }
 
     fn flags(&self) -> &AtomicU32 {
@@ -346,6 +397,20 @@ mod tests {
         assert!(dir.exists(), "only the creator removes it");
         made.remove();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn background_handshakes_cut_by_an_exec_are_found_by_pid() {
+        let made =
+            Session::create(&Config { dns: crate::config::DnsMode::Local, ..Config::default() }).unwrap();
+        assert!(made.handshake_started(11, 100));
+        assert!(made.handshake_started(12, 200));
+        assert!(made.handshake_started(13, 100));
+        made.handshake_ended(13);
+        assert_eq!(made.handshakes_cut_by_exec(100), vec![11]);
+        assert_eq!(made.handshakes_cut_by_exec(100), Vec::<u64>::new());
+        assert_eq!(made.handshakes_cut_by_exec(200), vec![12]);
+        made.remove();
     }
 
     #[test]

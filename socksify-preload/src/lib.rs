@@ -24,6 +24,9 @@ extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         socksify_ops::runtime::init();
         socksify_ops::ops::fds::keep_log_descriptor();
+        if let Ok(st) = socksify_ops::runtime::state() {
+            socksify_ops::ops::pending::after_exec(st);
+        }
     });
 }
 

@@ -297,3 +297,41 @@ fn select_with_sets_larger_than_fd_setsize_hides_a_handshaking_socket_too() {
         assert_eq!(text, bare, "--mode {mode}");
     }
 }
+
+#[test]
+fn an_exec_during_a_background_handshake_resets_the_socket_never_mixing_streams() {
+    // The thread that builds the chain ends at exec: the new program must not write into a
+    // half-made chain (a probe read SOCKS reply bytes back). It finds the connection reset, and
+    // a log line says why.
+    let py = r#"
+import os, select, socket, sys
+if len(sys.argv) == 1:
+    s = socket.socket(); s.setblocking(False)
+    s.connect_ex(('10.77.0.2', 7))
+    s.set_inheritable(True)
+    os.execv(sys.executable, [sys.executable, sys.argv[0], str(s.fileno())])
+s = socket.socket(fileno=int(sys.argv[1]))
+p = select.poll(); p.register(s, select.POLLOUT); p.poll(5000)
+try:
+    s.setblocking(True); s.settimeout(5)
+    s.sendall(b'ping\n')
+    got = s.recv(100)
+    print('echo' if got == b'ping\n' else 'reset' if got == b'' else 'MIXED %r' % got)
+except OSError as e:
+    print('reset')
+"#;
+    for mode in MODES {
+        let c = Client::new();
+        let script = c.config(py);
+        let out = c
+            .socksify_command(&config_for(SLOW), &["--mode", mode, "python3", script.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_ok(&out), "reset\n", "--mode {mode}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("when the program exec'd; it is reset"),
+            "{out:?}"
+        );
+        c.assert_nothing_leaked();
+    }
+}

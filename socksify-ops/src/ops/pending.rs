@@ -35,11 +35,19 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
         return None;
     };
     hide(fd);
+    // Recorded in the session: an exec in the middle ends the thread, and the program it starts
+    // must not find the socket half-way into the chain (see `after_exec`).
+    if let Some(s) = &st.session {
+        s.handshake_started(ino, sys::pid() as u32);
+    }
     let spawned = spawn_quiet(move || {
         let result = st.chain.connect(work, &target);
         finish(st, ino, work, dest, target, result);
     });
     if !spawned {
+        if let Some(s) = &st.session {
+            s.handshake_ended(ino);
+        }
         table::end_pending(ino, Outcome::Over, |e| e.pending = None);
         show(fd, ino);
         sock::close(work);
@@ -58,6 +66,27 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
 }
 
 const TCP_CLOSE: u8 = 7;
+
+/// At load: sockets whose chain this process (the same pid, before its `exec`) was building in
+/// the background are reset — the thread that built it is gone, and the program must never
+/// write into a half-made chain. It sees a connection reset, and a log line says why.
+pub fn after_exec(st: &State) {
+    let Some(session) = &st.session else { return };
+    let cut = session.handshakes_cut_by_exec(sys::pid() as u32);
+    if cut.is_empty() {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    for fd in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
+        if sock::inode(fd).is_some_and(|ino| cut.contains(&ino)) {
+            // SAFETY: shutdown of a socket whose handshake can no longer finish.
+            unsafe { call(libc::SYS_shutdown, args!(fd, libc::SHUT_RDWR)) };
+            st.log.error(format_args!(
+                "descriptor {fd}: its connection through the proxies was being made when the program exec'd; it is reset"
+            ));
+        }
+    }
+}
 
 /// A thread of the library's own, with every signal blocked (they are the program's threads').
 fn spawn_quiet(f: impl FnOnce() + Send + 'static) -> bool {
@@ -88,6 +117,18 @@ fn finish(
     let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     let local =
         result.as_ref().ok().and_then(|est| est.bound.ip()).and_then(|b| sys::addr::in_family(b, family));
+    // Said before the program can learn the outcome (it may exit at once); a socket the program
+    // closed meanwhile needs no word.
+    if table::entry_by_inode(ino, |_| ()).is_some() {
+        match &result {
+            Ok(est) if st.log.verbose() => {
+                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
+                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
+            }
+            Ok(_) => {}
+            Err(e) => st.log.error(format_args!("connect to {target} failed: {e}")),
+        }
+    }
     let seq = table::next_seq();
     let fds = table::end_pending(ino, outcome, |e| {
         if outcome == Outcome::Over {
@@ -96,6 +137,9 @@ fn finish(
             e.local = local;
         }
     });
+    if let Some(s) = &st.session {
+        s.handshake_ended(ino);
+    }
     // The outcome is recorded first: a failed chain's socket is disconnected only now, and the
     // hang-up that shows (to epoll, through any mask) finds SO_ERROR saying why.
     if outcome != Outcome::Over {
@@ -108,17 +152,6 @@ fn finish(
             unsafe { call(libc::SYS_write, args!(p.done.raw(), &one as *const u64, 8)) };
         }
     });
-    // A socket the program closed meanwhile needs no word.
-    if !fds.is_empty() {
-        match &result {
-            Ok(est) if st.log.verbose() => {
-                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
-                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
-            }
-            Ok(_) => {}
-            Err(e) => st.log.error(format_args!("connect to {target} failed: {e}")),
-        }
-    }
     for fd in fds {
         show(fd, ino);
     }

@@ -26,6 +26,8 @@ pub struct State {
     /// `SOCKSIFY_TEST_PANIC=1` (with the `test-panic` feature only): proxied connects panic
     /// inside the hook, so that the lab shows a panic fails the call, never reaching `connect`.
     pub test_panic: bool,
+    /// The run's session (its state page records the background handshakes), if any.
+    pub session: Option<Session>,
 }
 
 static STATE: OnceLock<Result<State, (Logger, String)>> = OnceLock::new();
@@ -104,7 +106,7 @@ impl State {
             None => Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
                 .map_err(|e| format!("cannot map the fake address table: {e}"))?,
         };
-        Ok(State { router, chain, log, guarded, nameservers: OnceLock::new(), test_panic: false })
+        Ok(State { router, chain, log, guarded, nameservers: OnceLock::new(), test_panic: false, session })
     }
 
     /// The same, supervised by the kernel guard whose stub answers `nameservers` (for tests).
