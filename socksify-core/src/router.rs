@@ -193,6 +193,8 @@ pub fn is_host_name(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
@@ -228,7 +230,19 @@ mod tests {
     #[test]
     fn strings_that_are_neither_an_address_nor_a_name_do_not_resolve() {
         let r = router("remote");
-        for bad in ["0.1.1.~1", "1+.1.1.1", "::1q", "::1::2", "1:1:1:1:1:1:1:1:1", "a..b", "", "x y", "%lo"] {
+        for bad in [
+            "0.1.1.~1",
+            "1+.1.1.1",
+            "::1q",
+            "::1::2",
+            "1:1:1:1:1:1:1:1:1",
+            "a..b",
+            "",
+            "x y",
+            "%lo",
+            "-1",
+            "a-.b",
+        ] {
             assert_eq!(r.resolve(bad), Resolution::Fail(FakeDnsError::BadName), "{bad:?}");
         }
         for good in ["example.org", "example.org.", "_srv.example", "x-1.test", "localhost"] {
