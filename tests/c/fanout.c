@@ -188,6 +188,19 @@ static const char *name(int e)
     return e ? strerrorname_np(e) : "0";
 }
 
+/* One line sent on the connected socket `s` and read back: prints whether it was. */
+static int echo_once(int s)
+{
+    fds[0] = s;
+    state[0] = 1;
+    send(s, "hello 0\n", 8, MSG_NOSIGNAL);
+    struct pollfd q = {s, POLLIN, 0};
+    poll(&q, 1, 5000);
+    advance(0);
+    printf("echo: %s\n", state[0] == 2 ? "yes" : "no");
+    return 0;
+}
+
 static int run_sndtimeo(int ms)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -203,14 +216,7 @@ static int run_sndtimeo(int ms)
     socklen_t len = sizeof err;
     getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
     printf("so_error: %s\n", name(err));
-    fds[0] = s;
-    state[0] = 1;
-    send(s, "hello 0\n", 8, MSG_NOSIGNAL);
-    struct pollfd q = {s, POLLIN, 0};
-    poll(&q, 1, 5000);
-    advance(0);
-    printf("echo: %s\n", state[0] == 2 ? "yes" : "no");
-    return 0;
+    return echo_once(s);
 }
 
 static int run_refused(void)
@@ -253,14 +259,7 @@ static int run_highselect(void)
     socklen_t len = sizeof err;
     getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
     printf("select: %d, socket writable %d, pipe readable %d, so_error %s\n", k, wr, rd, name(err));
-    fds[0] = s;
-    state[0] = 1;
-    send(s, "hello 0\n", 8, MSG_NOSIGNAL);
-    struct pollfd q = {s, POLLIN, 0};
-    poll(&q, 1, 5000);
-    advance(0);
-    printf("echo: %s\n", state[0] == 2 ? "yes" : "no");
-    return 0;
+    return echo_once(s);
 }
 
 int main(int argc, char **argv)
