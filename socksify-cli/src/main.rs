@@ -27,7 +27,7 @@ const LIBRARY: &str = "libsocksify_preload.so";
 #[derive(Parser, Debug)]
 #[command(
     name = "socksify",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (the Rust socksifier: LD_PRELOAD library and kernel guard; not Dante's socksify script)"),
     about = "Run a program with its TCP connections, UDP datagrams, incoming connections and DNS lookups sent through SOCKS (or HTTP CONNECT) proxies",
     after_help = concat!(
         "Configuration file, the first that exists:\n",

@@ -10,8 +10,20 @@ fn install_and_uninstall_under_a_prefix() {
     let prefix = std::env::temp_dir().join(format!("socksify-prefix-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&prefix);
     let script = repo_root().join("scripts/install");
-    let st = Command::new(&script).env("PREFIX", &prefix).status().unwrap();
-    assert!(st.success());
+    let out = Command::new(&script).env("PREFIX", &prefix).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Debian's dante-client (installed for the tests) has its own /usr/bin/socksify: the install
+    // says which one a plain `socksify` runs.
+    let said = String::from_utf8_lossy(&out.stdout);
+    let dante = std::fs::read("/usr/bin/socksify").is_ok_and(|b| b.windows(9).any(|w| w == b"libdsocks"));
+    if dante {
+        assert!(
+            said.contains("Dante's socksify (Debian package dante-client) is /usr/bin/socksify"),
+            "{said}"
+        );
+    }
+    let version = Command::new(prefix.join("bin/socksify")).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("not Dante's socksify"), "{version:?}");
     let files = [
         "bin/socksify",
         "lib/socksify/libsocksify_preload.so",
