@@ -103,17 +103,12 @@ fn not_restarted() -> bool {
 /// in progress; `None` for a socket that may connect. A chain must never start inside a live
 /// connection (its greeting would go to the peer).
 fn connected_already(fd: c_int) -> Option<c_int> {
-    // TCP_INFO's first byte is the state; the kernel copies as much of the record as asked.
-    let state = sock::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_INFO)? as u8;
-    match state {
-        TCP_CLOSE => None,
-        TCP_SYN_SENT => Some(libc::EALREADY),
+    match sock::tcp_state(fd)? {
+        sock::TCP_CLOSE => None,
+        sock::TCP_SYN_SENT => Some(libc::EALREADY),
         _ => Some(libc::EISCONN),
     }
 }
-
-const TCP_SYN_SENT: u8 = 2;
-const TCP_CLOSE: u8 = 7;
 
 /// Builds the chain to `target` on `fd`; the program named it `dest`. A non-blocking socket's
 /// runs in the background (`EINPROGRESS` now); a blocking socket's here, unless a signal
@@ -128,7 +123,7 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr) ->
             return Flow::Fail(errno);
         }
     }
-    let until = sock::send_timeout(fd).map(|t| std::time::Instant::now() + t);
+    let until = sock::timeout(fd, libc::SO_SNDTIMEO).map(|t| std::time::Instant::now() + t);
     let stop: fn() -> bool = if until.is_some() { || true } else { not_restarted };
     let result = socksify_core::sys::interruptible(stop, || st.chain.connect_until(fd, &target, until));
     let interrupted = socksify_core::sys::take_interrupted() && result.is_err();

@@ -56,7 +56,7 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
     // As the kernel's connect, return once the first SYN is out: an unconnected socket reads
     // as hung up (EPOLLHUP, which no epoll mask hides) to a program that waits on it.
     let started = std::time::Instant::now();
-    while sock::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_INFO).is_some_and(|s| s as u8 == TCP_CLOSE)
+    while sock::tcp_state(fd) == Some(sock::TCP_CLOSE)
         && matches!(table::pending(fd), Some((Outcome::Running, _)))
         && started.elapsed() < std::time::Duration::from_millis(50)
     {
@@ -64,8 +64,6 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
     }
     Some(libc::EINPROGRESS)
 }
-
-const TCP_CLOSE: u8 = 7;
 
 /// At load: sockets whose chain this process (the same pid, before its `exec`) was building in
 /// the background are reset — the thread that built it is gone, and the program must never
@@ -212,7 +210,7 @@ pub fn connect_again(fd: c_int) -> Option<c_int> {
 pub fn so_error(fd: c_int) -> Option<c_int> {
     let (outcome, done) = table::pending(fd)?;
     match outcome {
-        Outcome::Running if now(fd, libc::POLLOUT) & (libc::POLLHUP | libc::POLLERR) != 0 => {
+        Outcome::Running if sock::ready_now(fd, libc::POLLOUT) & (libc::POLLHUP | libc::POLLERR) != 0 => {
             let _ = socksify_core::sys::wait(done, libc::POLLIN, None);
             so_error(fd)
         }
@@ -387,7 +385,7 @@ pub fn poll(
                 if p.revents == 0 || running(mine[i].fd) {
                     0
                 } else {
-                    now(mine[i].fd, mine[i].events)
+                    sock::ready_now(mine[i].fd, mine[i].events)
                 }
             } else {
                 p.revents
@@ -414,14 +412,6 @@ pub fn poll(
             return Flow::Done(count);
         }
     }
-}
-
-/// What the kernel says of `fd` for `events` right now.
-fn now(fd: c_int, events: i16) -> i16 {
-    let mut p = pollfd { fd, events, revents: 0 };
-    // SAFETY: poll of one local pollfd, without waiting.
-    unsafe { call(libc::SYS_poll, args!(&mut p as *mut pollfd, 1, 0)) };
-    p.revents
 }
 
 /// select/pselect as poll, when a descriptor in the sets has its handshake running; `None`:

@@ -47,11 +47,6 @@ pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     socksify_core::sys::sockopt_int(fd, level, name).ok()
 }
 
-/// The socket's SO_SNDTIMEO, if one is set.
-pub fn send_timeout(fd: c_int) -> Option<std::time::Duration> {
-    timeout(fd, libc::SO_SNDTIMEO)
-}
-
 /// The socket's SO_SNDTIMEO or SO_RCVTIMEO (`name`), if one is set.
 pub fn timeout(fd: c_int, name: c_int) -> Option<std::time::Duration> {
     // SAFETY: timeval is plain old data.
@@ -66,6 +61,24 @@ pub fn timeout(fd: c_int, name: c_int) -> Option<std::time::Duration> {
     };
     let t = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
     (r == 0 && !t.is_zero()).then_some(t)
+}
+
+/// TCP states, as `tcp_state` reads them.
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of socket `fd` (TCP_INFO's first byte: the kernel copies as much of the
+/// record as asked); `None` for anything but a TCP socket.
+pub fn tcp_state(fd: c_int) -> Option<u8> {
+    sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_INFO).map(|s| s as u8)
+}
+
+/// What `fd` is ready for among `events` right now (poll without waiting).
+pub fn ready_now(fd: c_int, events: i16) -> i16 {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: poll of one local pollfd, without waiting.
+    unsafe { call(libc::SYS_poll, args!(&mut p as *mut libc::pollfd, 1, 0)) };
+    p.revents
 }
 
 /// The socket type (SOCK_STREAM, SOCK_DGRAM, …) of `fd`; `None` for anything but a socket.

@@ -424,7 +424,10 @@ pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
     }
     entry(fd, |e| {
         let p = e.pending.as_mut()?;
-        if p.outcome == Outcome::Running && p.pid != crate::sys::pid() && readable(p.done.raw()) {
+        if p.outcome == Outcome::Running
+            && p.pid != crate::sys::pid()
+            && sock::ready_now(p.done.raw(), libc::POLLIN) & libc::POLLIN != 0
+        {
             // Forked while the handshake ran, and the parent's thread is done: whatever came of
             // it is the socket's state now, which the kernel tells.
             p.outcome = Outcome::Over;
@@ -433,13 +436,6 @@ pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
         Some((p.outcome, p.done.raw()))
     })
     .flatten()
-}
-
-fn readable(fd: c_int) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: poll of one local pollfd, without waiting.
-    unsafe { crate::sys::call(libc::SYS_poll, crate::sys::args!(&mut p as *mut libc::pollfd, 1, 0)) };
-    p.revents & libc::POLLIN != 0
 }
 
 /// Takes `fd`'s failure, to report it once.
