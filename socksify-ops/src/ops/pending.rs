@@ -246,6 +246,17 @@ pub fn closing(fd: c_int) {
 
 // ---- epoll: the program's registrations, narrowed while a handshake runs -----------------
 
+/// `pthread_atfork` handlers for the registrations' lock (taken before the table's, as
+/// `epoll_ctl` takes them): a child never inherits it held by a thread it does not have.
+pub extern "C" fn before_fork() {
+    std::mem::forget(EPOLL.lock());
+}
+
+pub extern "C" fn after_fork() {
+    // SAFETY: `before_fork` locked it in this thread and leaked the guard.
+    unsafe { EPOLL.force_unlock() };
+}
+
 /// (epoll descriptor, descriptor) → (events the program asked for, its data).
 type Registrations = HashMap<(c_int, c_int), (u32, u64)>;
 static EPOLL: Mutex<Option<Registrations>> = Mutex::new(None);
