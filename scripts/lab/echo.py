@@ -52,7 +52,7 @@ def make_server(base, handler, addr, port):
             "address_family": family_of(addr),
             "allow_reuse_address": True,
             "daemon_threads": True,
-            "request_queue_size": 128,
+            "request_queue_size": 1024,
         },
     )
     return cls((addr, port), handler)
