@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::sys::lock::ForkMutex as Mutex;
 use libc::{c_int, c_long, epoll_event, pollfd};
-use parking_lot::Mutex;
 use socksify_core::TargetAddr;
 
 use crate::runtime::{Flow, State};

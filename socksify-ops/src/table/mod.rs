@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::sys::lock::ForkMutex as Mutex;
 use libc::c_int;
-use parking_lot::Mutex;
 use socksify_core::TargetAddr;
 
 pub use bits::Bits;
