@@ -13,16 +13,8 @@ mod hooks;
 /// signal handler).
 extern "C" fn init() {
     let Some(_guard) = socksify_ops::runtime::guard::Guard::enter() else { return };
-    // SAFETY: registering fork handlers that take and release the descriptor table's lock and the
-    // epoll registrations' lock.
+    // SAFETY: registering fork handlers that take and release the library's locks.
     unsafe {
-        libc::pthread_atfork(
-            Some(socksify_ops::table::before_fork),
-            Some(socksify_ops::table::after_fork),
-            Some(socksify_ops::table::after_fork),
-        );
-        // Registered after the table's, so its prepare handler runs first (they run in reverse):
-        // the epoll registrations' lock is taken before the table's, as everywhere else.
         libc::pthread_atfork(
             Some(socksify_ops::ops::pending::before_fork),
             Some(socksify_ops::ops::pending::after_fork),

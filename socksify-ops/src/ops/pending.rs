@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::sys::lock::ForkMutex as Mutex;
 use libc::{c_int, c_long, epoll_event, pollfd};
 use socksify_core::TargetAddr;
 
 use crate::runtime::{Flow, State};
+use crate::sys::lock::ForkMutex as Mutex;
 use crate::sys::{self, args, call, sock};
 use crate::table::{self, Outcome};
 
@@ -246,13 +246,16 @@ pub fn closing(fd: c_int) {
 
 // ---- epoll: the program's registrations, narrowed while a handshake runs -----------------
 
-/// `pthread_atfork` handlers for the registrations' lock (taken before the table's, as
-/// `epoll_ctl` takes them): a child never inherits it held by a thread it does not have.
+/// `pthread_atfork` handlers for the library's two locks, taken in the order every call takes
+/// them (the registrations', then the table's): a child never inherits one held by a thread it
+/// does not have.
 pub extern "C" fn before_fork() {
     std::mem::forget(EPOLL.lock());
+    table::before_fork();
 }
 
 pub extern "C" fn after_fork() {
+    table::after_fork();
     // SAFETY: `before_fork` locked it in this thread and leaked the guard.
     unsafe { EPOLL.force_unlock() };
 }

@@ -4,7 +4,8 @@
 //! lock straight to a waiting thread instead of releasing it ("eventual fairness"). After a
 //! `fork()` that waiting thread does not exist in the child, so unlocking there could give the
 //! lock to no one: the child's next `connect()` waited forever (2 runs in 5 of the stress test).
-//! This lock has no handoff and no table: unlocking is one store, in the parent or the child.
+//! This lock has no handoff and no table: unlocking is one swap (and a wake if a thread sleeps),
+//! the same in the parent and the child.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};

@@ -16,12 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::sys::lock::ForkMutex as Mutex;
 use libc::c_int;
 use socksify_core::TargetAddr;
 
 pub use bits::Bits;
 
+use crate::sys::lock::ForkMutex as Mutex;
 use crate::sys::sock::{self, Owned};
 
 /// The largest RFC 1928 UDP header (a 255-byte name).
@@ -644,8 +644,9 @@ pub fn relocate_internal(fd: c_int) {
     });
 }
 
-/// `pthread_atfork` handlers: the lock is taken before `fork()` and released on both sides, so a
-/// child never inherits it held by a thread that does not exist there.
+/// Fork handlers (called by `ops::pending`'s, which take the epoll registrations' lock first):
+/// the lock is taken before `fork()` and released on both sides, so a child never inherits it
+/// held by a thread that does not exist there.
 pub extern "C" fn before_fork() {
     std::mem::forget(TABLE.lock());
 }
