@@ -117,11 +117,70 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
+/// The configuration with chain `i` (`Config::chains()`'s index) as its only chain.
+fn only_chain(config: &Config, i: usize) -> Config {
+    let mut sub = Config { chains: Vec::new(), routes: Vec::new(), ..config.clone() };
+    if i > 0 {
+        let c = &config.chains[i - 1];
+        (sub.proxies, sub.chain, sub.chain_len) = (c.proxies.clone(), c.mode, c.chain_len);
+    }
+    sub
+}
+
 pub fn run(config: &Config, target: Option<&str>) -> i32 {
     let paint = Paint { on: std::io::stdout().is_terminal() };
     let mut healthy = true;
     println!("mode: {}", mode_report(config.mode));
-    println!("chain: {} hop(s), {:?}", config.proxies.len(), config.chain);
+    for i in 0..=config.chains.len() {
+        let sub = only_chain(config, i);
+        if sub.proxies.is_empty() {
+            continue;
+        }
+        if config.chains.is_empty() {
+            println!("chain: {} hop(s), {:?}", sub.proxies.len(), sub.chain);
+        } else {
+            println!("chain {}: {} hop(s), {:?}", config.chain_name(i), sub.proxies.len(), sub.chain);
+        }
+        healthy &= check_hops(&sub, &paint);
+    }
+    if !config.routes.is_empty() {
+        println!("routes: {} (see `socksify explain HOST:PORT`)", config.routes.len());
+    }
+    if let Some(target) = target {
+        let parsed = match socksify_core::proxy::parse_target(target) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("target {target}: {}", paint.bad(&e));
+                return 2;
+            }
+        };
+        let (_, via) = socksify_core::explain::decide(config, &parsed, Some(parsed.port()));
+        match via {
+            socksify_core::routes::Via::Chain(i) if !only_chain(config, i).proxies.is_empty() => {
+                healthy &= check_target(&only_chain(config, i), &parsed, &paint);
+            }
+            other => {
+                let what = match other {
+                    socksify_core::routes::Via::Direct => "goes direct by the configuration; not tried",
+                    socksify_core::routes::Via::Block => "is blocked by the configuration",
+                    _ => "takes a chain with no proxy",
+                };
+                println!("target {parsed}: {what}");
+            }
+        }
+    }
+    if healthy {
+        println!("verdict: {}", paint.ok("OK"));
+        0
+    } else {
+        println!("verdict: {}", paint.bad("PROBLEMS (see above)"));
+        1
+    }
+}
+
+/// Reports each hop of `config`'s (only) chain; false when one is not healthy.
+fn check_hops(config: &Config, paint: &Paint) -> bool {
+    let mut healthy = true;
     for (i, proxy) in config.proxies.iter().enumerate() {
         let started = Instant::now();
         let reached = spinning(&format!("hop {}: connecting", i + 1), || reach(config, i));
@@ -167,17 +226,16 @@ pub fn run(config: &Config, target: Option<&str>) -> i32 {
             rtt.as_secs_f64() * 1000.0
         );
     }
-    if let Some(target) = target {
-        let parsed = match socksify_core::proxy::parse_target(target) {
-            Ok(t) => t,
-            Err(e) => {
-                println!("target {target}: {}", paint.bad(&e));
-                return 2;
-            }
-        };
+    healthy
+}
+
+/// A CONNECT to `parsed` through `config`'s (only) chain; false when it fails.
+fn check_target(config: &Config, parsed: &TargetAddr, paint: &Paint) -> bool {
+    let mut healthy = true;
+    {
         let socket = socket_for(&config.proxies[0]);
         let started = Instant::now();
-        match spinning("connecting to the target", || config.chain().connect(socket.as_raw_fd(), &parsed)) {
+        match spinning("connecting to the target", || config.chain().connect(socket.as_raw_fd(), parsed)) {
             Ok(est) => {
                 let path: Vec<String> = est.path.iter().map(|&i| config.proxies[i].to_string()).collect();
                 println!(
@@ -193,11 +251,5 @@ pub fn run(config: &Config, target: Option<&str>) -> i32 {
             }
         }
     }
-    if healthy {
-        println!("verdict: {}", paint.ok("OK"));
-        0
-    } else {
-        println!("verdict: {}", paint.bad("PROBLEMS (see above)"));
-        1
-    }
+    healthy
 }

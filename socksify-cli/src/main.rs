@@ -12,9 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser};
-use socksify_core::config::{self, Config};
+use socksify_core::config::{self, Config, ConfigError};
 use socksify_core::contract::{
-    self, LogLevel, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV, PRELOAD_ENV, SESSION_ENV,
+    self, LogLevel, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV, PRELOAD_ENV, PROXY_ENV, SESSION_ENV, SOURCE_ENV,
 };
 use socksify_core::session::Session;
 use socksify_core::Mode;
@@ -121,6 +121,20 @@ struct CheckCli {
     target: Option<String>,
 }
 
+/// `socksify explain`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "socksify explain",
+    about = "Say what the configuration does with HOST[:PORT]: the route and why, the chain and its hops, how the name resolves, UDP and BIND"
+)]
+struct ExplainCli {
+    #[command(flatten)]
+    chain: ChainOpts,
+    /// HOST, HOST:PORT, an address or [IPv6]:PORT
+    #[arg(value_name = "HOST[:PORT]")]
+    target: String,
+}
+
 /// `socksify config --convert FILE`.
 #[derive(Parser, Debug)]
 #[command(
@@ -148,6 +162,7 @@ extern "C" fn socksify_main(argc: libc::c_int, argv: *const *const libc::c_char)
         Some("show") => return shell_show(),
         Some("config") => return convert(ConfigCli::parse_from(&args[1..])),
         Some("check") | Some("doctor") => return check(CheckCli::parse_from(&args[1..])),
+        Some("explain") => return explain(ExplainCli::parse_from(&args[1..])),
         Some("generate") => return generate(args.get(2).and_then(|a| a.to_str())),
         _ => {}
     }
@@ -426,6 +441,19 @@ fn shell_show() -> libc::c_int {
                 std::env::var(CONFIG_ENV).unwrap_or_else(|_| "none: socksify's defaults".into()),
                 hops.join(" -> ")
             );
+            if let Ok(source) = std::env::var(SOURCE_ENV) {
+                println!("socksify: the chain comes from {source}");
+            }
+            for c in &config.chains {
+                let hops: Vec<String> = c.proxies.iter().map(|p| p.to_string()).collect();
+                println!("socksify: chain {}: {}", c.name, hops.join(" -> "));
+            }
+            if !config.routes.is_empty() {
+                println!(
+                    "socksify: {} route(s); `socksify explain HOST:PORT` says where one goes",
+                    config.routes.len()
+                );
+            }
         }
         Some((dir, Err(e))) => {
             println!(
@@ -483,9 +511,32 @@ fn generate(what: Option<&str>) -> libc::c_int {
     0
 }
 
+fn explain(cmd: ExplainCli) -> libc::c_int {
+    let (config, source) = match load(&cmd.chain) {
+        Ok((_, config, source)) => (config, source),
+        Err(e) => {
+            eprintln!("socksify: {e}");
+            return 2;
+        }
+    };
+    match socksify_core::explain::explain(&config, &socksify_core::hosts::Hosts::load_system(), &cmd.target) {
+        Ok(lines) => {
+            println!("settings: {source}");
+            for line in lines {
+                println!("{line}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("socksify: {e}");
+            2
+        }
+    }
+}
+
 fn check(cmd: CheckCli) -> libc::c_int {
     match load(&cmd.chain) {
-        Ok((_, config)) => doctor::run(&config, cmd.target.as_deref()),
+        Ok((_, config, _)) => doctor::run(&config, cmd.target.as_deref()),
         Err(e) => {
             eprintln!("socksify: {e}");
             2
@@ -509,15 +560,51 @@ fn convert(cmd: ConfigCli) -> libc::c_int {
 /// The program's environment: the caller's, with these variables set (`Some`) or removed.
 type EnvChanges = Vec<(&'static str, Option<OsString>)>;
 
-/// The configuration file, if any, and the checked configuration with the command line's
-/// proxies in place; an error says what to fix.
-fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
+/// The proxy URLs of `SOCKSIFY_PROXY`, split at spaces and commas.
+fn env_proxies() -> Option<Vec<String>> {
+    let v = std::env::var(PROXY_ENV).ok()?;
+    let urls: Vec<String> = v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!urls.is_empty()).then_some(urls)
+}
+
+/// `ALL_PROXY`, else `all_proxy` (what curl and git read), with the variable's name; a URL
+/// without a scheme is an HTTP proxy's, as curl takes it.
+fn all_proxy() -> Option<(&'static str, String)> {
+    ["ALL_PROXY", "all_proxy"].into_iter().find_map(|name| {
+        let v = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+        let v = v.trim();
+        Some((name, if v.contains("://") { v.to_owned() } else { format!("http://{v}") }))
+    })
+}
+
+/// The configuration file, if any, the checked configuration with the command line's (or the
+/// environment's) proxies in place, and where the chain came from, in words; an error says
+/// what to fix. The chain is, first of: `-p`; `SOCKSIFY_PROXY`; socksify's configuration
+/// file's (`-f`, `$SOCKSIFY_CONFIG`, the user's, the system's); `ALL_PROXY` / `all_proxy`; a
+/// proxychains.conf where proxychains-ng looks (Debian's `/etc/proxychains4.conf` comes with
+/// the package, so it must not hide a proxy the user put in the environment).
+fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config, String), String> {
+    let from_env = if opts.proxy.is_empty() { env_proxies() } else { None };
+    let given: Option<(&[String], &str)> = if !opts.proxy.is_empty() {
+        Some((&opts.proxy, "--proxy"))
+    } else {
+        from_env.as_deref().map(|urls| (urls, PROXY_ENV))
+    };
     // `-p` without `-f`: socksify's defaults, never whatever configuration file is lying around
     // (a proxychains.conf's remote_dns_subnet or localnet would change the run silently).
-    let path = if opts.proxy.is_empty() || opts.config.is_some() {
-        config::locate(opts.config.as_deref()).map_err(|e| e.to_string())?
+    let path = if given.is_none() || opts.config.is_some() {
+        config::locate_ours(opts.config.as_deref()).map_err(|e| e.to_string())?
     } else {
         None
+    };
+    let env_all = if given.is_none() && path.is_none() { all_proxy() } else { None };
+    let path = match (&path, &env_all, &given) {
+        (None, None, None) => config::proxychains_locations().into_iter().find(|p| p.is_file()),
+        _ => path,
     };
     let mut config = match &path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
@@ -529,18 +616,36 @@ fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config), String> {
     if let Some(file) = &config.log_file {
         check_log_file(file)?;
     }
-    if !opts.proxy.is_empty() {
-        config = config.with_proxies(&opts.proxy).map_err(|e| e.to_string())?;
-    }
-    if config.proxies.is_empty() {
+    let with = |config: Config, urls: &[String], origin: &str| {
+        config.with_proxies(urls).map_err(|e| ConfigError { origin: origin.to_owned(), ..e }.to_string())
+    };
+    let source = match (given, &path) {
+        (Some((urls, origin)), _) => {
+            config = with(config, urls, origin)?;
+            let what = if origin == PROXY_ENV { PROXY_ENV } else { "-p" };
+            match &path {
+                Some(p) => format!("{} with the proxies of {what}", p.display()),
+                None => format!("socksify's defaults with the proxies of {what}"),
+            }
+        }
+        (None, Some(p)) => p.display().to_string(),
+        (None, None) => match env_all {
+            Some((name, url)) => {
+                config = with(config, &[url], name)?;
+                format!("socksify's defaults with the proxy of {name} (no configuration file)")
+            }
+            None => "socksify's defaults".to_owned(),
+        },
+    };
+    if !config.has_proxies() {
         let origin = path.as_ref().map_or("no configuration file was found".to_owned(), |p| {
             format!("{} lists no [[proxy]]", p.display())
         });
         return Err(format!(
-            "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\" or pass -p URL"
+            "no proxy configured: {origin}; add a [[proxy]] url = \"socks5://host:port\", pass -p URL, or set {PROXY_ENV} or ALL_PROXY"
         ));
     }
-    Ok((path, config))
+    Ok((path, config, source))
 }
 
 /// A `log_file` the library can append to without ever blocking: a regular file (made now if
@@ -577,22 +682,35 @@ struct Prepared {
 /// Everything checked before the program runs, and the environment it gets; any error stops
 /// here with exit status 2.
 fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
-    let (path, config) = load(opts)?;
+    let (path, config, source) = load(opts)?;
     let library = find_library()?;
     if log.verbose {
         let hops: Vec<String> = config.proxies.iter().map(|p| p.to_string()).collect();
-        let settings = match &path {
-            Some(p) => p.display().to_string(),
-            None if !opts.proxy.is_empty() => "socksify's defaults (-p without -f)".to_owned(),
-            None => "socksify's defaults".to_owned(),
-        };
         eprintln!(
-            "socksify: settings {settings}; {} chain: {}; DNS {}; library {}",
+            "socksify: settings {source}; {} chain: {}; DNS {}; library {}",
             format!("{:?}", config.chain).to_lowercase(),
-            hops.join(" -> "),
+            if hops.is_empty() { "(none)".to_owned() } else { hops.join(" -> ") },
             if config.dns == config::DnsMode::Remote { "through the proxies" } else { "local" },
             library.display()
         );
+        for c in &config.chains {
+            let hops: Vec<String> = c.proxies.iter().map(|p| p.to_string()).collect();
+            eprintln!(
+                "socksify: chain {} ({}): {}",
+                c.name,
+                format!("{:?}", c.mode).to_lowercase(),
+                hops.join(" -> ")
+            );
+        }
+        for (i, r) in config.routes.iter().enumerate() {
+            let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
+            eprintln!(
+                "socksify: [[route]] {}: match = [{}], via = \"{}\"",
+                i + 1,
+                patterns.join(", "),
+                config.via_name(r.via)
+            );
+        }
     }
     let level = if log.quiet {
         LogLevel::Quiet
@@ -607,6 +725,7 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
         (OLD_PROXIES_ENV, None),
         (LOG_ENV, Some(level.as_str().into())),
         (SESSION_ENV, None),
+        (SOURCE_ENV, Some(source.into())),
     ];
     Ok(Prepared { config, env })
 }

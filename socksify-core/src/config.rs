@@ -13,6 +13,7 @@ use toml::Spanned;
 use crate::addr::TargetAddr;
 use crate::chain::{Chain, ChainMode, Timeouts};
 use crate::proxy::Proxy;
+use crate::routes::{NamedChain, Pattern, Route, Via};
 
 /// Where names are resolved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -108,6 +109,26 @@ struct RawConfig {
     quiet: Option<bool>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
+    #[serde(default)]
+    chains: std::collections::BTreeMap<String, RawChain>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    proxies: Spanned<Vec<Spanned<String>>>,
+    chain: Option<ChainMode>,
+    chain_len: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(rename = "match")]
+    patterns: Spanned<Vec<Spanned<String>>>,
+    via: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +156,12 @@ pub struct Config {
     pub dns_server: TargetAddr,
     /// Log nothing, not even failures (the command line's `-v` still wins).
     pub quiet: bool,
+    /// The default chain: what no route sends elsewhere.
     pub proxies: Vec<Proxy>,
+    /// `[chains.NAME]`, by name.
+    pub chains: Vec<NamedChain>,
+    /// `[[route]]`, in order: the first that matches wins.
+    pub routes: Vec<Route>,
 }
 
 /// Fake addresses for remote DNS: 240.0.0.0/4 is reserved (RFC 1112) and 100::/64 is the
@@ -167,6 +193,8 @@ impl Default for Config {
             dns_server: crate::proxy::parse_target(DEFAULT_DNS_SERVER).expect("valid default"),
             quiet: false,
             proxies: Vec::new(),
+            chains: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -279,6 +307,19 @@ impl Config {
         for p in &self.proxies {
             t.push_str(&format!("\n[[proxy]]\nurl = {}\n", quote(&p.to_url())));
         }
+        for c in &self.chains {
+            let urls: Vec<String> = c.proxies.iter().map(|p| quote(&p.to_url())).collect();
+            t.push_str(&format!("\n[chains.{}]\nproxies = [{}]\n", quote(&c.name), urls.join(", ")));
+            t.push_str(&format!("chain = {}\nchain_len = {}\n", quote(&mode(&c.mode)), c.chain_len));
+        }
+        for r in &self.routes {
+            let patterns: Vec<String> = r.patterns.iter().map(|p| quote(&p.to_string())).collect();
+            t.push_str(&format!(
+                "\n[[route]]\nmatch = [{}]\nvia = {}\n",
+                patterns.join(", "),
+                quote(&self.via_name(r.via))
+            ));
+        }
         t
     }
 
@@ -307,6 +348,108 @@ impl Config {
             let proxy =
                 p.url.get_ref().parse::<Proxy>().map_err(|e| src.at(p.url.span(), "proxy.url", e.0))?;
             proxies.push(proxy);
+        }
+
+        let chain = raw.chain.unwrap_or_default();
+        let chain_len = match &raw.chain_len {
+            None => DEFAULT_CHAIN_LEN,
+            Some(s) if *s.get_ref() >= 1 => *s.get_ref() as usize,
+            Some(s) => return Err(src.at(s.span(), "chain_len", "expected a number of hops, 1 or more")),
+        };
+        let mut chains = Vec::with_capacity(raw.chains.len());
+        for (name, c) in &raw.chains {
+            let key = format!("chains.{name}.proxies");
+            if RESERVED_CHAIN_NAMES.contains(&name.as_str()) {
+                return Err(src.at(
+                    c.proxies.span(),
+                    &format!("chains.{name}"),
+                    format!("`{name}` is a word of `via`, not a chain name"),
+                ));
+            }
+            if c.proxies.get_ref().is_empty() {
+                return Err(src.at(c.proxies.span(), &key, "expected one proxy URL or more"));
+            }
+            let proxies = c
+                .proxies
+                .get_ref()
+                .iter()
+                .map(|u| u.get_ref().parse::<Proxy>().map_err(|e| src.at(u.span(), &key, e.0)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mode = c.chain.unwrap_or(chain);
+            let len_key = format!("chains.{name}.chain_len");
+            let chain_len = match &c.chain_len {
+                None => chain_len.min(proxies.len()),
+                Some(s)
+                    if *s.get_ref() >= 1
+                        && (*s.get_ref() as usize <= proxies.len()
+                            || !matches!(mode, ChainMode::Random | ChainMode::RoundRobin)) =>
+                {
+                    *s.get_ref() as usize
+                }
+                Some(s) => {
+                    return Err(src.at(
+                        s.span(),
+                        &len_key,
+                        format!("expected a number of hops from 1 to {}", proxies.len()),
+                    ))
+                }
+            };
+            chains.push(NamedChain { name: name.clone(), proxies, mode, chain_len });
+        }
+        let mut routes = Vec::with_capacity(raw.route.len());
+        for r in &raw.route {
+            if r.patterns.get_ref().is_empty() {
+                return Err(src.at(r.patterns.span(), "route.match", "expected one pattern or more"));
+            }
+            let patterns = r
+                .patterns
+                .get_ref()
+                .iter()
+                .map(|p| {
+                    Pattern::parse(p.get_ref()).ok_or_else(|| {
+                        src.at(
+                            p.span(),
+                            "route.match",
+                            format!(
+                                "`{}` is not a pattern such as *.corp.example, .corp.example, host.example, \
+                                 10.0.0.0/8, fd00::/8, 10.0.0.0/8:22, [fd00::/8]:22, *.corp:8000-8999 or :22",
+                                p.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let name = r.via.get_ref().as_str();
+            let via = match name {
+                "direct" => Via::Direct,
+                "block" => Via::Block,
+                "default" => Via::Chain(0),
+                _ => match chains.iter().position(|c| c.name == name) {
+                    Some(i) => Via::Chain(i + 1),
+                    None => {
+                        let known: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+                        return Err(src.at(
+                            r.via.span(),
+                            "route.via",
+                            format!(
+                                "no chain is named `{name}`: expected direct, block, default{}{}",
+                                if known.is_empty() { "" } else { " or one of " },
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                },
+            };
+            if via == Via::Direct {
+                if let Some(p) = patterns.iter().find(|p| matches!(p, Pattern::Name(_, Some(_)))) {
+                    return Err(src.at(
+                        r.via.span(),
+                        "route.match",
+                        format!("`{p}`: a name on a direct route is resolved by the system before its port is known, so it cannot have a port"),
+                    ));
+                }
+            }
+            routes.push(Route { patterns, via });
         }
 
         let direct = match &raw.direct {
@@ -367,12 +510,6 @@ impl Config {
                 src.at(s.span(), "dns_server", format!("{e}, e.g. 1.1.1.1:53 or [2606:4700::1111]:53"))
             })?,
         };
-        let chain = raw.chain.unwrap_or_default();
-        let chain_len = match &raw.chain_len {
-            None => DEFAULT_CHAIN_LEN,
-            Some(s) if *s.get_ref() >= 1 => *s.get_ref() as usize,
-            Some(s) => return Err(src.at(s.span(), "chain_len", "expected a number of hops, 1 or more")),
-        };
         let config = Config {
             mode: raw.mode.unwrap_or_default(),
             chain,
@@ -388,6 +525,8 @@ impl Config {
             dns_server,
             quiet: raw.quiet.unwrap_or(false),
             proxies,
+            chains,
+            routes,
         };
         config.check_chain_len().map_err(|message| ConfigError {
             origin: src.origin.clone(),
@@ -418,9 +557,43 @@ impl Config {
         Ok(self)
     }
 
-    /// The chain this configuration describes.
+    /// The default chain (the top-level `[[proxy]]` list).
     pub fn chain(&self) -> Chain {
         Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts)
+    }
+
+    /// Every chain, by `Via::Chain` index: the default one first, then `chains` in order.
+    pub fn chains(&self) -> Vec<Chain> {
+        let named =
+            self.chains.iter().map(|c| Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts));
+        std::iter::once(self.chain()).chain(named).collect()
+    }
+
+    /// The name of chain `i` (`Via::Chain(i)`): `default` for the top-level list.
+    pub fn chain_name(&self, i: usize) -> &str {
+        match i {
+            0 => "default",
+            i => self.chains.get(i - 1).map_or("?", |c| c.name.as_str()),
+        }
+    }
+
+    /// How `via` is written in a route.
+    pub fn via_name(&self, via: Via) -> String {
+        match via {
+            Via::Chain(i) => self.chain_name(i).to_owned(),
+            Via::Direct => "direct".to_owned(),
+            Via::Block => "block".to_owned(),
+        }
+    }
+
+    /// True when some chain (the default one or a named one) has a proxy.
+    pub fn has_proxies(&self) -> bool {
+        !self.proxies.is_empty() || !self.chains.is_empty()
+    }
+
+    /// Every proxy of every chain.
+    pub fn all_proxies(&self) -> impl Iterator<Item = &Proxy> {
+        self.proxies.iter().chain(self.chains.iter().flat_map(|c| c.proxies.iter()))
     }
 
     /// True when connections to `addr` bypass the proxies. A linear scan of the rules, for
@@ -437,6 +610,9 @@ impl Config {
     }
 }
 
+/// Words a chain cannot be named.
+const RESERVED_CHAIN_NAMES: [&str; 3] = crate::routes::RESERVED;
+
 /// The environment variable that names the configuration file.
 pub const CONFIG_ENV: &str = "SOCKSIFY_CONFIG";
 /// The system-wide configuration file.
@@ -447,6 +623,13 @@ pub const SYSTEM_CONFIG: &str = "/etc/socksify/config.toml";
 /// `~/.config/socksify/config.toml`), else the system's (`/etc/socksify/config.toml`). A file
 /// named explicitly or by the variable must exist; the others are optional.
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    locate_ours(explicit)
+        .map(|found| found.or_else(|| proxychains_locations().into_iter().find(|p| p.is_file())))
+}
+
+/// [`locate`] without proxychains-ng's places: `-f`, `$SOCKSIFY_CONFIG`, the user's file, the
+/// system's.
+pub fn locate_ours(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     let named = explicit.map(|p| (p.to_path_buf(), "-f"));
     let named = named.or_else(|| {
         std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(|v| (PathBuf::from(v), CONFIG_ENV))
@@ -463,7 +646,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
         return Ok(Some(std::path::absolute(&path).unwrap_or(path)));
     }
     let ours = user_config().into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]);
-    Ok(ours.chain(proxychains_locations()).find(|p| p.is_file()))
+    Ok(ours.into_iter().find(|p| p.is_file()))
 }
 
 /// proxychains-ng's own search order, after socksify's: `$PROXYCHAINS_CONF_FILE`,
@@ -665,6 +848,77 @@ url = "socks4://relay.example:9050"
         let c = Config::parse(text, "t").unwrap();
         let again = Config::parse(&c.to_toml(), "t2").unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn chains_and_routes_parse_check_and_read_back() {
+        let text = r#"
+chain = "round_robin"
+chain_len = 1
+[[proxy]]
+url = "socks5://10.9.0.1:1080"
+[chains.corp]
+proxies = ["socks5://10.0.0.1:1080", "socks4a://10.0.0.2:1080"]
+chain = "strict"
+[chains.tor]
+proxies = ["socks5h://127.0.0.1:9050"]
+[[route]]
+match = ["*.corp.example", "10.0.0.0/8", "[fd00::/8]:22"]
+via = "corp"
+[[route]]
+match = [".onion"]
+via = "tor"
+[[route]]
+match = [":25", "*.ads.example"]
+via = "block"
+[[route]]
+match = ["printer.lan"]
+via = "direct"
+[[route]]
+match = ["*"]
+via = "default"
+"#;
+        let c = Config::parse(text, "t").unwrap();
+        assert_eq!(c.chains.len(), 2);
+        assert_eq!(
+            (c.chains[0].name.as_str(), c.chains[0].mode, c.chains[0].chain_len),
+            ("corp", ChainMode::Strict, 1)
+        );
+        assert_eq!(c.chains[1].mode, ChainMode::RoundRobin, "the top-level mode is the default");
+        assert_eq!(c.routes.len(), 5);
+        assert_eq!(c.routes[0].via, Via::Chain(1));
+        assert_eq!(c.routes[1].via, Via::Chain(2));
+        assert_eq!(c.routes[2].via, Via::Block);
+        assert_eq!(c.routes[3].via, Via::Direct);
+        assert_eq!(c.routes[4].via, Via::Chain(0));
+        assert_eq!(c.chains().len(), 3);
+        assert_eq!(c.chain_name(2), "tor");
+        assert_eq!(c.all_proxies().count(), 4);
+        assert_eq!(Config::parse(&c.to_toml(), "again").unwrap(), c);
+    }
+
+    #[test]
+    fn route_errors_name_the_line_and_key() {
+        let base = "[chains.corp]\nproxies = [\"socks5://h:1\"]\n";
+        let e = err(&format!("{base}[[route]]\nmatch = [\"*.x\"]\nvia = \"crop\"\n"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("route.via")));
+        assert!(e.message.contains("no chain is named `crop`") && e.message.contains("corp"), "{e}");
+        let e = err(&format!("{base}[[route]]\nmatch = [\"10.0.0.0/33\"]\nvia = \"corp\"\n"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("route.match")));
+        let e = err(&format!("{base}[[route]]\nmatch = []\nvia = \"corp\"\n"));
+        assert_eq!(e.key.as_deref(), Some("route.match"));
+        let e = err("[[route]]\nmatch = [\"*.lan:22\"]\nvia = \"direct\"\n");
+        assert!(e.message.contains("cannot have a port"), "{e}");
+        let e = err("[chains.direct]\nproxies = [\"socks5://h:1\"]\n");
+        assert!(e.message.contains("word of `via`"), "{e}");
+        let e = err("[chains.x]\nproxies = []\n");
+        assert_eq!(e.key.as_deref(), Some("chains.x.proxies"));
+        let e = err("[chains.x]\nproxies = [\"socks9://h:1\"]\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("chains.x.proxies")));
+        let e = err("[chains.x]\nproxies = [\"socks5://h:1\"]\nchain = \"random\"\nchain_len = 2\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("chains.x.chain_len")));
+        let e = err("[[route]]\nmatch = [\"*.x\"]\nvia = \"corp\"\nextra = 1\n");
+        assert_eq!(e.key.as_deref(), Some("extra"));
     }
 
     #[test]

@@ -14,9 +14,15 @@ pub const OLD_PROXIES_ENV: &str = "SOCKSIFY_PROXIES";
 /// How much the library logs (`-q`, `-v`): see [`LogLevel`].
 pub const LOG_ENV: &str = "SOCKSIFY_LOG";
 
+/// Where the chain came from, in words (for `socksify show`): the configuration file, `-p`,
+/// `SOCKSIFY_PROXY` or `ALL_PROXY`.
+pub const SOURCE_ENV: &str = "SOCKSIFY_CHAIN_SOURCE";
+/// One or more proxy URLs (separated by spaces or commas), as `-p` gives them.
+pub const PROXY_ENV: &str = "SOCKSIFY_PROXY";
+
 /// The variables that `socksify on` sets in a shell (and `socksify off` unsets). None holds a
 /// secret: the resolved configuration is a file of the session (mode 0600).
-pub const SHELL_VARS: [&str; 4] = [SESSION_ENV, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV];
+pub const SHELL_VARS: [&str; 5] = [SESSION_ENV, CONFIG_ENV, LOG_ENV, OLD_PROXIES_ENV, SOURCE_ENV];
 
 /// How much is logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -100,6 +100,55 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, DnsError> {
     Ok(Query { id, flags, name, qtype, qclass, question_end: at + 4 })
 }
 
+/// Skips a (possibly compressed) name at `at`; the offset after it.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..128 {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return (at + 2 <= msg.len()).then_some(at + 2),
+            l if l & 0xc0 == 0 => at += 1 + l as usize,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The A and AAAA addresses in the answer section of response `msg` (the records of any
+/// owner: CNAME chains end in them); nothing for a message that is not a response or does not
+/// parse. At most 64.
+pub fn answer_addresses(msg: &[u8]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if msg.len() < HEADER || msg[2] & 0x80 == 0 {
+        return out;
+    }
+    let questions = u16::from_be_bytes([msg[4], msg[5]]);
+    let answers = u16::from_be_bytes([msg[6], msg[7]]);
+    let mut at = HEADER;
+    for _ in 0..questions {
+        match skip_name(msg, at) {
+            Some(next) if next + 4 <= msg.len() => at = next + 4,
+            _ => return out,
+        }
+    }
+    for _ in 0..answers.min(64) {
+        let Some(next) = skip_name(msg, at) else { return out };
+        let Some(head) = msg.get(next..next + 10) else { return out };
+        let (rtype, class) = (u16::from_be_bytes([head[0], head[1]]), u16::from_be_bytes([head[2], head[3]]));
+        let len = u16::from_be_bytes([head[8], head[9]]) as usize;
+        let Some(data) = msg.get(next + 10..next + 10 + len) else { return out };
+        match (rtype, class, len) {
+            (TYPE_A, CLASS_IN, 4) => out.push(IpAddr::from(<[u8; 4]>::try_from(data).expect("4 bytes"))),
+            (TYPE_AAAA, CLASS_IN, 16) => {
+                out.push(IpAddr::from(<[u8; 16]>::try_from(data).expect("16 bytes")))
+            }
+            _ => {}
+        }
+        at = next + 10 + len;
+    }
+    out
+}
+
 /// A record of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -325,5 +374,31 @@ mod tests {
         assert_eq!(cut.len(), plain.len());
         assert_eq!(cut[2] & 0x02, 0x02, "TC");
         assert_eq!(&cut[12..], &plain[12..]);
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_a_response_behind_a_cname() {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&encode_name("git.corp"));
+        q.extend_from_slice(&TYPE_A.to_be_bytes());
+        q.extend_from_slice(&CLASS_IN.to_be_bytes());
+        let q = parse_query(&q).map(|parsed| (q, parsed)).unwrap();
+        let records = [Record::A("10.1.2.3".parse().unwrap()), Record::Aaaa("fd00::5".parse().unwrap())];
+        let mut reply = response(&q.0, &q.1, RCODE_NOERROR, &records, 60);
+        assert_eq!(
+            answer_addresses(&reply),
+            vec!["10.1.2.3".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+        );
+        assert!(answer_addresses(&q.0).is_empty(), "a query has no answers");
+        for cut in 0..reply.len() {
+            let _ = answer_addresses(&reply[..cut]);
+        }
+        reply[7] = 200; // more answers than there are
+        assert_eq!(answer_addresses(&reply).len(), 2);
     }
 }

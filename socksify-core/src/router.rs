@@ -8,16 +8,24 @@ use crate::config::{BindMode, Config, DnsMode, UdpMode};
 use crate::directset::DirectSet;
 use crate::fakedns::{FakeDns, FakeDnsError};
 use crate::hosts::Hosts;
+use crate::learned::Learned;
+use crate::routes::{self, Pattern, Via};
 
 /// Where a connection to an address goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Not proxied: the address is in `direct`.
+    /// Not proxied: the address is in `direct`, or a route says `direct`.
     Direct,
-    /// Through the chain, to this target (a name when the address is a fake one).
-    Proxy(TargetAddr),
+    /// Through chain `.1` (`Config::chains()`'s index: 0 is the default chain), to this target
+    /// (a name when the address is a fake one).
+    Proxy(TargetAddr, usize),
+    /// Refused by `[[route]]` number `.0` (from 0), whose `via` is `block`.
+    Block(usize),
     /// A fake address that was never handed out: there is no name to send.
     UnknownFake,
+    /// A fake address whose name a `direct` route matches: names on direct routes are resolved
+    /// by the system, so this one was never handed out by this session's rules.
+    DirectFake(String),
 }
 
 /// Where a UDP datagram goes.
@@ -43,6 +51,8 @@ pub enum Resolution {
     Fake { v4: IpAddr, v6: IpAddr, unspec: IpAddr },
     /// No answer.
     Fail(FakeDnsError),
+    /// No such name: `[[route]]` number `.0` (from 0) blocks it.
+    Blocked(usize),
 }
 
 pub struct Router {
@@ -52,6 +62,9 @@ pub struct Router {
     hosts: Hosts,
     fake: Option<FakeDns>,
     prefer_v6: bool,
+    /// Addresses the system resolver gave for names a route matches (see [`Learned`]); only
+    /// when some route has a name pattern.
+    learned: Option<Learned>,
 }
 
 impl Router {
@@ -73,7 +86,10 @@ impl Router {
         let prefer_v6 = !config.proxies.is_empty()
             && config.proxies.iter().all(|p| matches!(p.host, crate::proxy::Host::Ip(IpAddr::V6(_))));
         let direct = DirectSet::new(&config.direct);
-        Router { config, direct, hosts, fake, prefer_v6 }
+        let names =
+            config.routes.iter().flat_map(|r| &r.patterns).any(|p| matches!(p, Pattern::Name(_, None)));
+        let learned = names.then(Learned::new);
+        Router { config, direct, hosts, fake, prefer_v6, learned }
     }
 
     pub fn config(&self) -> &Config {
@@ -96,7 +112,8 @@ impl Router {
     }
 
     /// Where a connection to `dest` goes. Fake addresses are checked before `direct`, so a fake
-    /// range inside a direct one still reaches the proxy.
+    /// range inside a direct one still reaches the proxy. Then the `direct` list, then the
+    /// routes (first match wins), then the default chain.
     pub fn route(&self, dest: SocketAddr) -> Route {
         let dest = match TargetAddr::Ip(dest).unmapped() {
             TargetAddr::Ip(sa) => sa,
@@ -105,7 +122,7 @@ impl Router {
         if let Some(fake) = &self.fake {
             if fake.is_fake(dest.ip()) {
                 return match fake.name_of(dest.ip()) {
-                    Some(name) => Route::Proxy(TargetAddr::Domain(name.to_owned(), dest.port())),
+                    Some(name) => self.route_name(name, dest.port()),
                     None => Route::UnknownFake,
                 };
             }
@@ -113,9 +130,81 @@ impl Router {
         // 0.0.0.0 and :: mean this host to the kernel (as does ::ffff:0.0.0.0, unmapped above):
         // through a proxy they would reach the proxy's own host instead.
         if dest.ip().is_unspecified() || self.direct.contains(&dest) {
-            Route::Direct
-        } else {
-            Route::Proxy(TargetAddr::Ip(dest))
+            return Route::Direct;
+        }
+        let target = TargetAddr::Ip(dest);
+        if self.config.routes.is_empty() {
+            return Route::Proxy(target, 0);
+        }
+        let learned = self.learned.as_ref().and_then(|l| l.get(dest.ip()));
+        match routes::first_for_addr(&self.config.routes, dest.ip(), dest.port(), learned) {
+            None => Route::Proxy(target, 0),
+            Some(i) => match self.config.routes[i].via {
+                Via::Chain(c) => Route::Proxy(target, c),
+                Via::Direct => Route::Direct,
+                Via::Block => Route::Block(i),
+            },
+        }
+    }
+
+    /// Where a connection to `name`:`port` goes (a fake address's name).
+    pub fn route_name(&self, name: &str, port: u16) -> Route {
+        let target = TargetAddr::Domain(name.to_owned(), port);
+        match routes::first_for_name(&self.config.routes, name, port) {
+            None => Route::Proxy(target, 0),
+            Some(i) => match self.config.routes[i].via {
+                Via::Chain(c) => Route::Proxy(target, c),
+                // `.onion` names always go remote, whatever the routes say.
+                Via::Direct if is_onion(name) => Route::Proxy(target, 0),
+                Via::Direct => Route::DirectFake(name.to_owned()),
+                Via::Block => Route::Block(i),
+            },
+        }
+    }
+
+    /// The route a lookup of `name` matches whose answers the caller should [`learn`] when
+    /// the system resolver gives them: a `direct` route's name (under remote DNS), or any
+    /// routed name under local DNS.
+    ///
+    /// [`learn`]: Router::learn
+    pub fn learns(&self, name: &str) -> Option<usize> {
+        self.learned.as_ref()?;
+        let i = routes::first_for_lookup(&self.config.routes, name)?;
+        match self.config.routes[i].via {
+            Via::Direct if !is_onion(name) => Some(i),
+            Via::Chain(_) if self.fake.is_none() => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Remembers that the system resolver answered `ip` for a name of route `route` (from
+    /// [`learns`](Router::learns)); false when the table is full.
+    pub fn learn(&self, ip: IpAddr, route: usize) -> bool {
+        self.learned.as_ref().is_some_and(|l| l.insert(ip, route))
+    }
+
+    /// Words for route number `i` in log lines: `[[route]] 2 (match = "*.ads.example", …)`.
+    pub fn describe(&self, i: usize) -> String {
+        let Some(r) = self.config.routes.get(i) else { return format!("[[route]] {}", i + 1) };
+        let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
+        format!(
+            "[[route]] {} (match = [{}], via = \"{}\")",
+            i + 1,
+            patterns.join(", "),
+            self.config.via_name(r.via)
+        )
+    }
+
+    /// The chain (its `Config::chains()` index) a BIND or UDP association for `target` takes:
+    /// its route's, or the default chain when its route is not a chain.
+    pub fn chain_of(&self, target: &TargetAddr) -> usize {
+        let route = match target {
+            TargetAddr::Ip(sa) => self.route(*sa),
+            TargetAddr::Domain(name, port) => self.route_name(name, *port),
+        };
+        match route {
+            Route::Proxy(_, c) => c,
+            _ => 0,
         }
     }
 
@@ -124,7 +213,9 @@ impl Router {
     pub fn route_udp(&self, dest: SocketAddr) -> UdpRoute {
         match (self.route(dest), self.config.udp) {
             (Route::Direct, _) | (_, UdpMode::Direct) => UdpRoute::Direct,
-            (Route::UnknownFake, _) => UdpRoute::Route(Route::UnknownFake),
+            (route @ (Route::UnknownFake | Route::Block(_) | Route::DirectFake(_)), _) => {
+                UdpRoute::Route(route)
+            }
             (_, UdpMode::Block) => UdpRoute::Blocked,
             (route, UdpMode::Proxy) => UdpRoute::Route(route),
         }
@@ -149,7 +240,18 @@ impl Router {
 
     /// How `name` (not a numeric address) resolves.
     pub fn resolve(&self, name: &str) -> Resolution {
-        let Some(fake) = &self.fake else { return Resolution::System };
+        let route = match self.config.routes.is_empty() {
+            true => None,
+            false => {
+                routes::first_for_lookup(&self.config.routes, name).map(|i| (i, self.config.routes[i].via))
+            }
+        };
+        let Some(fake) = &self.fake else {
+            return match route {
+                Some((i, Via::Block)) if self.hosts.lookup(name).is_empty() => Resolution::Blocked(i),
+                _ => Resolution::System,
+            };
+        };
         if !is_host_name(name) {
             // What libc says of `0.1.1.~1` or `::1::2`: neither an address nor a name.
             return Resolution::Fail(FakeDnsError::BadName);
@@ -157,6 +259,12 @@ impl Router {
         let local = self.hosts.lookup(name);
         if !local.is_empty() {
             return Resolution::Local(local);
+        }
+        match route {
+            Some((i, Via::Block)) => return Resolution::Blocked(i),
+            // Split DNS: a name on a direct route is the system resolver's (never a `.onion`).
+            Some((_, Via::Direct)) if !is_onion(name) => return Resolution::System,
+            _ => {}
         }
         match fake.insert(name) {
             Ok(idx) => {
@@ -182,6 +290,12 @@ impl Router {
     pub fn is_fake(&self, ip: IpAddr) -> bool {
         self.fake.as_ref().is_some_and(|f| f.is_fake(ip))
     }
+}
+
+/// True for a Tor onion service's name: it only ever resolves remotely.
+pub fn is_onion(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() > 6 && name[name.len() - 6..].eq_ignore_ascii_case(".onion")
 }
 
 /// True for what can be a host name: letters, digits, `-` and `_` in dot-separated labels (an
@@ -217,11 +331,11 @@ mod tests {
         assert_eq!(unspec, v4);
         assert_eq!(
             r.route(SocketAddr::new(v4, 443)),
-            Route::Proxy(TargetAddr::Domain("example.org".into(), 443))
+            Route::Proxy(TargetAddr::Domain("example.org".into(), 443), 0)
         );
         assert_eq!(
             r.route(SocketAddr::new(v6, 80)),
-            Route::Proxy(TargetAddr::Domain("example.org".into(), 80))
+            Route::Proxy(TargetAddr::Domain("example.org".into(), 80), 0)
         );
         assert_eq!(r.reverse(v4).as_deref(), Some("example.org"));
         assert_eq!(r.route("240.0.0.200:80".parse().unwrap()), Route::UnknownFake);
@@ -283,7 +397,7 @@ mod tests {
         assert_eq!(r.route("[::ffff:127.0.0.1]:80".parse().unwrap()), Route::Direct);
         assert_eq!(
             r.route("[::ffff:192.0.2.9]:80".parse().unwrap()),
-            Route::Proxy(TargetAddr::Ip("192.0.2.9:80".parse().unwrap()))
+            Route::Proxy(TargetAddr::Ip("192.0.2.9:80".parse().unwrap()), 0)
         );
     }
 
@@ -313,7 +427,7 @@ mod tests {
     fn udp_follows_its_policy() {
         let r = router("remote");
         let far: SocketAddr = "192.0.2.9:53".parse().unwrap();
-        assert_eq!(r.route_udp(far), UdpRoute::Route(Route::Proxy(TargetAddr::Ip(far))));
+        assert_eq!(r.route_udp(far), UdpRoute::Route(Route::Proxy(TargetAddr::Ip(far), 0)));
         assert_eq!(r.route_udp("127.0.0.1:53".parse().unwrap()), UdpRoute::Direct);
         for (mode, want) in [("block", UdpRoute::Blocked), ("direct", UdpRoute::Direct)] {
             let config = Config::parse(&format!("udp = \"{mode}\""), "t").unwrap();
@@ -344,6 +458,98 @@ mod tests {
         }
     }
 
+    fn routed(dns: &str) -> Router {
+        let text = format!(
+            r#"dns = "{dns}"
+[[proxy]]
+url = "socks5://192.0.2.1:1080"
+[chains.corp]
+proxies = ["socks5://192.0.2.2:1080"]
+[[route]]
+match = ["*.corp.example", "10.0.0.0/8", ":2222"]
+via = "corp"
+[[route]]
+match = [".lan", "x.onion"]
+via = "direct"
+[[route]]
+match = ["*.ads.example", "203.0.113.0/24", "*.irc.example:6667"]
+via = "block"
+"#
+        );
+        Router::new(Config::parse(&text, "t").unwrap(), Hosts::default(), 64).unwrap()
+    }
+
+    #[test]
+    fn routes_choose_the_chain_by_name_address_and_port() {
+        let r = routed("remote");
+        let Resolution::Fake { v4, .. } = r.resolve("git.corp.example") else { panic!() };
+        assert_eq!(
+            r.route(SocketAddr::new(v4, 22)),
+            Route::Proxy(TargetAddr::Domain("git.corp.example".into(), 22), 1)
+        );
+        let ten: SocketAddr = "10.1.2.3:80".parse().unwrap();
+        assert_eq!(r.route(ten), Route::Proxy(TargetAddr::Ip(ten), 1));
+        let other: SocketAddr = "198.51.100.1:2222".parse().unwrap();
+        assert_eq!(r.route(other), Route::Proxy(TargetAddr::Ip(other), 1), "by port");
+        let Resolution::Fake { v4, .. } = r.resolve("www.example.org") else { panic!() };
+        assert_eq!(
+            r.route(SocketAddr::new(v4, 2222)),
+            Route::Proxy(TargetAddr::Domain("www.example.org".into(), 2222), 1)
+        );
+        assert_eq!(
+            r.route(SocketAddr::new(v4, 80)),
+            Route::Proxy(TargetAddr::Domain("www.example.org".into(), 80), 0)
+        );
+        assert_eq!(r.route("203.0.113.9:80".parse().unwrap()), Route::Block(2));
+        assert_eq!(r.route_udp("203.0.113.9:53".parse().unwrap()), UdpRoute::Route(Route::Block(2)));
+        assert_eq!(r.chain_of(&TargetAddr::Ip(ten)), 1);
+        assert_eq!(r.chain_of(&TargetAddr::Domain("a.example".into(), 1)), 0);
+    }
+
+    #[test]
+    fn split_dns_blocks_and_learned_addresses() {
+        let r = routed("remote");
+        assert_eq!(r.resolve("printer.lan"), Resolution::System);
+        assert_eq!(r.resolve("x.ads.example"), Resolution::Blocked(2));
+        assert!(
+            matches!(r.resolve("chat.irc.example"), Resolution::Fake { .. }),
+            "a port pattern blocks at connect"
+        );
+        assert!(matches!(r.resolve("x.onion"), Resolution::Fake { .. }), ".onion never resolves here");
+        let Resolution::Fake { v4, .. } = r.resolve("chat.irc.example") else { panic!() };
+        assert_eq!(r.route(SocketAddr::new(v4, 6667)), Route::Block(2));
+        let Resolution::Fake { v4, .. } = r.resolve("x.onion") else { panic!() };
+        assert_eq!(
+            r.route(SocketAddr::new(v4, 80)),
+            Route::Proxy(TargetAddr::Domain("x.onion".into(), 80), 0)
+        );
+        // The system's answer for printer.lan is learned: connections to it go direct.
+        let printer: SocketAddr = "198.51.100.7:631".parse().unwrap();
+        assert_eq!(r.route(printer), Route::Proxy(TargetAddr::Ip(printer), 0));
+        assert_eq!(r.learns("printer.lan"), Some(1));
+        assert_eq!(r.learns("www.example.org"), None);
+        assert_eq!(r.learns("x.onion"), None);
+        assert!(r.learn(printer.ip(), 1));
+        assert_eq!(r.route(printer), Route::Direct);
+        // An earlier route still wins over a learned one.
+        assert!(r.learn("198.51.100.8".parse().unwrap(), 1));
+        assert_eq!(
+            r.route("198.51.100.8:2222".parse().unwrap()),
+            Route::Proxy(TargetAddr::Ip("198.51.100.8:2222".parse().unwrap()), 1)
+        );
+    }
+
+    #[test]
+    fn local_dns_learns_every_routed_name_and_blocks_names() {
+        let r = routed("local");
+        assert_eq!(r.resolve("git.corp.example"), Resolution::System);
+        assert_eq!(r.resolve("x.ads.example"), Resolution::Blocked(2));
+        assert_eq!(r.learns("git.corp.example"), Some(0));
+        let a: SocketAddr = "198.51.100.9:443".parse().unwrap();
+        assert!(r.learn(a.ip(), 0));
+        assert_eq!(r.route(a), Route::Proxy(TargetAddr::Ip(a), 1));
+    }
+
     #[test]
     fn local_dns_uses_the_system_resolver() {
         let r = router("local");
@@ -351,7 +557,7 @@ mod tests {
         assert!(!r.remote_dns());
         assert_eq!(
             r.route("240.0.0.1:80".parse().unwrap()),
-            Route::Proxy(TargetAddr::Ip("240.0.0.1:80".parse().unwrap()))
+            Route::Proxy(TargetAddr::Ip("240.0.0.1:80".parse().unwrap()), 0)
         );
     }
 }

@@ -36,6 +36,10 @@ pub enum Answer {
     /// A question the fake table cannot answer: to be sent to `dns_server` through the chain
     /// ([`forward`]).
     Forward,
+    /// An address question for a name on a `direct` route (split DNS): to be sent to the
+    /// system's nameserver that the program asked, and its answers learned
+    /// ([`learn_answers`]).
+    System,
 }
 
 /// The stub's answer to `query`, or `None` for a message that deserves none (a response, or
@@ -47,8 +51,22 @@ pub fn answer(router: &Router, query: &[u8]) -> Option<Answer> {
         Err(_) => return dnswire::error_response(query, dnswire::RCODE_FORMERR).map(Answer::Now),
     };
     match records_for(router, &q) {
+        Some((SYSTEM, _)) => Some(Answer::System),
         Some((rcode, records)) => Some(Answer::Now(dnswire::response(query, &q, rcode, &records, TTL))),
         None => Some(Answer::Forward),
+    }
+}
+
+/// Not an rcode (they have four bits): the system's nameserver answers.
+const SYSTEM: u8 = 0xff;
+
+/// Learns the addresses of `reply` (the system's answer to `query`, an address question for a
+/// name on a direct route) into `router`, so that connections to them go direct.
+pub fn learn_answers(router: &Router, query: &[u8], reply: &[u8]) {
+    let Ok(q) = dnswire::parse_query(query) else { return };
+    let Some(route) = router.learns(&q.name) else { return };
+    for ip in dnswire::answer_addresses(reply) {
+        router.learn(ip, route);
     }
 }
 
@@ -129,9 +147,11 @@ fn records_in(router: &Router, q: &Query) -> Option<(u8, Vec<Record>)> {
                     (dnswire::RCODE_NOERROR, records)
                 }
                 Resolution::Fail(FakeDnsError::Full(_)) => (dnswire::RCODE_SERVFAIL, Vec::new()),
-                Resolution::Fail(FakeDnsError::BadName) => (dnswire::RCODE_NXDOMAIN, Vec::new()),
-                // Local DNS has no stub: the system resolver answers.
-                Resolution::System => (dnswire::RCODE_REFUSED, Vec::new()),
+                Resolution::Fail(FakeDnsError::BadName) | Resolution::Blocked(_) => {
+                    (dnswire::RCODE_NXDOMAIN, Vec::new())
+                }
+                // A name on a direct route (local DNS has no stub).
+                Resolution::System => (SYSTEM, Vec::new()),
             }
         }
         _ => return None,

@@ -551,7 +551,7 @@ fn die(msg: &str) -> ! {
 fn supervisor_parts(
     launch: &Launch,
     session: Option<&mut Session>,
-) -> (Arc<Policy>, socksify_core::Chain, Log) {
+) -> (Arc<Policy>, Vec<socksify_core::Chain>, Log) {
     let config = &launch.config;
     let fake = session.and_then(|s| s.take_fake());
     let router = match fake {
@@ -566,7 +566,7 @@ fn supervisor_parts(
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
     let policy = Arc::new(Policy::new(router, nameservers));
-    (policy, config.chain(), Log::new(launch.level, config.log_file.as_deref()))
+    (policy, config.chains(), Log::new(launch.level, config.log_file.as_deref()))
 }
 
 /// The program, for the signal handler below.

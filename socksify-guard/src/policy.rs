@@ -18,8 +18,8 @@ pub enum TcpPlan {
     Direct,
     /// A query to the system's nameserver `usize`: to socksify's stub instead.
     Stub(usize),
-    /// Through the chain, to this target (a name for a fake address).
-    Chain(TargetAddr),
+    /// Through chain `.1` (the supervisor's index), to this target (a name for a fake address).
+    Chain(TargetAddr, usize),
     /// Refused with this errno; the reason goes to the log.
     Refuse(i32, String),
 }
@@ -46,7 +46,7 @@ pub struct Policy {
 impl Policy {
     pub fn new(router: Router, nameservers: Vec<IpAddr>) -> Policy {
         let mut hops = Vec::new();
-        for p in &router.config().proxies {
+        for p in router.config().all_proxies() {
             match &p.host {
                 Host::Ip(ip) => hops.push(SocketAddr::new(*ip, p.port)),
                 Host::Name(name) => {
@@ -102,7 +102,15 @@ impl Policy {
         }
         match self.router.route(dest) {
             Route::Direct => TcpPlan::Direct,
-            Route::Proxy(target) => TcpPlan::Chain(target),
+            Route::Proxy(target, chain) => TcpPlan::Chain(target, chain),
+            Route::Block(i) => TcpPlan::Refuse(
+                libc::ECONNREFUSED,
+                format!("connect to {dest} refused by {}", self.router.describe(i)),
+            ),
+            Route::DirectFake(name) => TcpPlan::Refuse(
+                libc::EHOSTUNREACH,
+                format!("connect to {dest} ({name}) failed: a name on a direct route is resolved by the system, not given a fake address"),
+            ),
             Route::UnknownFake => TcpPlan::Refuse(
                 libc::EHOSTUNREACH,
                 format!(
@@ -131,7 +139,11 @@ impl Policy {
             UdpRoute::Blocked => {
                 UdpPlan::Refuse(libc::ENETUNREACH, format!("UDP to {dest} refused: udp = \"block\""))
             }
-            UdpRoute::Route(Route::UnknownFake) => UdpPlan::Refuse(
+            UdpRoute::Route(Route::Block(i)) => UdpPlan::Refuse(
+                libc::ECONNREFUSED,
+                format!("UDP to {dest} refused by {}", self.router.describe(i)),
+            ),
+            UdpRoute::Route(Route::UnknownFake | Route::DirectFake(_)) => UdpPlan::Refuse(
                 libc::EHOSTUNREACH,
                 format!("UDP to {dest} failed: a fake address that was never handed out"),
             ),
@@ -198,14 +210,14 @@ mod tests {
         let p = policy("");
         assert_eq!(
             p.tcp(sa("192.0.2.1:80")),
-            TcpPlan::Chain(TargetAddr::Ip(sa("192.0.2.1:80"))),
+            TcpPlan::Chain(TargetAddr::Ip(sa("192.0.2.1:80")), 0),
             "not the hop's port"
         );
-        assert_eq!(p.tcp(sa("198.51.100.7:443")), TcpPlan::Chain(TargetAddr::Ip(sa("198.51.100.7:443"))));
+        assert_eq!(p.tcp(sa("198.51.100.7:443")), TcpPlan::Chain(TargetAddr::Ip(sa("198.51.100.7:443")), 0));
         let Resolution::Fake { v4, .. } = p.router.resolve("example.org") else { panic!() };
         assert_eq!(
             p.tcp(SocketAddr::new(v4, 443)),
-            TcpPlan::Chain(TargetAddr::Domain("example.org".into(), 443))
+            TcpPlan::Chain(TargetAddr::Domain("example.org".into(), 443), 0)
         );
         assert!(matches!(p.tcp(sa("240.0.0.99:1")), TcpPlan::Refuse(libc::EHOSTUNREACH, _)));
     }
@@ -226,7 +238,7 @@ mod tests {
         assert_eq!(p.udp(sa("10.0.0.53:53")), UdpPlan::Direct);
         assert_eq!(p.tcp(sa("127.0.0.53:53")), TcpPlan::Direct);
         assert!(
-            matches!(p.tcp(sa("10.0.0.53:53")), TcpPlan::Chain(_)),
+            matches!(p.tcp(sa("10.0.0.53:53")), TcpPlan::Chain(..)),
             "TCP to it is an ordinary connection"
         );
     }

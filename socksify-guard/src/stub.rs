@@ -3,7 +3,9 @@
 //! the fake-address table by `socksify_core::stub` (the library's stub too). Questions the table
 //! cannot answer go over TCP through the chain to `dns_server` (a thread each, so that a slow
 //! one never holds up the others). One per nameserver, so that a reply's source tells which
-//! nameserver the program asked, and the program can be shown that one.
+//! nameserver the program asked, and the program can be shown that one. An address question
+//! for a name on a `direct` route (split DNS) goes to that nameserver itself, and the
+//! addresses it answers are learned, so that connections to them go direct.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -92,7 +94,11 @@ impl Stubs {
 
 fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
     let udp: Vec<&UdpSocket> = servers.iter().flat_map(|s| s.udp.iter()).collect();
+    let udp_ns: Vec<usize> =
+        servers.iter().enumerate().flat_map(|(i, s)| s.udp.iter().map(move |_| i)).collect();
     let tcp: Vec<&TcpListener> = servers.iter().flat_map(|s| s.tcp.iter()).collect();
+    let tcp_ns: Vec<usize> =
+        servers.iter().enumerate().flat_map(|(i, s)| s.tcp.iter().map(move |_| i)).collect();
     let mut fds: Vec<libc::pollfd> = udp
         .iter()
         .map(|s| s.as_raw_fd())
@@ -119,15 +125,18 @@ fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
                         Some(Answer::Now(reply)) => {
                             let _ = sock.send_to(&socksify_core::dnswire::fit_udp(query, reply), from);
                         }
-                        Some(Answer::Forward) => {
+                        Some(answer @ (Answer::Forward | Answer::System)) => {
                             let (Ok(sock), chain, query) = (sock.try_clone(), chain.clone(), query.to_vec())
                             else {
                                 continue;
                             };
-                            let policy = policy.clone();
+                            let (policy, ns) = (policy.clone(), udp_ns[i]);
                             let _ =
                                 std::thread::Builder::new().name("dns-stub-fwd".into()).spawn(move || {
-                                    let reply = forward(&policy, &chain, &query);
+                                    let reply = match answer {
+                                        Answer::System => ask_system(&policy, &chain, ns, &query),
+                                        _ => forward(&policy, &chain, &query),
+                                    };
                                     let _ =
                                         sock.send_to(&socksify_core::dnswire::fit_udp(&query, reply), from);
                                 });
@@ -136,17 +145,17 @@ fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
                     }
                 }
             } else if let Ok((conn, _)) = tcp[i - udp.len()].accept() {
-                let (policy, chain) = (policy.clone(), chain.clone());
+                let (policy, chain, ns) = (policy.clone(), chain.clone(), tcp_ns[i - udp.len()]);
                 let _ = std::thread::Builder::new()
                     .name("dns-stub-tcp".into())
-                    .spawn(move || serve_tcp(conn, &policy, &chain));
+                    .spawn(move || serve_tcp(conn, &policy, &chain, ns));
             }
         }
     }
 }
 
 /// DNS over TCP: each message behind its two-byte length.
-fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain) {
+fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain, ns: usize) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut len = [0u8; 2];
     while conn.read_exact(&mut len).is_ok() {
@@ -157,12 +166,42 @@ fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain) {
         let reply = match socksify_core::stub::answer(&policy.router, &msg) {
             Some(Answer::Now(reply)) => reply,
             Some(Answer::Forward) => forward(policy, chain, &msg),
+            Some(Answer::System) => ask_system(policy, chain, ns, &msg),
             None => return,
         };
         let mut out = (reply.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&reply);
         if conn.write_all(&out).is_err() {
             return;
+        }
+    }
+}
+
+/// Split DNS: the answer of system nameserver `ns` itself to an address question for a name on
+/// a direct route, over UDP, within the chain's read timeout; its addresses are learned.
+/// SERVFAIL when there is none.
+fn ask_system(policy: &Policy, chain: &Chain, ns: usize, query: &[u8]) -> Vec<u8> {
+    let servfail = || {
+        socksify_core::dnswire::error_response(query, socksify_core::dnswire::RCODE_SERVFAIL)
+            .unwrap_or_default()
+    };
+    let Some(&ip) = policy.nameservers.get(ns) else { return servfail() };
+    let any = if ip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let Ok(sock) = UdpSocket::bind(any) else { return servfail() };
+    let _ = sock.set_read_timeout(Some(chain.timeouts().read));
+    if sock.connect(SocketAddr::new(ip, 53)).is_err() || sock.send(query).is_err() {
+        return servfail();
+    }
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match sock.recv(&mut buf) {
+            // The response to this query (its id), not a stray datagram.
+            Ok(n) if n >= 12 && buf[..2] == query[..2] && buf[2] & 0x80 != 0 => {
+                socksify_core::stub::learn_answers(&policy.router, query, &buf[..n]);
+                return buf[..n].to_vec();
+            }
+            Ok(_) => continue,
+            Err(_) => return servfail(),
         }
     }
 }

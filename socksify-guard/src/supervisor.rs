@@ -68,6 +68,8 @@ pub struct DnsMark {
 
 #[derive(Clone, Copy, Debug)]
 pub struct BindMark {
+    /// The chain (the supervisor's index) and the hop of it that listens.
+    pub chain: usize,
     pub hop: usize,
     pub accepted: bool,
 }
@@ -123,7 +125,8 @@ impl Table {
 pub struct Supervisor {
     pub listener: Listener,
     pub policy: Arc<Policy>,
-    pub chain: Chain,
+    /// Every chain, by `Route::Proxy`'s index (the default one first).
+    pub chains: Vec<Chain>,
     pub log: Log,
     /// The DNS stub, started at the first query (most programs send none).
     stubs: OnceLock<Option<Stubs>>,
@@ -149,11 +152,11 @@ const MAX_WORKERS: usize = 8192;
 const MAX_IDLE: usize = 2;
 
 impl Supervisor {
-    pub fn new(listener: Listener, policy: Arc<Policy>, chain: Chain, log: Log) -> Supervisor {
+    pub fn new(listener: Listener, policy: Arc<Policy>, chains: Vec<Chain>, log: Log) -> Supervisor {
         Supervisor {
             listener,
             policy,
-            chain,
+            chains,
             log,
             stubs: OnceLock::new(),
             table: Mutex::new(Table::default()),
@@ -163,6 +166,11 @@ impl Supervisor {
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
         }
+    }
+
+    /// Chain `i` (`Route::Proxy`'s index; the default chain for one out of range).
+    pub fn chain(&self, i: usize) -> &Chain {
+        self.chains.get(i).unwrap_or(&self.chains[0])
     }
 
     /// The DNS stub (one server per system nameserver), started on first use; `None` (logged)

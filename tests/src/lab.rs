@@ -43,6 +43,9 @@ pub struct Counters {
     pub relayed: u64,
     /// ICMP destination-unreachable errors the client's kernel sent (not counted as leaks).
     pub unreachable: u64,
+    /// The part of `proxied` to dante (port 1080) and to microsocks (10.77.0.2:1082).
+    pub dante: u64,
+    pub microsocks: u64,
 }
 
 /// One client namespace, claimed for one test and handed back on drop.
@@ -148,6 +151,8 @@ impl Client {
                 "leaked_dns" => c.leaked_dns = v,
                 "relayed" => c.relayed = v,
                 "unreachable" => c.unreachable = v,
+                "dante" => c.dante = v,
+                "microsocks" => c.microsocks = v,
                 _ => {}
             }
         }
@@ -188,6 +193,14 @@ impl Drop for Client {
 pub fn dns_queries() -> u64 {
     let out = Command::new(lab_script()).arg("dns-queries").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+}
+
+/// How many queries the lab's resolver has logged for `name` (its dnsmasq.log).
+pub fn dns_queries_for(name: &str) -> usize {
+    let run = std::env::var("SOCKSIFY_LAB_RUN").unwrap_or_else(|_| "/tmp/socksify-lab".into());
+    let log = std::fs::read_to_string(format!("{run}/dnsmasq.log")).unwrap_or_default();
+    let needle = format!("] {name} from ");
+    log.lines().filter(|l| l.contains("query[") && l.contains(&needle)).count()
 }
 
 /// ssh to the lab's sshd as root with the lab's key, running `command`.

@@ -34,9 +34,12 @@ pub fn listen(call: &mut Call) -> Outcome {
         let any = if bound.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
         TargetAddr::Ip(any.parse().expect("literal"))
     });
+    // BIND follows the route of the peer it expects (the program's proxied connection).
+    let chain_index = call.sup.policy.router.chain_of(&expected);
     Outcome::Slow(Box::new(move |sup| {
         let fd = sock.as_raw_fd();
-        match sup.chain.establish(fd, Command::Bind, &expected) {
+        let chain = sup.chain(chain_index);
+        match chain.establish(fd, Command::Bind, &expected) {
             Ok(est) => {
                 let hop = *est.path.last().expect("a chain has a hop");
                 let Some(at) = est.bound.ip() else {
@@ -54,13 +57,13 @@ pub fn listen(call: &mut Call) -> Outcome {
                     tgid,
                     format_args!(
                         "listen: BIND at {at} via {} for a connection from {expected}",
-                        sup.chain.proxies()[hop]
+                        chain.proxies()[hop]
                     ),
                 );
                 if let Ok(ino) = sys::inode(fd) {
                     sup.with_table(|t| {
                         t.update(ino, |e| {
-                            e.bind = Some(BindMark { hop, accepted: false });
+                            e.bind = Some(BindMark { chain: chain_index, hop, accepted: false });
                             e.local = Some(at);
                         })
                     });
@@ -111,8 +114,9 @@ pub fn accept(call: &mut Call, flags: i32) -> Outcome {
     Outcome::Slow(Box::new(move |sup| {
         let conn = sock.as_raw_fd();
         let mut stream = FdStream::new(conn);
-        stream.set_timeout(Some(sup.chain.timeouts().read.max(std::time::Duration::from_secs(1))));
-        let peer = match sup.chain.proxies()[bind.hop].read_bind_reply(&mut stream) {
+        let chain = sup.chain(bind.chain);
+        stream.set_timeout(Some(chain.timeouts().read.max(std::time::Duration::from_secs(1))));
+        let peer = match chain.proxies()[bind.hop].read_bind_reply(&mut stream) {
             Ok(TargetAddr::Ip(p)) => addr::for_family(p, family),
             Ok(other) => {
                 sup.log.error(tid, format_args!("accept: the proxy named the peer by a host name ({other})"));

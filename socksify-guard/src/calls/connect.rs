@@ -118,7 +118,7 @@ fn tcp_connect(
             call.sup.log.error(call.tgid(), format_args!("{why}"));
             errno_reply(e)
         }
-        TcpPlan::Chain(target) => {
+        TcpPlan::Chain(target, chain) => {
             let fd = sock.as_raw_fd();
             if sys::peer_addr(fd).is_some() {
                 return errno_reply(libc::EISCONN);
@@ -137,7 +137,7 @@ fn tcp_connect(
             }
             let tgid = call.tgid();
             Outcome::Slow(Box::new(move |sup| {
-                let r = chain_connect(sup, tgid, &sock, &target, shown, until);
+                let r = chain_connect(sup, chain, tgid, &sock, &target, shown, until);
                 if let Some(ino) = ino {
                     sup.with_table(|t| t.update(ino, |e| e.connecting = false));
                 }
@@ -151,6 +151,7 @@ fn tcp_connect(
 /// answers afterwards.
 pub fn chain_connect(
     sup: &Supervisor,
+    chain: usize,
     tgid: libc::pid_t,
     sock: &OwnedFd,
     target: &TargetAddr,
@@ -158,11 +159,11 @@ pub fn chain_connect(
     until: Option<Instant>,
 ) -> Reply {
     let fd = sock.as_raw_fd();
-    match sup.chain.connect_until(fd, target, until) {
+    let chain = sup.chain(chain);
+    match chain.connect_until(fd, target, until) {
         Ok(est) => {
             if sup.log.verbose() {
-                let hops: Vec<String> =
-                    est.path.iter().map(|&i| sup.chain.proxies()[i].to_string()).collect();
+                let hops: Vec<String> = est.path.iter().map(|&i| chain.proxies()[i].to_string()).collect();
                 sup.log.info(tgid, format_args!("{target} via {} (kernel guard)", hops.join(" -> ")));
             }
             let local = est.bound.ip();

@@ -143,7 +143,7 @@ enum Plan {
     /// A stream's data: sent in pieces on the connected socket.
     Stream,
     /// TCP Fast Open to a proxied destination: the chain first, then the data.
-    Chain(TargetAddr, SocketAddr),
+    Chain(TargetAddr, usize, SocketAddr),
     /// The kernel runs it as made (AF_UNIX messages with descriptors or credentials).
     Continue,
     Fail(i32),
@@ -206,11 +206,11 @@ fn plan(
                 call.sup.log.error(call.tgid(), format_args!("{why}"));
                 Plan::Fail(e)
             }
-            TcpPlan::Chain(target) => {
+            TcpPlan::Chain(target, chain) => {
                 if sys::peer_addr(sock.as_raw_fd()).is_some() {
                     return Plan::Fail(libc::EISCONN);
                 }
-                Plan::Chain(target, addr::decode(bytes).unwrap_or(dest))
+                Plan::Chain(target, chain, addr::decode(bytes).unwrap_or(dest))
             }
         };
     }
@@ -369,15 +369,17 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
             }
             reply(count(r))
         }
-        Plan::Chain(target, shown) => {
+        Plan::Chain(target, chain, shown) => {
             let tgid = call.tgid();
             let until =
                 blocking.then(|| sys::send_timeout(sock.as_raw_fd())).flatten().map(|t| Instant::now() + t);
-            Outcome::Slow(Box::new(move |sup| match chain_connect(sup, tgid, &sock, &target, shown, until) {
-                Reply::Value(_) => {
-                    reply(send_stream(sup, tid, sock.as_raw_fd(), &m, flags & !libc::MSG_FASTOPEN))
+            Outcome::Slow(Box::new(move |sup| {
+                match chain_connect(sup, chain, tgid, &sock, &target, shown, until) {
+                    Reply::Value(_) => {
+                        reply(send_stream(sup, tid, sock.as_raw_fd(), &m, flags & !libc::MSG_FASTOPEN))
+                    }
+                    other => reply(other),
                 }
-                other => reply(other),
             }))
         }
     }
@@ -411,7 +413,7 @@ pub fn sendto(call: &mut Call) -> Outcome {
         None
     };
     if ty == libc::SOCK_STREAM && inet(family) && name.as_deref() == Some(&GUARD_ASSOCIATE[..]) {
-        return associate(call, sock, buf, len);
+        return associate(call, sock, buf, len, flags as u32 as usize);
     }
     if !call.valid() {
         return Outcome::Done;
@@ -481,9 +483,9 @@ pub fn sendmmsg(call: &mut Call) -> Outcome {
                 Ok(_) => Err(libc::EMSGSIZE),
                 Err(e) => Err(e),
             },
-            Plan::Chain(target, shown) => {
+            Plan::Chain(target, chain, shown) => {
                 // Rare (Fast Open through sendmmsg): the handshake runs here.
-                match chain_connect(call.sup, call.tgid(), &sock, &target, shown, None) {
+                match chain_connect(call.sup, chain, call.tgid(), &sock, &target, shown, None) {
                     Reply::Value(_) => {
                         match send_stream(call.sup, tid, sock.as_raw_fd(), &m, f & !libc::MSG_FASTOPEN) {
                             Reply::Value(n) => Ok(n as usize),
@@ -517,12 +519,16 @@ pub fn sendmmsg(call: &mut Call) -> Outcome {
 }
 
 /// The library's request for a UDP association (`GUARD_ASSOCIATE`): made here, through the
-/// chain, on the library's control socket; the relay is remembered and written to `buf`.
-fn associate(call: &mut Call, sock: OwnedFd, buf: u64, len: usize) -> Outcome {
+/// chain numbered by the call's flags, on the library's control socket; the relay is
+/// remembered and written to `buf`.
+fn associate(call: &mut Call, sock: OwnedFd, buf: u64, len: usize, chain: usize) -> Outcome {
     let (tid, tgid) = (call.n.tid, call.tgid());
+    if chain >= call.sup.chains.len() {
+        return errno_reply(libc::EINVAL);
+    }
     Outcome::Slow(Box::new(move |sup| {
         let fd = sock.as_raw_fd();
-        let est = match sup.chain.udp_associate(fd) {
+        let est = match sup.chain(chain).udp_associate(fd) {
             Ok(est) => est,
             Err(e) => {
                 sup.log.error(tgid, format_args!("UDP association failed: {e}"));

@@ -78,7 +78,10 @@ fn start_bind(fd: c_int, bound: SocketAddr) -> Flow<c_int> {
         let any = if bound.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
         TargetAddr::Ip(SocketAddr::new(any, 0))
     });
-    match st.chain.establish(fd, Command::Bind, &expected) {
+    // BIND follows the route of the peer it expects.
+    let via = st.router.chain_of(&expected);
+    let chain = st.chain(via);
+    match chain.establish(fd, Command::Bind, &expected) {
         Ok(est) => {
             let family = family(fd);
             let Some(listen) = est.bound.ip().and_then(|a| addr::in_family(a, family)) else {
@@ -93,11 +96,11 @@ fn start_bind(fd: c_int, bound: SocketAddr) -> Flow<c_int> {
             if st.log.verbose() {
                 st.log.info(format_args!(
                     "listen on descriptor {fd}: BIND at {listen} via {} for a connection from {expected}",
-                    st.chain.proxies()[hop]
+                    chain.proxies()[hop]
                 ));
             }
             table::entry_or_new(fd, |e| {
-                e.bind = Some(table::Bind { hop, accepted: false });
+                e.bind = Some(table::Bind { chain: via, hop, accepted: false });
                 e.local = Some(listen);
             });
             Flow::Done(0)
@@ -138,8 +141,9 @@ pub fn accept(fd: c_int, out: *mut sockaddr, len: *mut socklen_t, flags: c_int) 
         return Flow::Fail(libc::EAGAIN);
     }
     let mut stream = FdStream::new(fd);
-    stream.set_timeout(Some(st.chain.timeouts().read.max(Duration::from_secs(1))));
-    let peer = match st.chain.proxies()[bind.hop].read_bind_reply(&mut stream) {
+    let chain = st.chain(bind.chain);
+    stream.set_timeout(Some(chain.timeouts().read.max(Duration::from_secs(1))));
+    let peer = match chain.proxies()[bind.hop].read_bind_reply(&mut stream) {
         Ok(TargetAddr::Ip(peer)) => peer,
         Ok(other) => {
             st.log.error(format_args!(

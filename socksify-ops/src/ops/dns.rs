@@ -67,10 +67,13 @@ fn resolve(name: &str) -> Option<Result<Resolution, ()>> {
             return Some(Err(()));
         }
     };
-    if !st.router.remote_dns() {
+    let r = st.router.resolve(name);
+    if r == Resolution::System {
         return None;
     }
-    let r = st.router.resolve(name);
+    if let Resolution::Blocked(i) = r {
+        st.log.error(format_args!("lookup of {name:?} refused by {}: no such name", st.router.describe(i)));
+    }
     // A string that is no host name fails as libc fails it (EAI_NONAME), without a word; a
     // full table is socksify's own failure, and says so.
     if let Resolution::Fail(e @ FakeDnsError::Full(_)) = &r {
@@ -91,7 +94,7 @@ pub fn gai_addrs(r: Resolution, family: c_int) -> Option<Result<Vec<IpAddr>, c_i
             _ => unspec,
         }]),
         Resolution::Fail(FakeDnsError::Full(_)) => Err(libc::EAI_MEMORY),
-        Resolution::Fail(FakeDnsError::BadName) => Err(libc::EAI_NONAME),
+        Resolution::Fail(FakeDnsError::BadName) | Resolution::Blocked(_) => Err(libc::EAI_NONAME),
     })
 }
 
@@ -114,7 +117,8 @@ pub unsafe fn getaddrinfo(
         return Flow::Bypass; // libc gives the address with its interface's index
     }
     let resolution = match resolve(name) {
-        None => return Flow::Bypass,
+        // SAFETY: the caller's arguments.
+        None => return unsafe { system_and_learn(name, node, service, hints, res) },
         Some(Err(())) => return Flow::Done(libc::EAI_FAIL),
         Some(Ok(r)) => r,
     };
@@ -151,6 +155,48 @@ pub unsafe fn getaddrinfo(
         }
         Err(rc) => Flow::Done(rc),
     }
+}
+
+/// libc's own answer for `name`; when a route matches the name (a direct route's under remote
+/// DNS, any under local DNS), its addresses are learned, so that connections to them take the
+/// name's route.
+///
+/// # Safety
+/// The arguments of getaddrinfo(3).
+unsafe fn system_and_learn(
+    name: &str,
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> Flow<c_int> {
+    let Some((st, route)) = state().ok().and_then(|st| Some((st, st.router.learns(name)?))) else {
+        return Flow::Bypass;
+    };
+    // SAFETY: the caller's arguments, to the real function.
+    let rc = unsafe { crate::runtime::real::getaddrinfo(node, service, hints, res) };
+    if rc == 0 {
+        // SAFETY: the list glibc just returned, walked without changing it.
+        let mut at = unsafe { *res };
+        let mut full = false;
+        while !at.is_null() {
+            // SAFETY: a node of that list.
+            let ai = unsafe { &*at };
+            if let Some(sa) = crate::sys::addr::read(ai.ai_addr, ai.ai_addrlen) {
+                full |= !st.router.learn(sa.ip(), route);
+            }
+            at = ai.ai_next;
+        }
+        if full {
+            st.log.error(format_args!(
+                "the table of addresses learned from names on routes is full: some of {name:?}'s take the routes of their address"
+            ));
+        }
+        if st.log.verbose() {
+            st.log.info(format_args!("{name} resolved by the system for {}", st.router.describe(route)));
+        }
+    }
+    Flow::Done(rc)
 }
 
 /// One glibc list for several numeric addresses, in order.
@@ -272,7 +318,7 @@ pub fn hostent_addrs(r: Resolution, af: c_int) -> Option<Result<Vec<IpAddr>, c_i
             }
         }
         Resolution::Fake { v4, v6, .. } => Ok(vec![if af == libc::AF_INET6 { v6 } else { v4 }]),
-        Resolution::Fail(_) => Err(HOST_NOT_FOUND),
+        Resolution::Fail(_) | Resolution::Blocked(_) => Err(HOST_NOT_FOUND),
     })
 }
 

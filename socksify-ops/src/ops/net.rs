@@ -21,8 +21,8 @@ use crate::table;
 pub enum Plan {
     /// As the program asked (a `direct` rule, loopback, the kernel guard's DNS stub).
     AsIs,
-    /// Through the chain, to this target.
-    Chain(TargetAddr),
+    /// Through chain `.1` (`State::chain`'s index), to this target.
+    Chain(TargetAddr, usize),
     /// Refused, with this errno (the reason was logged).
     Refuse(c_int),
 }
@@ -40,7 +40,17 @@ pub fn plan(st: &State, dest: SocketAddr) -> Plan {
             ));
             Plan::Refuse(libc::EHOSTUNREACH)
         }
-        Route::Proxy(target) => Plan::Chain(target),
+        Route::Proxy(target, chain) => Plan::Chain(target, chain),
+        Route::Block(i) => {
+            st.log.error(format_args!("connect to {dest} refused by {}", st.router.describe(i)));
+            Plan::Refuse(libc::ECONNREFUSED)
+        }
+        Route::DirectFake(name) => {
+            st.log.error(format_args!(
+                "connect to {dest} ({name}) failed: a name on a direct route is resolved by the system, not given a fake address"
+            ));
+            Plan::Refuse(libc::EHOSTUNREACH)
+        }
     }
 }
 
@@ -76,9 +86,9 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
     match plan(st, dest) {
         Plan::AsIs => Flow::Bypass,
         Plan::Refuse(e) => Flow::Fail(e),
-        Plan::Chain(target) => match pending::connect_again(fd).or_else(|| connected_already(fd)) {
+        Plan::Chain(target, via) => match pending::connect_again(fd).or_else(|| connected_already(fd)) {
             Some(errno) => Flow::Fail(errno),
-            None => chain(st, fd, dest, target),
+            None => chain(st, fd, dest, target, via),
         },
     }
 }
@@ -114,31 +124,32 @@ fn connected_already(fd: c_int) -> Option<c_int> {
 /// runs in the background (`EINPROGRESS` now); a blocking socket's here, unless a signal
 /// handler without SA_RESTART interrupts it (`EINTR`) or its SO_SNDTIMEO runs out
 /// (`EINPROGRESS`): then it starts again in the background, as the kernel's connect goes on.
-fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Flow<c_int> {
+fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, via: usize) -> Flow<c_int> {
     if st.test_panic {
         panic!("SOCKSIFY_TEST_PANIC: connect to {target}");
     }
     if sock::nonblocking(fd) {
-        if let Some(errno) = pending::start(st, fd, dest, target.clone()) {
+        if let Some(errno) = pending::start(st, fd, dest, target.clone(), via) {
             return Flow::Fail(errno);
         }
     }
     let until = sock::timeout(fd, libc::SO_SNDTIMEO).map(|t| std::time::Instant::now() + t);
     let stop: fn() -> bool = if until.is_some() { || true } else { not_restarted };
-    let result = socksify_core::sys::interruptible(stop, || st.chain.connect_until(fd, &target, until));
+    let result = socksify_core::sys::interruptible(stop, || st.chain(via).connect_until(fd, &target, until));
     let interrupted = socksify_core::sys::take_interrupted() && result.is_err();
     let timed_out = result.is_err() && until.is_some_and(|u| std::time::Instant::now() >= u);
     if interrupted || timed_out {
         let _ = socksify_core::sys::disconnect(fd);
-        if pending::start(st, fd, dest, target.clone()).is_some() {
+        if pending::start(st, fd, dest, target.clone(), via).is_some() {
             return Flow::Fail(if interrupted { libc::EINTR } else { libc::EINPROGRESS });
         }
     }
     match result {
         Ok(est) => {
             if st.log.verbose() {
-                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
-                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
+                let hops: Vec<String> =
+                    est.path.iter().map(|&i| st.chain(via).proxies()[i].to_string()).collect();
+                st.log.info(format_args!("{target} via {}{}", hops.join(" -> "), st.chain_words(via)));
             }
             let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
             let local = est.bound.ip().and_then(|b| addr::in_family(b, family));

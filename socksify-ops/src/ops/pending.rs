@@ -22,7 +22,13 @@ use crate::table::{self, Outcome};
 /// Starts the chain to `target` on `fd` in the background; the program named it `dest`. What
 /// the caller returns: `EINPROGRESS` (or `errno` given), or `None` when no thread could be
 /// started (the caller then builds the chain in place).
-pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr) -> Option<c_int> {
+pub fn start(
+    st: &'static State,
+    fd: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    via: usize,
+) -> Option<c_int> {
     // SAFETY: a new eventfd of the library's own.
     let done = sys::check(unsafe { call(libc::SYS_eventfd2, args!(0, libc::EFD_CLOEXEC)) }).ok()? as c_int;
     let mut done = sock::Owned::new(done);
@@ -41,8 +47,8 @@ pub fn start(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr
         s.handshake_started(ino, sys::pid() as u32);
     }
     let spawned = spawn_quiet(move || {
-        let result = st.chain.connect(work, &target);
-        finish(st, ino, work, dest, target, result);
+        let result = st.chain(via).connect(work, &target);
+        finish(st, ino, work, dest, target, via, result);
     });
     if !spawned {
         if let Some(s) = &st.session {
@@ -106,6 +112,7 @@ fn finish(
     work: c_int,
     dest: SocketAddr,
     target: TargetAddr,
+    via: usize,
     result: Result<socksify_core::chain::Established, socksify_core::ChainError>,
 ) {
     let outcome = match &result {
@@ -120,8 +127,9 @@ fn finish(
     if table::entry_by_inode(ino, |_| ()).is_some() {
         match &result {
             Ok(est) if st.log.verbose() => {
-                let hops: Vec<String> = est.path.iter().map(|&i| st.chain.proxies()[i].to_string()).collect();
-                st.log.info(format_args!("{target} via {}", hops.join(" -> ")));
+                let hops: Vec<String> =
+                    est.path.iter().map(|&i| st.chain(via).proxies()[i].to_string()).collect();
+                st.log.info(format_args!("{target} via {}{}", hops.join(" -> "), st.chain_words(via)));
             }
             Ok(_) => {}
             Err(e) => st.log.error(format_args!("connect to {target} failed: {e}")),

@@ -118,7 +118,9 @@ pub fn send(st: &'static State, fd: c_int, ns: SocketAddr, msg: &Msg) -> Flow<ss
         Some(Answer::Now(reply)) => {
             sock::send_to(fd, &dnswire::fit_udp(&query, reply), &own, FLAGS);
         }
-        Some(Answer::Forward) => forward_later(st, fd, own, query),
+        // A name on a direct route too: the library cannot reach the system resolver from inside
+        // the program's own send, so it asks `dns_server` through the chain (nothing leaks).
+        Some(Answer::Forward | Answer::System) => forward_later(st, fd, own, query),
         None => {} // not a query: a server would not answer either
     }
     Flow::Done(msg.iov.len() as ssize_t)
@@ -158,10 +160,10 @@ fn forward_later(st: &'static State, fd: c_int, own: SocketAddr, query: Vec<u8>)
 /// `dns_server`'s answer to `query` through the chain, or SERVFAIL (logged).
 fn ask(st: &State, query: &[u8]) -> Vec<u8> {
     let server = &st.router.config().dns_server;
-    let (reply, why) = match sock::socket_high(core_stub::first_hop_family(&st.chain), libc::SOCK_STREAM) {
+    let (reply, why) = match sock::socket_high(core_stub::first_hop_family(st.chain(0)), libc::SOCK_STREAM) {
         Ok(ctl) => {
             table::own(ctl.raw());
-            let r = core_stub::forward(&st.chain, ctl.raw(), server, query);
+            let r = core_stub::forward(st.chain(0), ctl.raw(), server, query);
             table::disown(ctl.raw());
             r
         }
@@ -218,7 +220,7 @@ fn tcp_link(st: &'static State, fd: c_int) -> Result<(), c_int> {
     sock::bind(listener.raw(), &SocketAddr::new(loopback(family), 0))?;
     sock::listen(listener.raw(), 1)?;
     let at = sock::local_addr(listener.raw()).ok_or(libc::EINVAL)?;
-    socksify_core::sys::connect_timeout(fd, &at, st.chain.timeouts().connect)
+    socksify_core::sys::connect_timeout(fd, &at, st.chain(0).timeouts().connect)
         .map_err(|e| e.raw_os_error().unwrap_or(libc::ECONNREFUSED))?;
     // SAFETY: accept4 on our own listener, without an address.
     let conn = unsafe { sys::call(libc::SYS_accept4, sys::args!(listener.raw(), 0, 0, libc::SOCK_CLOEXEC)) };
@@ -261,12 +263,12 @@ fn serve_tcp(st: &State, fd: c_int, ino: Option<u64>) {
         }
         let reply = match core_stub::answer(&st.router, &query) {
             Some(Answer::Now(reply)) => reply,
-            Some(Answer::Forward) => ask(st, &query),
+            Some(Answer::Forward | Answer::System) => ask(st, &query),
             None => return,
         };
         let mut out = (reply.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&reply);
-        s.set_timeout(Some(st.chain.timeouts().read));
+        s.set_timeout(Some(st.chain(0).timeouts().read));
         if sock::inode(fd) != ino || s.write_all(&out).is_err() {
             return;
         }

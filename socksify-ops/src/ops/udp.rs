@@ -28,8 +28,8 @@ const MAX_DATAGRAM: usize = 65536 + MAX_HEADER;
 pub enum Plan {
     /// As the program sent it (direct, loopback, or the kernel guard's DNS stub).
     AsIs,
-    /// Through the relay, to this target.
-    Relay(TargetAddr),
+    /// Through the relay of chain `.1` (`State::chain`'s index), to this target.
+    Relay(TargetAddr, usize),
     /// A query to the system's nameservers: answered by the library's DNS stub.
     Stub,
     /// Refused, with this errno (the reason was logged).
@@ -50,7 +50,11 @@ pub fn plan(st: &State, dest: SocketAddr, what: &str) -> Plan {
             st.log.error(format_args!("UDP {what} to {dest} refused: udp = \"block\""));
             Plan::Refuse(libc::ENETUNREACH)
         }
-        UdpRoute::Route(Route::Proxy(target)) => Plan::Relay(target),
+        UdpRoute::Route(Route::Proxy(target, chain)) => Plan::Relay(target, chain),
+        UdpRoute::Route(Route::Block(i)) => {
+            st.log.error(format_args!("UDP {what} to {dest} refused by {}", st.router.describe(i)));
+            Plan::Refuse(libc::ECONNREFUSED)
+        }
         UdpRoute::Route(_) => {
             st.log.error(format_args!(
                 "UDP {what} to {dest} failed: a fake address this process never handed out"
@@ -70,10 +74,19 @@ fn plan_now(dest: SocketAddr, what: &str) -> Plan {
     }
 }
 
-/// The association of `fd`, opened now if it has none (`for_send`: for a datagram with an
-/// address, not a `connect`).
-fn association(st: &State, fd: c_int, for_send: bool) -> Result<Link, c_int> {
+/// The association of `fd` through chain `via`, opened now if it has none (`for_send`: for a
+/// datagram with an address, not a `connect`). A socket's association is through one chain:
+/// a datagram whose route is another chain is refused.
+fn association(st: &State, fd: c_int, for_send: bool, via: usize) -> Result<Link, c_int> {
     if let Some(link) = table::link(fd) {
+        if link.chain != via {
+            st.log.error(format_args!(
+                "UDP on descriptor {fd}: its association is through chain {}, and this datagram's route is chain {}: refused (one socket, one chain)",
+                st.router.config().chain_name(link.chain),
+                st.router.config().chain_name(via)
+            ));
+            return Err(libc::EHOSTUNREACH);
+        }
         if sock::quiet(link.control) {
             return Ok(link);
         }
@@ -84,7 +97,8 @@ fn association(st: &State, fd: c_int, for_send: bool) -> Result<Link, c_int> {
     }
     let family = sock::family(fd).ok_or(libc::ENOTSOCK)?;
     // The control connection's family follows the proxy's address.
-    let first = st.chain.proxies().first().ok_or(libc::ENETUNREACH)?;
+    let chain = st.chain(via);
+    let first = chain.proxies().first().ok_or(libc::ENETUNREACH)?;
     let ctl_family = match first.host {
         socksify_core::Host::Ip(IpAddr::V6(_)) => libc::AF_INET6,
         _ => libc::AF_INET,
@@ -97,7 +111,8 @@ fn association(st: &State, fd: c_int, for_send: bool) -> Result<Link, c_int> {
     })?;
     // Under the kernel guard the guard makes the association (and so knows the relay, which
     // it lets datagrams through to); otherwise the library does.
-    let relay = if st.guarded { guard_associate(control.raw()) } else { own_associate(st, control.raw()) };
+    let relay =
+        if st.guarded { guard_associate(control.raw(), via) } else { own_associate(chain, control.raw()) };
     let relay = relay.map_err(|(errno, why)| {
         st.log.error(format_args!("UDP association for descriptor {fd} failed: {why}"));
         errno
@@ -114,7 +129,7 @@ fn association(st: &State, fd: c_int, for_send: bool) -> Result<Link, c_int> {
         st.log.info(format_args!("UDP association for descriptor {fd}: relay {relay} via {first}"));
     }
     let mine = control.raw();
-    let link = table::insert_assoc(fd, Assoc::new(control, relay)).ok_or(libc::EBADF)?;
+    let link = table::insert_assoc(fd, Assoc::new(control, relay, via)).ok_or(libc::EBADF)?;
     if st.guarded && for_send && link.control == mine {
         return Ok(link_to_relay(st, fd, link));
     }
@@ -150,16 +165,17 @@ fn link_to_relay(st: &State, fd: c_int, mut link: Link) -> Link {
 }
 
 /// The relay of a UDP association made on `control` through the chain.
-fn own_associate(st: &State, control: c_int) -> Result<SocketAddr, (c_int, String)> {
-    let est = st.chain.udp_associate(control).map_err(|e| (e.errno(), e.to_string()))?;
+fn own_associate(chain: &socksify_core::Chain, control: c_int) -> Result<SocketAddr, (c_int, String)> {
+    let est = chain.udp_associate(control).map_err(|e| (e.errno(), e.to_string()))?;
     est.bound.ip().ok_or_else(|| {
         (libc::EPROTO, format!("the proxy named its UDP relay by a host name ({}); not supported", est.bound))
     })
 }
 
 /// The relay of a UDP association the kernel guard makes on `control` when asked with
-/// `GUARD_ASSOCIATE` (it says why it failed in its own log line).
-fn guard_associate(control: c_int) -> Result<SocketAddr, (c_int, String)> {
+/// `GUARD_ASSOCIATE` through chain `via` (the call's flags; it says why it failed in its own log
+/// line).
+fn guard_associate(control: c_int, via: usize) -> Result<SocketAddr, (c_int, String)> {
     // SAFETY: sockaddr_storage is plain old data.
     let mut buf: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let ask = socksify_core::session::GUARD_ASSOCIATE;
@@ -168,7 +184,7 @@ fn guard_associate(control: c_int) -> Result<SocketAddr, (c_int, String)> {
     let n = unsafe {
         sys::call(
             libc::SYS_sendto,
-            sys::args!(control, &mut buf as *mut libc::sockaddr_storage, size, 0, ask.as_ptr(), ask.len()),
+            sys::args!(control, &mut buf as *mut libc::sockaddr_storage, size, via, ask.as_ptr(), ask.len()),
         )
     };
     if n < 0 {
@@ -268,7 +284,7 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
             unlink(fd);
             return Flow::Bypass;
         }
-        Plan::Relay(t) => t,
+        Plan::Relay(t, via) => (t, via),
         Plan::Refuse(e) => return Flow::Fail(e),
         Plan::Stub => {
             // Its answer comes from the socket itself: not connected to the relay any more.
@@ -277,8 +293,9 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
             return stub::send(st, fd, dest, msg);
         }
     };
+    let (target, via) = target;
     let Ok(st) = state() else { return Flow::Fail(libc::ENETUNREACH) };
-    let link = match association(st, fd, true) {
+    let link = match association(st, fd, true, via) {
         Ok(l) => l,
         Err(e) => return Flow::Fail(e),
     };
@@ -309,7 +326,7 @@ pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t
         return link.on_relay.then_some(Flow::Fail(libc::EDESTADDRREQ));
     };
     let Ok(st) = state() else { return Some(Flow::Fail(libc::ENETUNREACH)) };
-    Some(match association(st, fd, false) {
+    Some(match association(st, fd, false, link.chain) {
         Ok(link) => send_via_relay(fd, &link, &header, msg, flags),
         Err(e) => Flow::Fail(e),
     })
@@ -332,15 +349,16 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
             });
             return Flow::Bypass;
         }
-        Plan::Relay(t) => t,
+        Plan::Relay(t, via) => (t, via),
         Plan::Refuse(e) => return Flow::Fail(e),
     };
+    let (target, via) = target;
     let header = match Header::new(&target) {
         Ok(h) => h,
         Err(e) => return Flow::Fail(e.errno()),
     };
     let Ok(st) = state() else { return Flow::Fail(libc::ENETUNREACH) };
-    let link = match association(st, fd, false) {
+    let link = match association(st, fd, false, via) {
         Ok(l) => l,
         Err(e) => return Flow::Fail(e),
     };

@@ -17,7 +17,8 @@ use super::log::Logger;
 
 pub struct State {
     pub router: Router,
-    pub chain: Chain,
+    /// Every chain, by `Route::Proxy`'s index: the default one first.
+    pub chains: Vec<Chain>,
     pub log: Logger,
     /// The kernel guard supervises this process: it answers DNS queries to the system's
     /// nameservers (`nameservers`) with its stub, and catches what the hooks do not see.
@@ -83,7 +84,7 @@ fn from_env() -> Result<State, (Logger, String)> {
             }
         },
     };
-    if config.proxies.is_empty() {
+    if !config.has_proxies() {
         return Err(fail("no proxy configured".to_owned()));
     }
     let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
@@ -98,7 +99,7 @@ impl State {
     /// A state for `config`: the fake table of `session` when there is one (the kernel guard
     /// then supervises), else a table of this process's own.
     pub fn new(config: Config, mut session: Option<Session>, log: Logger) -> Result<State, String> {
-        let chain = config.chain();
+        let chains = config.chains();
         let fake = session.as_mut().and_then(Session::take_fake);
         let guarded = session.as_ref().is_some_and(Session::guarded);
         let router = match fake {
@@ -106,7 +107,21 @@ impl State {
             None => Router::new(config, Hosts::load_system(), DEFAULT_CAPACITY)
                 .map_err(|e| format!("cannot map the fake address table: {e}"))?,
         };
-        Ok(State { router, chain, log, guarded, nameservers: OnceLock::new(), test_panic: false, session })
+        Ok(State { router, chains, log, guarded, nameservers: OnceLock::new(), test_panic: false, session })
+    }
+
+    /// Chain `i` (`Route::Proxy`'s index); the default chain for one out of range.
+    pub fn chain(&self, i: usize) -> &Chain {
+        self.chains.get(i).unwrap_or(&self.chains[0])
+    }
+
+    /// Words naming chain `via` in log lines: ` (chain corp)`, or nothing with a single chain.
+    pub fn chain_words(&self, via: usize) -> String {
+        let config = self.router.config();
+        match config.chains.is_empty() {
+            true => String::new(),
+            false => format!(" (chain {})", config.chain_name(via)),
+        }
     }
 
     /// The same, supervised by the kernel guard whose stub answers `nameservers` (for tests).

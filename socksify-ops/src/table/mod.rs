@@ -66,6 +66,8 @@ pub struct Assoc {
     pub control: Owned,
     /// Where datagrams go, in the family of the program's socket.
     pub relay: SocketAddr,
+    /// The chain (`State::chain`'s index) the association was made through.
+    pub chain: usize,
     /// The peer of a `connect()`ed socket: as the program named it, as the proxy gets it, and
     /// that target's header.
     pub peer: Option<(SocketAddr, TargetAddr, Header)>,
@@ -84,8 +86,17 @@ pub struct Assoc {
 const SENT_MEMORY: usize = 16;
 
 impl Assoc {
-    pub fn new(control: Owned, relay: SocketAddr) -> Assoc {
-        Assoc { control, relay, peer: None, sent: Vec::new(), on_relay: false, own_link: None, open: false }
+    pub fn new(control: Owned, relay: SocketAddr, chain: usize) -> Assoc {
+        Assoc {
+            control,
+            relay,
+            chain,
+            peer: None,
+            sent: Vec::new(),
+            on_relay: false,
+            own_link: None,
+            open: false,
+        }
     }
 
     /// Remembers a destination of the socket's datagrams, to name the source of replies.
@@ -105,6 +116,7 @@ impl Assoc {
 pub struct Link {
     pub control: c_int,
     pub relay: SocketAddr,
+    pub chain: usize,
     pub peer: Option<(SocketAddr, Header)>,
     pub on_relay: bool,
     pub own_link: Option<OwnLink>,
@@ -116,7 +128,8 @@ pub struct Link {
 /// listens for the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bind {
-    /// The hop (index in the chain's proxies) that sends the second reply.
+    /// The chain (`State::chain`'s index) and its hop that sends the second reply.
+    pub chain: usize,
     pub hop: usize,
     /// The one incoming connection was accepted already.
     pub accepted: bool,
@@ -213,6 +226,7 @@ impl Entry {
         Some(Link {
             control: a.control.raw(),
             relay: a.relay,
+            chain: a.chain,
             peer: a.peer.as_ref().map(|(p, _, h)| (*p, *h)),
             on_relay: a.on_relay,
             own_link: a.own_link,

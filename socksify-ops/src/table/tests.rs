@@ -66,13 +66,13 @@ fn an_association_is_shared_by_dups_kept_internal_and_closed_with_the_last_descr
     let c = control();
     let cfd = c.raw();
     let relay: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-    let link = insert_assoc(a, Assoc::new(c, relay)).unwrap();
+    let link = insert_assoc(a, Assoc::new(c, relay, 0)).unwrap();
     assert_eq!((link.control, link.relay), (cfd, relay));
     assert!(relayed(a) && known(cfd) && is_internal(cfd));
     // A second association for the same socket loses to the first.
     let spare = control();
     let spare_fd = spare.raw();
-    assert_eq!(insert_assoc(a, Assoc::new(spare, "192.0.2.2:1".parse().unwrap())).unwrap().control, cfd);
+    assert_eq!(insert_assoc(a, Assoc::new(spare, "192.0.2.2:1".parse().unwrap(), 0)).unwrap().control, cfd);
     assert_eq!(sock::inode(spare_fd), None, "the loser's control connection is closed");
     let b = dup_fd(a);
     duplicated(a, b);
@@ -99,7 +99,7 @@ fn a_range_closed_together_forgets_its_descriptors_but_not_the_librarys() {
     let a = udp();
     let c = control();
     let cfd = c.raw();
-    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap())).unwrap();
+    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap(), 0)).unwrap();
     let b = dup_fd(a);
     duplicated(a, b);
     // The library's descriptor in the range stays; the program's go.
@@ -118,7 +118,7 @@ fn the_librarys_descriptor_moves_when_the_program_wants_its_number() {
     let a = udp();
     let c = control();
     let cfd = c.raw();
-    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap())).unwrap();
+    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap(), 0)).unwrap();
     relocate_internal(cfd);
     let moved = link(a).unwrap().control;
     assert_ne!(moved, cfd);
@@ -169,7 +169,7 @@ fn records_of_descriptors_closed_behind_the_librarys_back_are_swept() {
     let a = udp();
     let c = control();
     let cfd = c.raw();
-    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap())).unwrap();
+    insert_assoc(a, Assoc::new(c, "192.0.2.1:4000".parse().unwrap(), 0)).unwrap();
     close_fd(a);
     let hold = udp(); // so that the next socket is not given `a`'s number
     let b = udp();

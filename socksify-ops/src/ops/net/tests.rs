@@ -10,13 +10,13 @@ use crate::ops::testing::{state, ONE_PROXY};
 fn connections_go_through_the_chain_unless_a_rule_or_loopback_says_otherwise() {
     let st = state(&format!("direct = [\"10.0.0.0/8\"]\n{ONE_PROXY}"));
     let ip: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    assert_eq!(plan(&st, ip), Plan::Chain(TargetAddr::Ip(ip)));
+    assert_eq!(plan(&st, ip), Plan::Chain(TargetAddr::Ip(ip), 0));
     assert_eq!(plan(&st, "10.1.2.3:80".parse().unwrap()), Plan::AsIs, "a direct rule");
     let st = state(ONE_PROXY);
     assert_eq!(plan(&st, "127.0.0.1:80".parse().unwrap()), Plan::AsIs, "loopback stays local");
     assert_eq!(
         plan(&st, "[::ffff:192.0.2.1]:80".parse().unwrap()),
-        Plan::Chain(TargetAddr::Ip(ip)),
+        Plan::Chain(TargetAddr::Ip(ip), 0),
         "v4-mapped is IPv4"
     );
 }
@@ -27,7 +27,7 @@ fn a_fake_address_goes_by_its_name_and_an_unknown_one_is_refused() {
     let Resolution::Fake { v4, .. } = st.router.resolve("www.example.org") else { panic!("a fake address") };
     assert_eq!(
         plan(&st, SocketAddr::new(v4, 443)),
-        Plan::Chain(TargetAddr::Domain("www.example.org".into(), 443))
+        Plan::Chain(TargetAddr::Domain("www.example.org".into(), 443), 0)
     );
     let unknown = SocketAddr::new(std::net::Ipv4Addr::new(240, 255, 255, 254).into(), 1);
     if st.router.is_fake(unknown.ip()) {
@@ -41,10 +41,10 @@ fn under_the_guard_queries_to_the_system_resolver_are_left_to_its_stub() {
     assert_eq!(plan(&st, "192.0.2.53:53".parse().unwrap()), Plan::AsIs);
     assert_eq!(
         plan(&st, "192.0.2.53:80".parse().unwrap()),
-        Plan::Chain(TargetAddr::Ip("192.0.2.53:80".parse().unwrap()))
+        Plan::Chain(TargetAddr::Ip("192.0.2.53:80".parse().unwrap()), 0)
     );
     let unguarded = state(ONE_PROXY);
-    assert!(matches!(plan(&unguarded, "192.0.2.53:53".parse().unwrap()), Plan::Chain(_)));
+    assert!(matches!(plan(&unguarded, "192.0.2.53:53".parse().unwrap()), Plan::Chain(..)));
 }
 
 /// A one-shot SOCKS5 server on loopback: no authentication, CONNECT answered with `bound`,
@@ -75,7 +75,7 @@ fn a_chain_is_built_on_the_programs_socket_and_remembered_for_getpeername() {
     // SAFETY: a new socket for the test.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     let dest: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest)), Flow::Done(0));
+    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest), 0), Flow::Done(0));
     assert_eq!(
         table::entry(fd, |e| e.peer()).flatten(),
         Some(dest),
@@ -107,7 +107,7 @@ fn a_proxy_that_is_not_there_fails_the_connect_and_leaves_the_socket_unconnected
     // SAFETY: a new socket for the test.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     let dest: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest)), Flow::Fail(libc::ECONNREFUSED));
+    assert_eq!(chain(st, fd, dest, TargetAddr::Ip(dest), 0), Flow::Fail(libc::ECONNREFUSED));
     assert_eq!(sock::peer_addr(fd), None);
     assert!(!table::known(fd));
     sock::close(fd);

@@ -49,11 +49,11 @@ fn queries_to_the_nameservers_are_the_stubs_without_the_guard_only() {
     let ns: SocketAddr = NS.parse().unwrap();
     let st = state(ONE_PROXY).with_nameservers(vec![ns.ip()]);
     assert_eq!(udp::plan(&st, ns, "send"), Plan::Stub);
-    assert!(matches!(udp::plan(&st, "192.0.2.53:54".parse().unwrap(), "send"), Plan::Relay(_)));
+    assert!(matches!(udp::plan(&st, "192.0.2.53:54".parse().unwrap(), "send"), Plan::Relay(..)));
     let guarded = state(ONE_PROXY).guarded_by(vec![ns.ip()]);
     assert_eq!(udp::plan(&guarded, ns, "send"), Plan::AsIs, "the guard's stub answers it");
     let local = state(&format!("dns = \"local\"\n{ONE_PROXY}")).with_nameservers(vec![ns.ip()]);
-    assert!(matches!(udp::plan(&local, ns, "send"), Plan::Relay(_)));
+    assert!(matches!(udp::plan(&local, ns, "send"), Plan::Relay(..)));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::ops::testing::{close, recv_from, send_to, state, udp_on_loopback, ONE
 fn datagrams_go_through_the_relay_unless_a_rule_says_otherwise() {
     let st = state(ONE_PROXY);
     let d: SocketAddr = "192.0.2.1:53".parse().unwrap();
-    assert_eq!(plan(&st, d, "send"), Plan::Relay(TargetAddr::Ip(d)));
+    assert_eq!(plan(&st, d, "send"), Plan::Relay(TargetAddr::Ip(d), 0));
     assert_eq!(plan(&st, "127.0.0.1:53".parse().unwrap(), "send"), Plan::AsIs);
     let blocked = state(&format!("udp = \"block\"\n{ONE_PROXY}"));
     assert_eq!(plan(&blocked, d, "send"), Plan::Refuse(libc::ENETUNREACH));
@@ -26,7 +26,7 @@ fn associated(relay: SocketAddr) -> (c_int, Link) {
         },
         0
     );
-    let link = table::insert_assoc(fd, Assoc::new(sock::Owned::new(pair[0]), relay)).unwrap();
+    let link = table::insert_assoc(fd, Assoc::new(sock::Owned::new(pair[0]), relay, 0)).unwrap();
     (fd, link)
 }
 
