@@ -220,7 +220,7 @@ fn proxy_urls_on_the_command_line_use_socksify_defaults_and_no_file() {
     let text = stdout_ok(&out);
     assert!(text.starts_with("240."), "the default fake range, not 224/8: {text}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("settings socksify's defaults (-p without -f)"), "{err}");
+    assert!(err.contains("settings socksify's defaults with the proxies of -p"), "{err}");
 }
 
 #[test]
