@@ -3,12 +3,14 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::addr::TargetAddr;
 use crate::error::SocksError;
+use crate::memory::{self, HopMemory};
 use crate::proxy::{fill_unspecified, Command, Host, Proxy};
 use crate::sys::{self, FdStream};
 
@@ -113,6 +115,20 @@ pub struct Chain {
     chain_len: usize,
     timeouts: Timeouts,
     next: AtomicUsize,
+    /// The session's memory of dead hops and round-robin positions, if any.
+    memory: Option<Remembered>,
+}
+
+/// A chain's share of the session's memory.
+#[derive(Debug)]
+struct Remembered {
+    memory: Arc<HopMemory>,
+    /// The chain's round-robin counter.
+    id: usize,
+    /// Each hop's key.
+    keys: Vec<u64>,
+    /// How long a hop found dead is skipped; zero: not at all.
+    dead_hop: Duration,
 }
 
 /// A failed attempt: the hop to leave out of the next attempt (None when the chain worked but
@@ -121,7 +137,29 @@ type Attempt = Result<Established, (Option<usize>, ChainError)>;
 
 impl Chain {
     pub fn new(proxies: Vec<Proxy>, mode: ChainMode, chain_len: usize, timeouts: Timeouts) -> Self {
-        Chain { proxies, mode, chain_len: chain_len.max(1), timeouts, next: AtomicUsize::new(0) }
+        Chain {
+            proxies,
+            mode,
+            chain_len: chain_len.max(1),
+            timeouts,
+            next: AtomicUsize::new(0),
+            memory: None,
+        }
+    }
+
+    /// The same chain, remembering dead hops (for `dead_hop`) and its round-robin position
+    /// (counter `id`) in `memory`, which every process of the session shares.
+    pub fn remembering(mut self, memory: Arc<HopMemory>, id: usize, dead_hop: Duration) -> Self {
+        let keys = self.proxies.iter().map(memory::hop_key).collect();
+        self.memory = Some(Remembered { memory, id, keys, dead_hop });
+        self
+    }
+
+    /// The hops the session remembers as dead now (indices), for `explain` and logs.
+    pub fn remembered_dead(&self) -> Vec<usize> {
+        let Some(r) = &self.memory else { return Vec::new() };
+        let now = memory::now_ms();
+        (0..self.proxies.len()).filter(|&i| r.memory.dead_until(r.keys[i], now).is_some()).collect()
     }
 
     pub fn proxies(&self) -> &[Proxy] {
@@ -189,27 +227,68 @@ impl Chain {
             return Err(ChainError::Empty);
         }
         let family = sys::family(fd).map_err(ChainError::Socket)?;
+        // Hops the session remembers as dead are left out first (never in strict mode, which
+        // uses every hop); when too few are left, they are tried after all.
+        let mut remembered = match self.mode {
+            ChainMode::Strict => Vec::new(),
+            _ => self.remembered_dead(),
+        };
         let mut dead = vec![false; self.proxies.len()];
+        for &i in &remembered {
+            dead[i] = true;
+        }
         let mut last: Option<ChainError> = None;
         loop {
             let path = match self.select(&dead) {
                 Ok(path) => path,
+                Err(_) if !remembered.is_empty() => {
+                    for i in remembered.drain(..) {
+                        dead[i] = false;
+                    }
+                    continue;
+                }
                 Err((needed, alive)) => {
                     let last = Box::new(last.unwrap_or(ChainError::Empty));
                     return Err(ChainError::NotEnoughAlive { needed, alive, last });
                 }
             };
             match self.attempt(fd, family, &path, cmd, target, until) {
-                Ok(est) => return Ok(est),
+                Ok(est) => {
+                    self.remember_alive(&est.path);
+                    return Ok(est);
+                }
                 // A signal ended the wait (`sys::interruptible`): no other hop is tried.
                 Err((_, e)) if sys::interrupted() => return Err(e),
-                Err((Some(culprit), e)) if self.mode != ChainMode::Strict => {
+                Err((Some(culprit), e)) => {
+                    // A hop that only ran out of the caller's own time is not dead.
+                    if until.is_none_or(|u| Instant::now() < u) {
+                        self.remember_dead(culprit);
+                    }
+                    if self.mode == ChainMode::Strict {
+                        return Err(e);
+                    }
                     dead[culprit] = true;
                     last = Some(e);
                     // Ready the same descriptor for the next attempt; an error here shows in it.
                     let _ = sys::disconnect(fd);
                 }
-                Err((_, e)) => return Err(e),
+                Err((None, e)) => return Err(e),
+            }
+        }
+    }
+
+    fn remember_dead(&self, hop: usize) {
+        if let Some(r) = &self.memory {
+            if let Some(until) = memory::dead_deadline(r.dead_hop) {
+                r.memory.mark_dead(r.keys[hop], until);
+            }
+        }
+    }
+
+    fn remember_alive(&self, path: &[usize]) {
+        if let Some(r) = &self.memory {
+            for &hop in path {
+                r.memory.mark_alive(r.keys[hop]);
             }
         }
     }
@@ -235,7 +314,10 @@ impl Chain {
                 picked
             }
             ChainMode::RoundRobin => {
-                let start = self.next.fetch_add(needed, Ordering::Relaxed) % n;
+                let start = match &self.memory {
+                    Some(r) => r.memory.next_start(r.id, needed),
+                    None => self.next.fetch_add(needed, Ordering::Relaxed),
+                } % n;
                 (0..n).map(|k| (start + k) % n).filter(|&i| !dead[i]).take(needed).collect()
             }
         })

@@ -15,6 +15,17 @@ use crate::chain::{Chain, ChainMode, Timeouts};
 use crate::proxy::Proxy;
 use crate::routes::{NamedChain, Pattern, Route, Via};
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `socksify: ...` sentences.
+    #[default]
+    Text,
+    /// One JSON object a line per connection decision (and the sentences of everything else).
+    Json,
+}
+
 /// Where names are resolved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,6 +112,9 @@ struct RawConfig {
     bind: Option<BindMode>,
     connect_timeout_ms: Option<Spanned<i64>>,
     read_timeout_ms: Option<Spanned<i64>>,
+    dead_hop_s: Option<Spanned<i64>>,
+    log_format: Option<LogFormat>,
+    isolate: Option<bool>,
     direct: Option<Vec<Spanned<String>>>,
     fake_ipv4_range: Option<Spanned<String>>,
     fake_ipv6_range: Option<Spanned<String>>,
@@ -147,6 +161,13 @@ pub struct Config {
     pub udp: UdpMode,
     pub bind: BindMode,
     pub timeouts: Timeouts,
+    /// How long every process of the session skips a hop found dead (zero: never skipped).
+    pub dead_hop: Duration,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// Each process its own SOCKS5 username/password (Tor then gives it a circuit of its own),
+    /// for proxies whose URL has none.
+    pub isolate: bool,
     pub direct: Vec<DirectRule>,
     pub fake_ipv4_range: Ipv4Net,
     pub fake_ipv6_range: Ipv6Net,
@@ -175,6 +196,8 @@ pub const DEFAULT_DNS_SERVER: &str = "1.1.1.1:53";
 pub const DEFAULT_CHAIN_LEN: usize = 2;
 pub const DEFAULT_DIRECT: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 const MAX_TIMEOUT_MS: i64 = 3_600_000;
+pub const DEFAULT_DEAD_HOP: Duration = Duration::from_secs(30);
+const MAX_DEAD_HOP_S: i64 = 86_400;
 
 impl Default for Config {
     fn default() -> Self {
@@ -186,6 +209,9 @@ impl Default for Config {
             udp: UdpMode::Proxy,
             bind: BindMode::Auto,
             timeouts: Timeouts::default(),
+            dead_hop: DEFAULT_DEAD_HOP,
+            log_format: LogFormat::Text,
+            isolate: false,
             direct: DEFAULT_DIRECT.iter().map(|s| DirectRule::parse(s).expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
             fake_ipv6_range: DEFAULT_FAKE_IPV6.parse().expect("valid default"),
@@ -293,6 +319,11 @@ impl Config {
         t.push_str(&format!("bind = {}\n", quote(&mode(&self.bind))));
         t.push_str(&format!("connect_timeout_ms = {}\n", self.timeouts.connect.as_millis()));
         t.push_str(&format!("read_timeout_ms = {}\n", self.timeouts.read.as_millis()));
+        t.push_str(&format!("dead_hop_s = {}\n", self.dead_hop.as_secs()));
+        t.push_str(&format!("log_format = {}\n", quote(&mode(&self.log_format))));
+        if self.isolate {
+            t.push_str("isolate = true\n");
+        }
         let direct: Vec<String> = self.direct.iter().map(|r| quote(&r.to_string())).collect();
         t.push_str(&format!("direct = [{}]\n", direct.join(", ")));
         t.push_str(&format!("fake_ipv4_range = {}\n", quote(&self.fake_ipv4_range.to_string())));
@@ -341,6 +372,17 @@ impl Config {
         let timeouts = Timeouts {
             connect: ms(&raw.connect_timeout_ms, "connect_timeout_ms", defaults.timeouts.connect)?,
             read: ms(&raw.read_timeout_ms, "read_timeout_ms", defaults.timeouts.read)?,
+        };
+        let dead_hop = match &raw.dead_hop_s {
+            None => defaults.dead_hop,
+            Some(s) if (0..=MAX_DEAD_HOP_S).contains(s.get_ref()) => Duration::from_secs(*s.get_ref() as u64),
+            Some(s) => {
+                return Err(src.at(
+                    s.span(),
+                    "dead_hop_s",
+                    format!("expected seconds from 0 (never skip a dead hop) to {MAX_DEAD_HOP_S}"),
+                ))
+            }
         };
 
         let mut proxies = Vec::with_capacity(raw.proxy.len());
@@ -518,6 +560,9 @@ impl Config {
             udp: raw.udp.unwrap_or_default(),
             bind: raw.bind.unwrap_or_default(),
             timeouts,
+            dead_hop,
+            log_format: raw.log_format.unwrap_or_default(),
+            isolate: raw.isolate.unwrap_or(false),
             direct,
             fake_ipv4_range,
             fake_ipv6_range,
@@ -567,6 +612,19 @@ impl Config {
         let named =
             self.chains.iter().map(|c| Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts));
         std::iter::once(self.chain()).chain(named).collect()
+    }
+
+    /// `chains`, remembering dead hops and round-robin positions in a session's `memory`.
+    pub fn chains_remembering(&self, memory: Option<std::sync::Arc<crate::memory::HopMemory>>) -> Vec<Chain> {
+        let chains = self.chains();
+        match memory {
+            None => chains,
+            Some(m) => chains
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| c.remembering(m.clone(), i, self.dead_hop))
+                .collect(),
+        }
     }
 
     /// The name of chain `i` (`Via::Chain(i)`): `default` for the top-level list.
@@ -844,10 +902,16 @@ url = "socks4://relay.example:9050"
 
     #[test]
     fn toml_output_reads_back_the_same() {
-        let text = "chain = \"round_robin\"\nchain_len = 2\ndns = \"local\"\nudp = \"block\"\nbind = \"off\"\nquiet = true\ndirect = [\"10.0.0.0/8:22\"]\n[[proxy]]\nurl = \"socks5://us%40er:p%3Ass@[::1]:1\"\n[[proxy]]\nurl = \"http://h:8\"\n";
+        let text = "chain = \"round_robin\"\nchain_len = 2\ndns = \"local\"\nudp = \"block\"\nbind = \"off\"\nquiet = true\ndead_hop_s = 5\nlog_format = \"json\"\nisolate = true\ndirect = [\"10.0.0.0/8:22\"]\n[[proxy]]\nurl = \"socks5://us%40er:p%3Ass@[::1]:1\"\n[[proxy]]\nurl = \"http://h:8\"\n";
         let c = Config::parse(text, "t").unwrap();
+        assert_eq!((c.dead_hop.as_secs(), c.log_format, c.isolate), (5, LogFormat::Json, true));
         let again = Config::parse(&c.to_toml(), "t2").unwrap();
         assert_eq!(again, c);
+        let e = Config::parse("dead_hop_s = -1\n", "t").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("dead_hop_s")));
+        assert!(Config::parse("log_format = \"xml\"\n", "t").is_err());
+        let d = Config::default();
+        assert_eq!((d.dead_hop.as_secs(), d.log_format, d.isolate), (30, LogFormat::Text, false));
     }
 
     #[test]

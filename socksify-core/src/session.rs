@@ -4,6 +4,9 @@
 //! - `fake`: the fake-address table (remote DNS), so a fake address handed to one process
 //!   connects by name from any other, and the kernel guard maps it back too;
 //! - `state`: a small shared page: whether the kernel guard supervises the session;
+//! - `hops`: the memory of dead hops and round-robin positions (`memory`), so a dead proxy
+//!   costs the first process its timeout and the others nothing, and round-robin goes on
+//!   across the processes of a script;
 //! - `config`: the configuration the CLI resolved (mode 0600: it may hold passwords), which
 //!   every process's library reads instead of looking for one itself — so a child that `cd`s
 //!   somewhere else, or a program that dumps its environment, changes or shows nothing.
@@ -20,6 +23,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::Config;
 use crate::fakedns::{FakeDns, DEFAULT_CAPACITY};
+use crate::memory::{HopMemory, MEMORY_LEN, MEMORY_MAGIC};
+use std::sync::Arc;
 
 /// The environment variable that names the session directory.
 pub const SESSION_ENV: &str = "SOCKSIFY_SESSION";
@@ -44,6 +49,7 @@ pub struct Session {
     dir: PathBuf,
     fake: Option<FakeDns>,
     state: *mut u8,
+    hops: Arc<HopMemory>,
     owner: bool,
 }
 
@@ -87,10 +93,19 @@ impl Session {
                 )?),
                 crate::config::DnsMode::Local => None,
             };
-            let state = map_state(&dir.join("state"), true)?;
-            let session = Session { dir: dir.clone(), fake, state, owner: true };
-            // SAFETY: the magic at the start of the page, written before anyone opens it.
-            unsafe { std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.add(8), 8) };
+            let state = map_state(&dir.join("state"), STATE_LEN, true)?;
+            let hops = map_state(&dir.join("hops"), MEMORY_LEN, true).inspect_err(|_| {
+                // SAFETY: the state mapping just made, unmapped once.
+                unsafe { libc::munmap(state.cast(), STATE_LEN) };
+            })?;
+            // SAFETY: the mapping just made, MEMORY_LEN bytes, used through atomics only.
+            let hops = Arc::new(unsafe { HopMemory::from_mapping(hops) });
+            let session = Session { dir: dir.clone(), fake, state, hops, owner: true };
+            // SAFETY: the magics at the start of the pages, written before anyone opens them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.add(8), 8);
+                std::ptr::copy_nonoverlapping(MEMORY_MAGIC.as_ptr(), session.hops_base().add(8), 8);
+            }
             Ok(session)
         })();
         if made.is_err() {
@@ -116,11 +131,26 @@ impl Session {
             }
             crate::config::DnsMode::Local => None,
         };
-        let state = map_state(&dir.join("state"), false)?;
-        // SAFETY: the magic is inside the mapping.
-        let magic = unsafe { std::slice::from_raw_parts(state.add(8), 8) };
-        let session = Session { dir: dir.to_path_buf(), fake, state, owner: false };
-        if magic != STATE_MAGIC {
+        let state = map_state(&dir.join("state"), STATE_LEN, false)?;
+        let hops = match map_state(&dir.join("hops"), MEMORY_LEN, false) {
+            Ok(hops) => hops,
+            Err(e) => {
+                // SAFETY: the state mapping just made, unmapped once.
+                unsafe { libc::munmap(state.cast(), STATE_LEN) };
+                return Err(e);
+            }
+        };
+        // SAFETY: the mapping just made, MEMORY_LEN bytes, used through atomics only.
+        let hops = Arc::new(unsafe { HopMemory::from_mapping(hops) });
+        let session = Session { dir: dir.to_path_buf(), fake, state, hops, owner: false };
+        // SAFETY: the magics are inside the mappings.
+        let (magic, hops_magic) = unsafe {
+            (
+                std::slice::from_raw_parts(state.add(8), 8),
+                std::slice::from_raw_parts(session.hops_base().add(8), 8),
+            )
+        };
+        if magic != STATE_MAGIC || hops_magic != MEMORY_MAGIC {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a socksify session"));
         }
         Ok(session)
@@ -128,6 +158,15 @@ impl Session {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The session's memory of dead hops and round-robin positions.
+    pub fn hops(&self) -> Arc<HopMemory> {
+        self.hops.clone()
+    }
+
+    fn hops_base(&self) -> *mut u8 {
+        self.hops.base()
     }
 
     /// Takes the fake table out of the session (for a router); `None` under local DNS.
@@ -302,7 +341,7 @@ fn watch_then_remove(dir: &Path, pid: libc::pid_t, pidfd: libc::c_int) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn map_state(path: &Path, create: bool) -> io::Result<*mut u8> {
+fn map_state(path: &Path, len: usize, create: bool) -> io::Result<*mut u8> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true).write(true).custom_flags(libc::O_CLOEXEC);
     if create {
@@ -310,15 +349,15 @@ fn map_state(path: &Path, create: bool) -> io::Result<*mut u8> {
     }
     let file = opts.open(path)?;
     if create {
-        file.set_len(STATE_LEN as u64)?;
-    } else if file.metadata()?.len() != STATE_LEN as u64 {
+        file.set_len(len as u64)?;
+    } else if file.metadata()?.len() != len as u64 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a socksify session"));
     }
-    // SAFETY: a shared mapping of the whole file, STATE_LEN bytes long.
+    // SAFETY: a shared mapping of the whole file, `len` bytes long.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            STATE_LEN,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             file.as_raw_fd(),
@@ -388,6 +427,10 @@ mod tests {
         let file = std::fs::metadata(dir.join(CONFIG_FILE)).unwrap().permissions();
         assert_eq!(file.mode() & 0o777, 0o600);
         assert!(opened.guarded());
+        made.hops().mark_dead(42, u64::MAX);
+        assert_eq!(opened.hops().dead_until(42, 0), Some(u64::MAX), "one memory of dead hops");
+        assert_eq!(made.hops().next_start(3, 1), 0);
+        assert_eq!(opened.hops().next_start(3, 1), 1, "round-robin goes on in another process");
         let fake = made.take_fake().unwrap();
         let idx = fake.insert("shared.example").unwrap();
         let other = opened.take_fake().unwrap();

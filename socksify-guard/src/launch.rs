@@ -553,6 +553,7 @@ fn supervisor_parts(
     session: Option<&mut Session>,
 ) -> (Arc<Policy>, Vec<socksify_core::Chain>, Log) {
     let config = &launch.config;
+    let hops = session.as_ref().map(|s| s.hops());
     let fake = session.and_then(|s| s.take_fake());
     let router = match fake {
         Some(f) => Router::with_fake(config.clone(), Hosts::load_system(), Some(f)),
@@ -566,7 +567,7 @@ fn supervisor_parts(
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
     let policy = Arc::new(Policy::new(router, nameservers));
-    (policy, config.chains(), Log::new(launch.level, config.log_file.as_deref()))
+    (policy, config.chains_remembering(hops), Log::new(launch.level, config.log_file.as_deref()))
 }
 
 /// The program, for the signal handler below.

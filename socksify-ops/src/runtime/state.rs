@@ -99,7 +99,7 @@ impl State {
     /// A state for `config`: the fake table of `session` when there is one (the kernel guard
     /// then supervises), else a table of this process's own.
     pub fn new(config: Config, mut session: Option<Session>, log: Logger) -> Result<State, String> {
-        let chains = config.chains();
+        let chains = config.chains_remembering(session.as_ref().map(Session::hops));
         let fake = session.as_mut().and_then(Session::take_fake);
         let guarded = session.as_ref().is_some_and(Session::guarded);
         let router = match fake {
