@@ -81,6 +81,10 @@ struct ChainOpts {
     /// (socks4://, socks4a://, socks5://, socks5h://, http://, with optional user:pass@)
     #[arg(short = 'p', long = "proxy", value_name = "URL")]
     proxy: Vec<String>,
+    /// Each process its own SOCKS5 username and password on hops that have none, so Tor
+    /// gives it a circuit of its own (torsocks -i)
+    #[arg(short = 'i', long)]
+    isolate: bool,
 }
 
 /// How much the library logs.
@@ -637,6 +641,7 @@ fn load(opts: &ChainOpts) -> Result<(Option<PathBuf>, Config, String), String> {
             None => "socksify's defaults".to_owned(),
         },
     };
+    config.isolate |= opts.isolate;
     if !config.has_proxies() {
         let origin = path.as_ref().map_or("no configuration file was found".to_owned(), |p| {
             format!("{} lists no [[proxy]]", p.display())
@@ -709,6 +714,19 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
                 i + 1,
                 patterns.join(", "),
                 config.via_name(r.via)
+            );
+        }
+        if config.isolate {
+            eprintln!(
+                "socksify: isolate: each process its own SOCKS5 username and password on hops that have none"
+            );
+        }
+        if config.dead_hop.is_zero() {
+            eprintln!("socksify: dead_hop_s = 0: a dead hop is tried again by every connection");
+        } else {
+            eprintln!(
+                "socksify: a dead hop is skipped by every process of the session for {} s (dead_hop_s)",
+                config.dead_hop.as_secs()
             );
         }
     }

@@ -117,6 +117,9 @@ pub struct Chain {
     next: AtomicUsize,
     /// The session's memory of dead hops and round-robin positions, if any.
     memory: Option<Remembered>,
+    /// `isolate`: SOCKS5 hops without credentials get a username and password of the
+    /// process's own (see `isolation_credentials`).
+    isolate: bool,
 }
 
 /// A chain's share of the session's memory.
@@ -144,6 +147,7 @@ impl Chain {
             timeouts,
             next: AtomicUsize::new(0),
             memory: None,
+            isolate: false,
         }
     }
 
@@ -153,6 +157,24 @@ impl Chain {
         let keys = self.proxies.iter().map(memory::hop_key).collect();
         self.memory = Some(Remembered { memory, id, keys, dead_hop });
         self
+    }
+
+    /// The same chain, giving each process its own SOCKS5 username and password on the hops
+    /// that have none (Tor then puts each process on a circuit of its own).
+    pub fn isolating(mut self, isolate: bool) -> Self {
+        self.isolate = isolate;
+        self
+    }
+
+    /// Hop `i` as it is asked: with the process's own credentials under `isolate`.
+    fn hop(&self, i: usize) -> std::borrow::Cow<'_, Proxy> {
+        let p = &self.proxies[i];
+        match (self.isolate, p.kind, &p.creds) {
+            (true, crate::proxy::ProxyKind::Socks5, None) => {
+                std::borrow::Cow::Owned(Proxy { creds: Some(isolation_credentials()), ..p.clone() })
+            }
+            _ => std::borrow::Cow::Borrowed(p),
+        }
     }
 
     /// The hops the session remembers as dead now (indices), for `explain` and logs.
@@ -351,8 +373,7 @@ impl Chain {
         for pair in path.windows(2) {
             let (hop, next) = (pair[0], pair[1]);
             stream.set_timeout(Some(within(self.timeouts.read)));
-            if let Err(e) =
-                self.proxies[hop].request(&mut stream, Command::Connect, &self.proxies[next].target())
+            if let Err(e) = self.hop(hop).request(&mut stream, Command::Connect, &self.proxies[next].target())
             {
                 // A proxy that answered with a refusal works; the hop it could not reach doesn't.
                 let culprit = if e.is_refusal() { next } else { hop };
@@ -362,7 +383,7 @@ impl Chain {
 
         let last = *path.last().expect("a path has at least one hop");
         stream.set_timeout(Some(within(self.timeouts.read)));
-        let bound = self.proxies[last].request(&mut stream, cmd, target).map_err(|e| {
+        let bound = self.hop(last).request(&mut stream, cmd, target).map_err(|e| {
             let culprit = if e.is_refusal() { None } else { Some(last) };
             (culprit, self.hop_error(last, Stage::Request(cmd, target.clone()), e))
         })?;
@@ -377,6 +398,45 @@ impl Chain {
         };
         Ok(Established { path: path.to_vec(), bound, first_hop: first_addr })
     }
+}
+
+thread_local! {
+    /// The process a chain is built for, when it is not this one (the kernel guard builds
+    /// chains for the processes it supervises).
+    static ON_BEHALF_OF: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (building chains) on behalf of process `pid`: `isolate` credentials are its own.
+pub fn on_behalf_of<R>(pid: u32, f: impl FnOnce() -> R) -> R {
+    let before = ON_BEHALF_OF.with(|c| c.replace(Some(pid)));
+    let r = f();
+    ON_BEHALF_OF.with(|c| c.set(before));
+    r
+}
+
+/// A process's own SOCKS5 credentials under `isolate`: `socksify-PID` and a password drawn
+/// when the process (a new pid: a fork's child gets its own) first asks, as torsocks `-i`
+/// makes them — so Tor's IsolateSOCKSAuth gives every process a circuit of its own, and a pid
+/// used again later does not share the circuit of its namesake.
+pub fn isolation_credentials() -> crate::proxy::Credentials {
+    use std::sync::atomic::AtomicU64;
+    // (pid << 32 | nonce) for this process, and for the pids the guard asked for last.
+    static OWN: AtomicU64 = AtomicU64::new(0);
+    static OTHERS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+    let (pid, slot) = match ON_BEHALF_OF.with(|c| c.get()) {
+        Some(pid) => (pid, &OTHERS[pid as usize % OTHERS.len()]),
+        // SAFETY: getpid has no preconditions.
+        None => (unsafe { libc::getpid() } as u32, &OWN),
+    };
+    let seen = slot.load(Ordering::Acquire);
+    let nonce = if seen != 0 && seen >> 32 == pid as u64 {
+        seen as u32
+    } else {
+        let nonce = fastrand::u32(1..);
+        slot.store((pid as u64) << 32 | nonce as u64, Ordering::Release);
+        nonce
+    };
+    crate::proxy::Credentials { user: format!("socksify-{pid}"), pass: format!("{nonce:08x}") }
 }
 
 /// The address of the first hop for a socket of `family`: an IPv6 socket reaches an IPv4 proxy

@@ -604,13 +604,14 @@ impl Config {
 
     /// The default chain (the top-level `[[proxy]]` list).
     pub fn chain(&self) -> Chain {
-        Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts)
+        Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts).isolating(self.isolate)
     }
 
     /// Every chain, by `Via::Chain` index: the default one first, then `chains` in order.
     pub fn chains(&self) -> Vec<Chain> {
-        let named =
-            self.chains.iter().map(|c| Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts));
+        let named = self.chains.iter().map(|c| {
+            Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts).isolating(self.isolate)
+        });
         std::iter::once(self.chain()).chain(named).collect()
     }
 

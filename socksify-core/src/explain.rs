@@ -26,8 +26,8 @@ pub enum Why {
 
 /// The decision for `target` (a port of `None`: patterns with a port are not considered).
 pub fn decide(config: &Config, target: &TargetAddr, port: Option<u16>) -> (Why, Via) {
-    let routes: Vec<Route> = match port {
-        Some(_) => config.routes.clone(),
+    let routes: std::borrow::Cow<'_, [Route]> = match port {
+        Some(_) => std::borrow::Cow::Borrowed(&config.routes),
         None => config
             .routes
             .iter()

@@ -14,6 +14,7 @@ pub mod fakedns;
 pub mod hosts;
 pub mod http;
 pub mod learned;
+pub mod logjson;
 pub mod memory;
 pub mod proxy;
 pub mod proxychains;

@@ -57,6 +57,21 @@ pub fn answer(router: &Router, query: &[u8]) -> Option<Answer> {
     }
 }
 
+/// The log line for `reply`, the stub's answer to `query`, when it refused the name by a
+/// `block` route ("no such name"): said by whoever sends the reply.
+pub fn refusal(router: &Router, query: &[u8], reply: &[u8]) -> Option<String> {
+    if reply.len() < 4 || reply[3] & 0x0f != dnswire::RCODE_NXDOMAIN {
+        return None;
+    }
+    let q = dnswire::parse_query(query).ok()?;
+    match router.resolve(&q.name) {
+        crate::router::Resolution::Blocked(i) => {
+            Some(format!("lookup of {:?} refused by {}: no such name", q.name, router.describe(i)))
+        }
+        _ => None,
+    }
+}
+
 /// Not an rcode (they have four bits): the system's nameserver answers.
 const SYSTEM: u8 = 0xff;
 

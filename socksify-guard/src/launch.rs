@@ -567,7 +567,9 @@ fn supervisor_parts(
     };
     let nameservers = socksify_core::resolvconf::system_nameservers();
     let policy = Arc::new(Policy::new(router, nameservers));
-    (policy, config.chains_remembering(hops), Log::new(launch.level, config.log_file.as_deref()))
+    let log = Log::new(launch.level, config.log_file.as_deref())
+        .with_json(config.log_format == socksify_core::config::LogFormat::Json);
+    (policy, config.chains_remembering(hops), log)
 }
 
 /// The program, for the signal handler below.

@@ -39,7 +39,7 @@ pub struct Stubs {
 impl Stubs {
     /// Binds one stub per nameserver and serves them all from one thread (TCP connections get
     /// a thread each).
-    pub fn start(count: usize, policy: Arc<Policy>) -> std::io::Result<Stubs> {
+    pub fn start(count: usize, policy: Arc<Policy>, log: Arc<crate::log::Log>) -> std::io::Result<Stubs> {
         let lo4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let lo6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0);
         let mut servers = Vec::new();
@@ -63,7 +63,7 @@ impl Stubs {
             let chain = Arc::new(policy.router.config().chain());
             std::thread::Builder::new()
                 .name("dns-stub".into())
-                .spawn(move || serve(servers, policy, chain))?;
+                .spawn(move || serve(servers, policy, chain, log))?;
         }
         Ok(Stubs { addrs })
     }
@@ -92,7 +92,16 @@ impl Stubs {
     }
 }
 
-fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
+/// A log line for a name refused by a `block` route (the stub cannot tell which process
+/// asked: the line carries the guard's pid).
+fn say_refusal(log: &crate::log::Log, policy: &Policy, query: &[u8], reply: &[u8]) {
+    if let Some(why) = socksify_core::stub::refusal(&policy.router, query, reply) {
+        // SAFETY: getpid has no preconditions.
+        log.error(unsafe { libc::getpid() }, format_args!("{why}"));
+    }
+}
+
+fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>, log: Arc<crate::log::Log>) {
     let udp: Vec<&UdpSocket> = servers.iter().flat_map(|s| s.udp.iter()).collect();
     let udp_ns: Vec<usize> =
         servers.iter().enumerate().flat_map(|(i, s)| s.udp.iter().map(move |_| i)).collect();
@@ -123,6 +132,7 @@ fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
                     let query = &buf[..n];
                     match socksify_core::stub::answer(&policy.router, query) {
                         Some(Answer::Now(reply)) => {
+                            say_refusal(&log, &policy, query, &reply);
                             let _ = sock.send_to(&socksify_core::dnswire::fit_udp(query, reply), from);
                         }
                         Some(answer @ (Answer::Forward | Answer::System)) => {
@@ -146,16 +156,17 @@ fn serve(servers: Vec<Server>, policy: Arc<Policy>, chain: Arc<Chain>) {
                 }
             } else if let Ok((conn, _)) = tcp[i - udp.len()].accept() {
                 let (policy, chain, ns) = (policy.clone(), chain.clone(), tcp_ns[i - udp.len()]);
+                let log = log.clone();
                 let _ = std::thread::Builder::new()
                     .name("dns-stub-tcp".into())
-                    .spawn(move || serve_tcp(conn, &policy, &chain, ns));
+                    .spawn(move || serve_tcp(conn, &policy, &chain, ns, &log));
             }
         }
     }
 }
 
 /// DNS over TCP: each message behind its two-byte length.
-fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain, ns: usize) {
+fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain, ns: usize, log: &crate::log::Log) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut len = [0u8; 2];
     while conn.read_exact(&mut len).is_ok() {
@@ -164,7 +175,10 @@ fn serve_tcp(mut conn: TcpStream, policy: &Policy, chain: &Chain, ns: usize) {
             return;
         }
         let reply = match socksify_core::stub::answer(&policy.router, &msg) {
-            Some(Answer::Now(reply)) => reply,
+            Some(Answer::Now(reply)) => {
+                say_refusal(log, policy, &msg, &reply);
+                reply
+            }
             Some(Answer::Forward) => forward(policy, chain, &msg),
             Some(Answer::System) => ask_system(policy, chain, ns, &msg),
             None => return,

@@ -127,7 +127,7 @@ pub struct Supervisor {
     pub policy: Arc<Policy>,
     /// Every chain, by `Route::Proxy`'s index (the default one first).
     pub chains: Vec<Chain>,
-    pub log: Log,
+    pub log: Arc<Log>,
     /// The DNS stub, started at the first query (most programs send none).
     stubs: OnceLock<Option<Stubs>>,
     table: Mutex<Table>,
@@ -157,7 +157,7 @@ impl Supervisor {
             listener,
             policy,
             chains,
-            log,
+            log: Arc::new(log),
             stubs: OnceLock::new(),
             table: Mutex::new(Table::default()),
             entries: AtomicUsize::new(0),
@@ -177,11 +177,13 @@ impl Supervisor {
     /// when it cannot be.
     pub fn stubs(&self, tid: libc::pid_t) -> Option<&Stubs> {
         self.stubs
-            .get_or_init(|| match Stubs::start(self.policy.nameservers.len(), self.policy.clone()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    self.log.error(tid, format_args!("cannot start the DNS stub: {e}; DNS queries fail"));
-                    None
+            .get_or_init(|| {
+                match Stubs::start(self.policy.nameservers.len(), self.policy.clone(), self.log.clone()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.log.error(tid, format_args!("cannot start the DNS stub: {e}; DNS queries fail"));
+                        None
+                    }
                 }
             })
             .as_ref()

@@ -259,3 +259,9 @@ pub fn same_as_bare(config: &str, modes: &[&str], udp_relay: bool, argv: &[&str]
     }
     (bare, counters)
 }
+
+/// The log of the lab's service `name` (e.g. `dante-isolate`), as it is now.
+pub fn service_log(name: &str) -> String {
+    let run = std::env::var("SOCKSIFY_LAB_RUN").unwrap_or_else(|_| "/tmp/socksify-lab".into());
+    std::fs::read_to_string(format!("{run}/{name}.log")).unwrap_or_default()
+}

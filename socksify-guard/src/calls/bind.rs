@@ -39,7 +39,9 @@ pub fn listen(call: &mut Call) -> Outcome {
     Outcome::Slow(Box::new(move |sup| {
         let fd = sock.as_raw_fd();
         let chain = sup.chain(chain_index);
-        match chain.establish(fd, Command::Bind, &expected) {
+        match socksify_core::chain::on_behalf_of(tgid as u32, || {
+            chain.establish(fd, Command::Bind, &expected)
+        }) {
             Ok(est) => {
                 let hop = *est.path.last().expect("a chain has a hop");
                 let Some(at) = est.bound.ip() else {

@@ -116,6 +116,30 @@ fn tcp_connect(
         }
         TcpPlan::Refuse(e, why) => {
             call.sup.log.error(call.tgid(), format_args!("{why}"));
+            if call.sup.log.json() {
+                use socksify_core::logjson::{program_of, Decision, Outcome};
+                let policy = &call.sup.policy;
+                let named = match policy.router.reverse(dest.ip()) {
+                    Some(name) => TargetAddr::Domain(name, dest.port()),
+                    None => TargetAddr::Ip(dest),
+                };
+                let outcome = if e == libc::ECONNREFUSED { Outcome::Refused } else { Outcome::Failed };
+                let program = program_of(call.tgid() as u32);
+                call.sup.log.decision(
+                    policy.router.config(),
+                    Decision {
+                        pid: call.tgid() as u32,
+                        program: &program,
+                        destination: &named,
+                        outcome,
+                        chain: None,
+                        hops: &[],
+                        errno: e,
+                        error: (outcome == Outcome::Failed).then_some(why.as_str()),
+                        ms: 0,
+                    },
+                );
+            }
             errno_reply(e)
         }
         TcpPlan::Chain(target, chain) => {
@@ -159,8 +183,44 @@ pub fn chain_connect(
     until: Option<Instant>,
 ) -> Reply {
     let fd = sock.as_raw_fd();
-    let chain = sup.chain(chain);
-    match chain.connect_until(fd, target, until) {
+    let via = chain;
+    let chain = sup.chain(via);
+    let started = Instant::now();
+    // `isolate` credentials are the program's, not the guard's.
+    let result = socksify_core::chain::on_behalf_of(tgid as u32, || chain.connect_until(fd, target, until));
+    if sup.log.json() {
+        use socksify_core::logjson::{program_of, Decision, Outcome};
+        let (outcome, hops, errno, why): (_, Vec<String>, _, _) = match &result {
+            Ok(est) => (
+                Outcome::Proxied,
+                est.path.iter().map(|&i| chain.proxies()[i].to_string()).collect(),
+                0,
+                None,
+            ),
+            Err(e) => (
+                Outcome::Failed,
+                chain.proxies().iter().map(|p| p.to_string()).collect(),
+                e.errno(),
+                Some(e.to_string()),
+            ),
+        };
+        let program = program_of(tgid as u32);
+        sup.log.decision(
+            sup.policy.router.config(),
+            Decision {
+                pid: tgid as u32,
+                program: &program,
+                destination: target,
+                outcome,
+                chain: Some(via),
+                hops: &hops,
+                errno,
+                error: why.as_deref(),
+                ms: started.elapsed().as_millis() as u64,
+            },
+        );
+    }
+    match result {
         Ok(est) => {
             if sup.log.verbose() {
                 let hops: Vec<String> = est.path.iter().map(|&i| chain.proxies()[i].to_string()).collect();

@@ -528,7 +528,8 @@ fn associate(call: &mut Call, sock: OwnedFd, buf: u64, len: usize, chain: usize)
     }
     Outcome::Slow(Box::new(move |sup| {
         let fd = sock.as_raw_fd();
-        let est = match sup.chain(chain).udp_associate(fd) {
+        let est = match socksify_core::chain::on_behalf_of(tgid as u32, || sup.chain(chain).udp_associate(fd))
+        {
             Ok(est) => est,
             Err(e) => {
                 sup.log.error(tgid, format_args!("UDP association failed: {e}"));

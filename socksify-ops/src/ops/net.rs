@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use libc::{c_int, sockaddr, socklen_t, ssize_t};
+use socksify_core::logjson::Outcome;
 use socksify_core::router::Route;
 use socksify_core::sockaddr::{self as raw_addr, SendDest};
 use socksify_core::TargetAddr;
@@ -32,9 +33,26 @@ pub fn plan(st: &State, dest: SocketAddr) -> Plan {
     if st.for_the_stub(dest) {
         return Plan::AsIs; // the kernel guard sends it to its DNS stub
     }
+    let refused = |outcome: Outcome, errno: c_int, why: Option<&str>| {
+        if st.log.json() {
+            let named = match st.router.reverse(dest.ip()) {
+                Some(name) => TargetAddr::Domain(name, dest.port()),
+                None => TargetAddr::Ip(dest),
+            };
+            decision(st, &named, outcome, None, Vec::new(), errno, why, None);
+        }
+    };
     match st.router.route(dest) {
-        Route::Direct => Plan::AsIs,
+        Route::Direct => {
+            refused(Outcome::Direct, 0, None);
+            Plan::AsIs
+        }
         Route::UnknownFake => {
+            refused(
+                Outcome::Failed,
+                libc::EHOSTUNREACH,
+                Some("a fake address this process never handed out"),
+            );
             st.log.error(format_args!(
                 "connect to {dest} failed: a fake address this process never handed out (no name to send)"
             ));
@@ -43,9 +61,15 @@ pub fn plan(st: &State, dest: SocketAddr) -> Plan {
         Route::Proxy(target, chain) => Plan::Chain(target, chain),
         Route::Block(i) => {
             st.log.error(format_args!("connect to {dest} refused by {}", st.router.describe(i)));
+            refused(Outcome::Refused, libc::ECONNREFUSED, None);
             Plan::Refuse(libc::ECONNREFUSED)
         }
         Route::DirectFake(name) => {
+            refused(
+                Outcome::Failed,
+                libc::EHOSTUNREACH,
+                Some("a name on a direct route has no fake address"),
+            );
             st.log.error(format_args!(
                 "connect to {dest} ({name}) failed: a name on a direct route is resolved by the system, not given a fake address"
             ));
@@ -133,6 +157,7 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
             return Flow::Fail(errno);
         }
     }
+    let started = std::time::Instant::now();
     let until = sock::timeout(fd, libc::SO_SNDTIMEO).map(|t| std::time::Instant::now() + t);
     let stop: fn() -> bool = if until.is_some() { || true } else { not_restarted };
     let result = socksify_core::sys::interruptible(stop, || st.chain(via).connect_until(fd, &target, until));
@@ -144,13 +169,9 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
             return Flow::Fail(if interrupted { libc::EINTR } else { libc::EINPROGRESS });
         }
     }
+    log_result(st, &target, via, &result, started);
     match result {
         Ok(est) => {
-            if st.log.verbose() {
-                let hops: Vec<String> =
-                    est.path.iter().map(|&i| st.chain(via).proxies()[i].to_string()).collect();
-                st.log.info(format_args!("{target} via {}{}", hops.join(" -> "), st.chain_words(via)));
-            }
             let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
             let local = est.bound.ip().and_then(|b| addr::in_family(b, family));
             let seq = table::next_seq();
@@ -162,12 +183,71 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
             Flow::Done(0)
         }
         Err(e) => {
-            st.log.error(format_args!("connect to {target} failed: {e}"));
             // Leave the socket unconnected rather than half-way into a chain.
             let _ = socksify_core::sys::disconnect(fd);
             Flow::Fail(e.errno())
         }
     }
+}
+
+/// The log lines of a chain built for `target` since `started`: the text ones (the path with
+/// `--verbose`, a failure always) and the JSON decision.
+pub fn log_result(
+    st: &State,
+    target: &TargetAddr,
+    via: usize,
+    result: &Result<socksify_core::chain::Established, socksify_core::ChainError>,
+    started: std::time::Instant,
+) {
+    let proxies = st.chain(via).proxies();
+    match result {
+        Ok(est) => {
+            let hops = || est.path.iter().map(|&i| proxies[i].to_string()).collect::<Vec<String>>();
+            if st.log.verbose() {
+                st.log.info(format_args!("{target} via {}{}", hops().join(" -> "), st.chain_words(via)));
+            }
+            if st.log.json() {
+                decision(st, target, Outcome::Proxied, Some(via), hops(), 0, None, Some(started));
+            }
+        }
+        Err(e) => {
+            st.log.error(format_args!("connect to {target} failed: {e}"));
+            if st.log.json() {
+                let hops = proxies.iter().map(|p| p.to_string()).collect();
+                let why = e.to_string();
+                decision(st, target, Outcome::Failed, Some(via), hops, e.errno(), Some(&why), Some(started));
+            }
+        }
+    }
+}
+
+/// A JSON decision line (`log_format = "json"`).
+#[allow(clippy::too_many_arguments)]
+fn decision(
+    st: &State,
+    destination: &TargetAddr,
+    outcome: Outcome,
+    chain: Option<usize>,
+    hops: Vec<String>,
+    errno: c_int,
+    error: Option<&str>,
+    started: Option<std::time::Instant>,
+) {
+    let program = crate::runtime::log::program();
+    st.log.decision(
+        st.router.config(),
+        socksify_core::logjson::Decision {
+            pid: crate::sys::pid() as u32,
+            program: &program,
+            destination,
+            outcome,
+            chain,
+            hops: &hops,
+            errno,
+            error,
+            ms: started.map_or(0, |t| t.elapsed().as_millis() as u64),
+        },
+    );
 }
 
 /// A connect made while this thread is inside a hook already: from a signal handler that

@@ -47,8 +47,9 @@ pub fn start(
         s.handshake_started(ino, sys::pid() as u32);
     }
     let spawned = spawn_quiet(move || {
+        let started = std::time::Instant::now();
         let result = st.chain(via).connect(work, &target);
-        finish(st, ino, work, dest, target, via, result);
+        finish(st, ino, work, dest, target, via, result, started);
     });
     if !spawned {
         if let Some(s) = &st.session {
@@ -106,6 +107,7 @@ fn spawn_quiet(f: impl FnOnce() + Send + 'static) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     st: &State,
     ino: u64,
@@ -114,6 +116,7 @@ fn finish(
     target: TargetAddr,
     via: usize,
     result: Result<socksify_core::chain::Established, socksify_core::ChainError>,
+    started: std::time::Instant,
 ) {
     let outcome = match &result {
         Ok(_) => Outcome::Over,
@@ -125,15 +128,7 @@ fn finish(
     // Said before the program can learn the outcome (it may exit at once); a socket the program
     // closed meanwhile needs no word.
     if table::entry_by_inode(ino, |_| ()).is_some() {
-        match &result {
-            Ok(est) if st.log.verbose() => {
-                let hops: Vec<String> =
-                    est.path.iter().map(|&i| st.chain(via).proxies()[i].to_string()).collect();
-                st.log.info(format_args!("{target} via {}{}", hops.join(" -> "), st.chain_words(via)));
-            }
-            Ok(_) => {}
-            Err(e) => st.log.error(format_args!("connect to {target} failed: {e}")),
-        }
+        super::net::log_result(st, &target, via, &result, started);
     }
     let seq = table::next_seq();
     let fds = table::end_pending(ino, outcome, |e| {

@@ -116,6 +116,9 @@ pub fn send(st: &'static State, fd: c_int, ns: SocketAddr, msg: &Msg) -> Flow<ss
     }
     match core_stub::answer(&st.router, &query) {
         Some(Answer::Now(reply)) => {
+            if let Some(why) = core_stub::refusal(&st.router, &query, &reply) {
+                st.log.error(format_args!("{why}"));
+            }
             sock::send_to(fd, &dnswire::fit_udp(&query, reply), &own, FLAGS);
         }
         // A name on a direct route too: the library cannot reach the system resolver from inside
@@ -262,7 +265,12 @@ fn serve_tcp(st: &State, fd: c_int, ino: Option<u64>) {
             return;
         }
         let reply = match core_stub::answer(&st.router, &query) {
-            Some(Answer::Now(reply)) => reply,
+            Some(Answer::Now(reply)) => {
+                if let Some(why) = core_stub::refusal(&st.router, &query, &reply) {
+                    st.log.error(format_args!("{why}"));
+                }
+                reply
+            }
             Some(Answer::Forward | Answer::System) => ask(st, &query),
             None => return,
         };

@@ -13,6 +13,8 @@ use crate::sys::sock;
 pub struct Logger {
     level: LogLevel,
     sink: Sink,
+    /// `log_format = "json"`: every line a JSON object (`socksify_core::logjson`).
+    json: bool,
 }
 
 /// Where lines go: the stderr the program was started with, or the log file opened when the
@@ -95,7 +97,24 @@ impl Logger {
                 None => Sink::stderr(),
             }
         };
-        Logger { level, sink }
+        Logger { level, sink, json: false }
+    }
+
+    /// The same logger, writing JSON lines when `json` is set.
+    pub fn with_json(self, json: bool) -> Logger {
+        Logger { json, ..self }
+    }
+
+    /// True when lines are JSON: connection decisions are then logged, one line each.
+    pub fn json(&self) -> bool {
+        self.json && self.level >= LogLevel::Normal
+    }
+
+    /// A connection decision, as a JSON line (with `log_format = "json"` only).
+    pub fn decision(&self, config: &socksify_core::config::Config, d: socksify_core::logjson::Decision) {
+        if self.json() {
+            self.sink.write(d.line(config).as_bytes());
+        }
     }
 
     pub fn verbose(&self) -> bool {
@@ -121,14 +140,14 @@ impl Logger {
     /// A failure the user should see (hidden by `--quiet`).
     pub fn error(&self, args: fmt::Arguments) {
         if self.level >= LogLevel::Normal {
-            self.write(args);
+            self.write("error", args);
         }
     }
 
     /// A line per proxied connection, with `--verbose`.
     pub fn info(&self, args: fmt::Arguments) {
         if self.level >= LogLevel::Verbose {
-            self.write(args);
+            self.write("info", args);
         }
     }
 
@@ -139,10 +158,30 @@ impl Logger {
         }
     }
 
-    fn write(&self, args: fmt::Arguments) {
-        let line = format!("socksify[{}]: {args}\n", crate::sys::pid());
+    fn write(&self, level: &str, args: fmt::Arguments) {
+        let line = match self.json {
+            true => socksify_core::logjson::message(
+                crate::sys::pid() as u32,
+                &program(),
+                level,
+                &args.to_string(),
+            ),
+            false => format!("socksify[{}]: {args}\n", crate::sys::pid()),
+        };
         self.sink.write(line.as_bytes());
     }
+}
+
+/// This process's name (its main thread's `comm`, as `ps` shows it; not the calling thread's,
+/// which may be the library's own worker), read once: a fork's child has the same, and an
+/// exec loads the library anew.
+pub fn program() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/comm")
+            .map_or_else(|_| "?".to_owned(), |s| s.trim_end().to_owned())
+    })
+    .clone()
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@ fn from_env() -> Result<State, (Logger, String)> {
     if !config.has_proxies() {
         return Err(fail("no proxy configured".to_owned()));
     }
-    let log = Logger::from_env(config.log_file.as_deref(), config.quiet);
+    let log = Logger::from_env(config.log_file.as_deref(), config.quiet)
+        .with_json(config.log_format == socksify_core::config::LogFormat::Json);
     let test_panic =
         cfg!(feature = "test-panic") && std::env::var_os("SOCKSIFY_TEST_PANIC").is_some_and(|v| v == "1");
     let mut st = State::new(config, session, log).map_err(fail)?;
