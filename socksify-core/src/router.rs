@@ -65,6 +65,8 @@ pub struct Router {
     /// Addresses the system resolver gave for names a route matches (see [`Learned`]); only
     /// when some route has a name pattern.
     learned: Option<Learned>,
+    /// The routes' address patterns, indexed.
+    index: routes::AddrIndex,
 }
 
 impl Router {
@@ -89,7 +91,8 @@ impl Router {
         let names =
             config.routes.iter().flat_map(|r| &r.patterns).any(|p| matches!(p, Pattern::Name(_, None)));
         let learned = names.then(Learned::new);
-        Router { config, direct, hosts, fake, prefer_v6, learned }
+        let index = routes::AddrIndex::new(&config.routes);
+        Router { config, direct, hosts, fake, prefer_v6, learned, index }
     }
 
     pub fn config(&self) -> &Config {
@@ -137,7 +140,7 @@ impl Router {
             return Route::Proxy(target, 0);
         }
         let learned = self.learned.as_ref().and_then(|l| l.get(dest.ip()));
-        match routes::first_for_addr(&self.config.routes, dest.ip(), dest.port(), learned) {
+        match self.index.first(dest.ip(), dest.port(), learned) {
             None => Route::Proxy(target, 0),
             Some(i) => match self.config.routes[i].via {
                 Via::Chain(c) => Route::Proxy(target, c),

@@ -135,7 +135,8 @@ impl Pattern {
     /// `s` is none of them.
     pub fn parse(s: &str) -> Option<Pattern> {
         let s = s.trim();
-        if let Some(ports) = s.strip_prefix(':') {
+        // `:22` is a port; `::1` and `::/0` are addresses.
+        if let Some(ports) = s.strip_prefix(':').filter(|rest| !rest.starts_with(':')) {
             return Ports::parse(ports).map(Pattern::Port);
         }
         if let Some(rest) = s.strip_prefix('[') {
@@ -250,6 +251,92 @@ pub fn first_for_addr(routes: &[Route], ip: IpAddr, port: u16, learned: Option<u
     }
 }
 
+/// The routes' address patterns, indexed: what [`first_for_addr`] answers, in O(log n) for
+/// patterns without a port (disjoint ranges, each holding the first route that covers it) and
+/// by a scan of the patterns with a port of the address's family and of the port patterns.
+#[derive(Clone, Debug, Default)]
+pub struct AddrIndex {
+    v4: std::collections::BTreeMap<u128, (u128, usize)>,
+    v6: std::collections::BTreeMap<u128, (u128, usize)>,
+    /// (route, pattern) with a port, in route order: IPv4 nets and port patterns.
+    ported_v4: Vec<(usize, Pattern)>,
+    /// The same for IPv6.
+    ported_v6: Vec<(usize, Pattern)>,
+}
+
+fn bounds(net: &IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (u32::from(n.network()) as u128, u32::from(n.broadcast()) as u128),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+fn as_number(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// Adds [lo, hi] for `route` where no earlier route covers it (routes come in order).
+fn fill(map: &mut std::collections::BTreeMap<u128, (u128, usize)>, lo: u128, hi: u128, route: usize) {
+    let before = map.range(..lo).next_back().map(|(&l, &(h, _))| (l, h)).filter(|&(_, h)| h >= lo);
+    let inside: Vec<(u128, u128)> = map.range(lo..=hi).map(|(&l, &(h, _))| (l, h)).collect();
+    let mut at = Some(lo);
+    for (l, h) in before.into_iter().chain(inside) {
+        let Some(cur) = at else { return };
+        if l > cur {
+            map.insert(cur, (l - 1, route));
+        }
+        at = at.max(h.checked_add(1)).filter(|_| h < u128::MAX);
+    }
+    if let Some(cur) = at.filter(|&c| c <= hi) {
+        map.insert(cur, (hi, route));
+    }
+}
+
+impl AddrIndex {
+    pub fn new(routes: &[Route]) -> AddrIndex {
+        let mut ix = AddrIndex::default();
+        for (i, r) in routes.iter().enumerate() {
+            for p in &r.patterns {
+                match p {
+                    Pattern::Net(net, None) => {
+                        let (lo, hi) = bounds(net);
+                        let map = if matches!(net, IpNet::V4(_)) { &mut ix.v4 } else { &mut ix.v6 };
+                        fill(map, lo, hi, i);
+                    }
+                    Pattern::Net(IpNet::V4(_), Some(_)) => ix.ported_v4.push((i, p.clone())),
+                    Pattern::Net(IpNet::V6(_), Some(_)) => ix.ported_v6.push((i, p.clone())),
+                    Pattern::Port(_) => {
+                        ix.ported_v4.push((i, p.clone()));
+                        ix.ported_v6.push((i, p.clone()));
+                    }
+                    Pattern::Name(..) => {}
+                }
+            }
+        }
+        ix
+    }
+
+    /// [`first_for_addr`], from the index.
+    pub fn first(&self, ip: IpAddr, port: u16, learned: Option<usize>) -> Option<usize> {
+        let (map, ported) = match ip {
+            IpAddr::V4(_) => (&self.v4, &self.ported_v4),
+            IpAddr::V6(_) => (&self.v6, &self.ported_v6),
+        };
+        let n = as_number(ip);
+        let by_net = map.range(..=n).next_back().filter(|(_, &(hi, _))| n <= hi).map(|(_, &(_, r))| r);
+        let limit = by_net.unwrap_or(usize::MAX);
+        let by_port = ported
+            .iter()
+            .take_while(|(r, _)| *r < limit)
+            .find(|(_, p)| p.matches_addr(ip, port))
+            .map(|(r, _)| *r);
+        [by_net, by_port, learned].into_iter().flatten().min()
+    }
+}
+
 /// The first route a connection to `name`:`port` matches. Port patterns of `direct` routes are
 /// skipped: a name on a direct route is resolved by the system before its port is known, so a
 /// connection by name never goes direct by port alone.
@@ -271,6 +358,61 @@ pub fn first_for_lookup(routes: &[Route], name: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_address_index_answers_as_the_scan_does() {
+        let pats = [
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.3",
+            "10.0.0.0/8:22",
+            ":80",
+            "0.0.0.0/0",
+            "fd00::/8",
+            "[fd00::/16]:443",
+            "::/0",
+            "192.168.0.0/24:1000-2000",
+            "host.example",
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ];
+        for seed in 0..200u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let n = rng.usize(1..8);
+            let routes: Vec<Route> = (0..n)
+                .map(|_| Route {
+                    patterns: (0..rng.usize(1..3)).map(|_| p(pats[rng.usize(..pats.len())])).collect(),
+                    via: Via::Chain(0),
+                })
+                .collect();
+            let ix = AddrIndex::new(&routes);
+            let ips = [
+                "10.1.2.3",
+                "10.1.2.4",
+                "10.2.0.1",
+                "11.0.0.1",
+                "192.168.0.9",
+                "255.255.255.255",
+                "0.0.0.0",
+                "fd00::1",
+                "fd12::1",
+                "2001:db8::1",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ];
+            for ip in ips {
+                let ip: IpAddr = ip.parse().unwrap();
+                for port in [22, 80, 443, 1500, 9] {
+                    for learned in [None, Some(0), Some(5)] {
+                        assert_eq!(
+                            ix.first(ip, port, learned),
+                            first_for_addr(&routes, ip, port, learned),
+                            "{ip}:{port} {learned:?} in {routes:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn p(s: &str) -> Pattern {
         Pattern::parse(s).unwrap_or_else(|| panic!("{s} parses"))
     }
@@ -285,6 +427,8 @@ mod tests {
             "10.0.0.0/8",
             "192.0.2.7/32",
             "fd00::/8",
+            "::/0",
+            "::1/128",
             "10.0.0.0/8:22",
             "[fd00::/8]:22",
             "[fd00::/8]:8000-8999",
