@@ -13,7 +13,7 @@ use toml::Spanned;
 use crate::addr::TargetAddr;
 use crate::chain::{Chain, ChainMode, Timeouts};
 use crate::proxy::Proxy;
-use crate::routes::{NamedChain, Pattern, Route, Via};
+use crate::routes::{NamedChain, Pattern, Rewrite, Route, Via};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -143,6 +143,7 @@ struct RawRoute {
     #[serde(rename = "match")]
     patterns: Spanned<Vec<Spanned<String>>>,
     via: Spanned<String>,
+    to: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +351,9 @@ impl Config {
                 patterns.join(", "),
                 quote(&self.via_name(r.via))
             ));
+            if let Some(to) = &r.to {
+                t.push_str(&format!("to = {}\n", quote(&to.to_string())));
+            }
         }
         t
     }
@@ -491,7 +495,27 @@ impl Config {
                     ));
                 }
             }
-            routes.push(Route { patterns, via });
+            let to = match &r.to {
+                None => None,
+                Some(t) if !matches!(via, Via::Chain(_)) => {
+                    return Err(src.at(
+                        t.span(),
+                        "route.to",
+                        "`to` rewrites what a chain is asked for: its route's via must be a chain",
+                    ))
+                }
+                Some(t) => Some(Rewrite::parse(t.get_ref()).ok_or_else(|| {
+                    src.at(
+                        t.span(),
+                        "route.to",
+                        format!(
+                            "`{}` is not HOST or HOST:PORT such as 192.0.2.7, 192.0.2.7:8080, [2001:db8::1]:443 or host.example:443",
+                            t.get_ref()
+                        ),
+                    )
+                })?),
+            };
+            routes.push(Route { patterns, via, to });
         }
 
         let direct = match &raw.direct {
@@ -887,6 +911,18 @@ url = "socks4://relay.example:9050"
         assert!(e.to_string().starts_with("--proxy: chain_len is 2"), "{e}");
         let e = c.with_proxies(&["socks9://a:1"]).unwrap_err();
         assert!(e.to_string().contains("unknown scheme"), "{e}");
+    }
+
+    #[test]
+    fn a_route_may_rewrite_what_its_chain_is_asked_for() {
+        let ok = "[[proxy]]\nurl = \"socks5://10.0.0.1:1080\"\n[[route]]\nmatch = [\"192.0.2.1:80\"]\nvia = \"default\"\nto = \"[2001:db8::1]:8080\"\n";
+        let c = Config::parse(ok, "t").unwrap();
+        assert_eq!(c.routes[0].to.as_ref().unwrap().to_string(), "[2001:db8::1]:8080");
+        assert_eq!(Config::parse(&c.to_toml(), "t2").unwrap(), c);
+        let e = Config::parse(&ok.replace("\"default\"", "\"direct\""), "t").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("route.to")));
+        let e = Config::parse(&ok.replace("[2001:db8::1]:8080", "a b"), "t").unwrap_err();
+        assert!(e.message.contains("is not HOST or HOST:PORT"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn decide(config: &Config, target: &TargetAddr, port: Option<u16>) -> (Why, 
             .map(|r| Route {
                 patterns: r.patterns.iter().filter(|p| p.ports().is_none()).cloned().collect(),
                 via: r.via,
+                to: r.to.clone(),
             })
             .collect(),
     };
@@ -156,6 +157,14 @@ pub fn explain(config: &Config, hosts: &Hosts, dest: &str) -> Result<Vec<String>
             }
         }
     };
+    if let Why::Route(i, _) = &why {
+        if let Some(to) = &config.routes[*i].to {
+            out.push(format!(
+                "rewritten: the chain is asked for {} instead (to = \"{to}\")",
+                to.apply(port.unwrap_or(0))
+            ));
+        }
+    }
     if let TargetAddr::Domain(name, _) = &target {
         let local = hosts.lookup(name);
         let lookup = routes::first_for_lookup(&config.routes, name).map(|i| (i, config.routes[i].via));

@@ -149,7 +149,7 @@ impl FromStr for Proxy {
     }
 }
 
-fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
+pub fn split_host_port(s: &str) -> Result<(Host, Option<&str>), &'static str> {
     if let Some(rest) = s.strip_prefix('[') {
         let (ip, after) = rest.split_once(']').ok_or("missing `]` after an IPv6 address")?;
         let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| "bad IPv6 address in brackets")?;

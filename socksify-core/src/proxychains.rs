@@ -10,6 +10,7 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::chain::ChainMode;
 use crate::config::{Config, ConfigError, DirectRule, DnsMode};
 use crate::proxy::{Credentials, Host, Proxy, ProxyKind};
+use crate::routes::{Pattern, Rewrite, Route, Via};
 
 /// True when `text` is a proxychains.conf rather than TOML: it has a `[ProxyList]` section.
 pub fn looks_like(text: &str) -> bool {
@@ -69,7 +70,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 })?;
                 c.direct.push(rule);
             }
-            "dnat" => return Err(err(key, "dnat is not supported by socksify; remove the line".to_owned())),
+            "dnat" => {
+                let route = parse_dnat(&words[1..].join(" ")).ok_or_else(|| {
+                    err(key, "expected `dnat ADDRESS[:PORT] NEW_ADDRESS[:PORT]`, e.g. dnat 1.1.1.1:53 1.1.1.2:5353".into())
+                })?;
+                c.routes.push(route);
+            }
             other => return Err(err(other, format!("unknown proxychains directive `{other}`"))),
         }
     }
@@ -84,6 +90,24 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     // chain_len only matters to random and round-robin chains; proxychains clamps it.
     c.chain_len = c.chain_len.min(c.proxies.len());
     Ok(c)
+}
+
+/// `dnat ORIG[:PORT] NEW[:PORT]` (IPv4, as proxychains-ng): connections to ORIG (at PORT, or
+/// any port) take the default chain to NEW (at its PORT, or the program's): a route with `to`.
+fn parse_dnat(value: &str) -> Option<Route> {
+    let words: Vec<&str> = value.split_whitespace().collect();
+    let [orig, new] = words[..] else { return None };
+    let (ip, port) = match orig.split_once(':') {
+        Some((ip, port)) => (ip, Some(port)),
+        None => (orig, None),
+    };
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let pattern = match port {
+        Some(p) => Pattern::parse(&format!("{ip}:{}", p.parse::<u16>().ok().filter(|&p| p != 0)?))?,
+        None => Pattern::parse(&ip.to_string())?,
+    };
+    let to = Rewrite::parse(new).filter(|t| matches!(t.host, Host::Ip(IpAddr::V4(_))))?;
+    Some(Route { patterns: vec![pattern], via: Via::Chain(0), to: Some(to) })
 }
 
 /// `type host port [user pass]`.
@@ -184,6 +208,25 @@ http    [2001:db8::1] 8080
     }
 
     #[test]
+    fn dnat_lines_are_routes_that_rewrite_the_destination() {
+        let c = parse(
+            "dnat 1.1.1.1:53 1.1.1.2:5353\ndnat 10.0.0.1 10.0.0.2\n[ProxyList]\nsocks5 192.0.2.1 1080\n",
+            "p",
+        )
+        .unwrap();
+        assert_eq!(c.routes.len(), 2);
+        let r = crate::router::Router::new(c.clone(), crate::hosts::Hosts::default(), 16).unwrap();
+        let to = |a: &str| match r.route(a.parse().unwrap()) {
+            crate::router::Route::Proxy(t, 0) => t.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(to("1.1.1.1:53"), "1.1.1.2:5353");
+        assert_eq!(to("1.1.1.1:80"), "1.1.1.1:80", "another port is not rewritten");
+        assert_eq!(to("10.0.0.1:443"), "10.0.0.2:443", "no new port: the program's");
+        assert_eq!(Config::parse(&c.to_toml(), "t").unwrap(), c, "to TOML and back");
+    }
+
+    #[test]
     fn without_proxy_dns_names_resolve_locally() {
         let c = parse("[ProxyList]\nsocks5 192.0.2.1 1080\n", "p").unwrap();
         assert_eq!(c.dns, DnsMode::Local);
@@ -192,7 +235,12 @@ http    [2001:db8::1] 8080
     #[test]
     fn unsupported_things_are_named_with_their_line() {
         for (text, line, needle) in [
-            ("dnat 1.1.1.1 1.1.1.2\n[ProxyList]\nsocks5 h 1\n", 1, "dnat is not supported"),
+            (
+                "dnat 1.1.1.1\n[ProxyList]\nsocks5 h 1\n",
+                1,
+                "expected `dnat ADDRESS[:PORT] NEW_ADDRESS[:PORT]`",
+            ),
+            ("dnat 1.1.1.1 host.example\n[ProxyList]\nsocks5 h 1\n", 1, "expected `dnat"),
             ("[ProxyList]\nraw 1.2.3.4 80\n", 2, "raw proxies are not supported"),
             (
                 "strict_chain\nfancy_mode\n[ProxyList]\nsocks5 h 1\n",

@@ -143,10 +143,18 @@ impl Router {
         match self.index.first(dest.ip(), dest.port(), learned) {
             None => Route::Proxy(target, 0),
             Some(i) => match self.config.routes[i].via {
-                Via::Chain(c) => Route::Proxy(target, c),
+                Via::Chain(c) => Route::Proxy(self.rewritten(i, target, dest.port()), c),
                 Via::Direct => Route::Direct,
                 Via::Block => Route::Block(i),
             },
+        }
+    }
+
+    /// `target`, or what route `i`'s `to` asks the chain for instead.
+    fn rewritten(&self, i: usize, target: TargetAddr, port: u16) -> TargetAddr {
+        match &self.config.routes[i].to {
+            Some(to) => to.apply(port),
+            None => target,
         }
     }
 
@@ -156,7 +164,7 @@ impl Router {
         match routes::first_for_name(&self.config.routes, name, port) {
             None => Route::Proxy(target, 0),
             Some(i) => match self.config.routes[i].via {
-                Via::Chain(c) => Route::Proxy(target, c),
+                Via::Chain(c) => Route::Proxy(self.rewritten(i, target, port), c),
                 // `.onion` names always go remote, whatever the routes say.
                 Via::Direct if is_onion(name) => Route::Proxy(target, 0),
                 Via::Direct => Route::DirectFake(name.to_owned()),

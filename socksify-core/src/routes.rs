@@ -226,6 +226,45 @@ pub enum Via {
 pub struct Route {
     pub patterns: Vec<Pattern>,
     pub via: Via,
+    /// `to`: the destination the chain is asked for instead (proxychains' `dnat`).
+    pub to: Option<Rewrite>,
+}
+
+/// A route's `to = "HOST[:PORT]"`: the last hop is asked for HOST (an address or a name) and
+/// PORT, or the program's port when there is none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    pub host: crate::proxy::Host,
+    pub port: Option<u16>,
+}
+
+impl Rewrite {
+    pub fn parse(s: &str) -> Option<Rewrite> {
+        let (host, port) = crate::proxy::split_host_port(s.trim()).ok()?;
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0)?),
+        };
+        Some(Rewrite { host, port })
+    }
+
+    /// What the chain is asked for instead of a connection to port `port`.
+    pub fn apply(&self, port: u16) -> crate::addr::TargetAddr {
+        let port = self.port.unwrap_or(port);
+        match &self.host {
+            crate::proxy::Host::Ip(ip) => crate::addr::TargetAddr::Ip(std::net::SocketAddr::new(*ip, port)),
+            crate::proxy::Host::Name(n) => crate::addr::TargetAddr::Domain(n.clone(), port),
+        }
+    }
+}
+
+impl fmt::Display for Rewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{p}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
 }
 
 /// A named chain: `[chains.NAME]`.
@@ -382,6 +421,7 @@ mod tests {
                 .map(|_| Route {
                     patterns: (0..rng.usize(1..3)).map(|_| p(pats[rng.usize(..pats.len())])).collect(),
                     via: Via::Chain(0),
+                    to: None,
                 })
                 .collect();
             let ix = AddrIndex::new(&routes);
@@ -496,10 +536,10 @@ mod tests {
     #[test]
     fn first_match_wins_and_learned_names_count_in_order() {
         let routes = vec![
-            Route { patterns: vec![p(":443")], via: Via::Chain(1) },
-            Route { patterns: vec![p("*.lan")], via: Via::Direct },
-            Route { patterns: vec![p(":22")], via: Via::Direct },
-            Route { patterns: vec![p("10.0.0.0/8")], via: Via::Block },
+            Route { patterns: vec![p(":443")], via: Via::Chain(1), to: None },
+            Route { patterns: vec![p("*.lan")], via: Via::Direct, to: None },
+            Route { patterns: vec![p(":22")], via: Via::Direct, to: None },
+            Route { patterns: vec![p("10.0.0.0/8")], via: Via::Block, to: None },
         ];
         let ip = "10.1.1.1".parse().unwrap();
         assert_eq!(first_for_addr(&routes, ip, 80, None), Some(3));

@@ -210,3 +210,46 @@ fn all_proxy_and_socksify_proxy_are_the_chain_without_a_configuration_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SOCKSIFY_PROXY"), "{out:?}");
 }
+
+#[test]
+fn a_route_with_to_asks_its_chain_for_another_destination_and_dnat_is_one() {
+    // 10.77.0.99 and .98 are nobody's: only the rewrite can reach the lab's web server.
+    let config =
+        two_chains("[[route]]\nmatch = [\"10.77.0.99:8080\"]\nvia = \"micro\"\nto = \"www.socksify.test\"\n");
+    let pc = format!("strict_chain\ndnat 10.77.0.98 {NET4}:8080\n[ProxyList]\nsocks5 {NET4} 1080\n");
+    for mode in ["auto", "preload", "syscall"] {
+        let c = Client::new();
+        let mut argv = vec!["--mode", mode];
+        argv.extend_from_slice(&CURL);
+        argv.extend_from_slice(&["-w", " %{remote_ip}", "http://10.77.0.99:8080/hello.txt"]);
+        let out = c.socksify(&config, &argv);
+        assert_eq!(stdout_ok(&out).trim(), format!("{HELLO} 10.77.0.99"), "{mode}: the peer it asked for");
+        let n = c.assert_nothing_leaked();
+        assert!(n.microsocks > 0 && n.dante == 0, "{mode}: {n:?}");
+
+        let c = Client::new();
+        let mut argv = vec!["--mode", mode];
+        argv.extend_from_slice(&CURL);
+        argv.push("http://10.77.0.98:9999/hello.txt");
+        let out = c.socksify(&pc, &argv);
+        assert_eq!(stdout_ok(&out).trim(), HELLO, "{mode}: proxychains' dnat, port rewritten too");
+        let n = c.assert_nothing_leaked();
+        assert!(n.dante > 0, "{mode}: {n:?}");
+    }
+    let c = Client::new();
+    let file = c.config(&config);
+    let out = c.run(&[
+        socksify_bin().to_str().unwrap(),
+        "explain",
+        "-f",
+        file.to_str().unwrap(),
+        "10.77.0.99:8080",
+    ]);
+    let text = stdout_ok(&out);
+    assert!(
+        text.contains(
+            "rewritten: the chain is asked for www.socksify.test:8080 instead (to = \"www.socksify.test\")"
+        ),
+        "{text}"
+    );
+}
