@@ -6,7 +6,9 @@
 //! QR bit, one question copied byte for byte and as many answers as given, and is not taken for
 //! a query itself; `error_response` answers exactly the messages of at least 4 bytes without
 //! the QR bit, with the same id; a name `reverse_name` maps to an address is that address's
-//! reverse name (in-addr.arpa or ip6.arpa), written back the same way.
+//! reverse name (in-addr.arpa or ip6.arpa), written back the same way. `answer_addresses`
+//! (the addresses learned from a nameserver's reply for split DNS) never panics on any bytes,
+//! returns at most 64, and reads back exactly the A and AAAA records of a response we built.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -31,6 +33,7 @@ fn reverse_of(ip: IpAddr) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
+    assert!(dnswire::answer_addresses(data).len() <= 64);
     match dnswire::error_response(data, dnswire::RCODE_FORMERR) {
         Some(err) => {
             assert!(data.len() >= 4 && data[2] & 0x80 == 0, "answered a response: {data:?}");
@@ -66,6 +69,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(u16::from_be_bytes([out[4], out[5]]), 1, "QDCOUNT");
         assert_eq!(u16::from_be_bytes([out[6], out[7]]) as usize, n, "ANCOUNT");
         assert_eq!(dnswire::parse_query(&out), Err(DnsError::NotAQuery));
+        let given: Vec<IpAddr> = answers[..n]
+            .iter()
+            .filter_map(|r| match r {
+                Record::A(a) => Some(IpAddr::V4(*a)),
+                Record::Aaaa(a) => Some(IpAddr::V6(*a)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dnswire::answer_addresses(&out), given, "addresses read back");
         // The question is copied: the response's question parses as the query's did.
         let mut as_query = out.clone();
         as_query[2] &= 0x7f;

@@ -707,14 +707,8 @@ fn prepare(opts: &ChainOpts, log: &LogOpts) -> Result<Prepared, String> {
                 hops.join(" -> ")
             );
         }
-        for (i, r) in config.routes.iter().enumerate() {
-            let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
-            eprintln!(
-                "socksify: [[route]] {}: match = [{}], via = \"{}\"",
-                i + 1,
-                patterns.join(", "),
-                config.via_name(r.via)
-            );
+        for i in 0..config.routes.len() {
+            eprintln!("socksify: {}", config.describe_route(i));
         }
         if config.isolate {
             eprintln!(

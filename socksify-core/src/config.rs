@@ -652,6 +652,20 @@ impl Config {
         }
     }
 
+    /// Route `i` (from 0) in words for messages: `[[route]] 2 (match = ["*.ads.example"],
+    /// via = "block")`, with its `to` when it has one.
+    pub fn describe_route(&self, i: usize) -> String {
+        let Some(r) = self.routes.get(i) else { return format!("[[route]] {}", i + 1) };
+        let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
+        let to = r.to.as_ref().map_or(String::new(), |t| format!(", to = \"{t}\""));
+        format!(
+            "[[route]] {} (match = [{}], via = \"{}\"{to})",
+            i + 1,
+            patterns.join(", "),
+            self.via_name(r.via)
+        )
+    }
+
     /// The name of chain `i` (`Via::Chain(i)`): `default` for the top-level list.
     pub fn chain_name(&self, i: usize) -> &str {
         match i {

@@ -97,16 +97,7 @@ pub fn explain(config: &Config, hosts: &Hosts, dest: &str) -> Result<Vec<String>
     };
     out.push(format!("destination: {shown}"));
     let (why, via) = decide(config, &target, port);
-    let describe = |i: usize| {
-        let r = &config.routes[i];
-        let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
-        format!(
-            "[[route]] {} (match = [{}], via = \"{}\")",
-            i + 1,
-            patterns.join(", "),
-            config.via_name(r.via)
-        )
-    };
+    let describe = |i: usize| config.describe_route(i);
     out.push(match &why {
         Why::ThisHost => "rule: 0.0.0.0 and :: are this host to the kernel".to_owned(),
         Why::DirectList(rule) => format!("rule: the direct list's {rule} (checked before the routes)"),

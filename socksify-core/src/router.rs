@@ -196,14 +196,7 @@ impl Router {
 
     /// Words for route number `i` in log lines: `[[route]] 2 (match = "*.ads.example", …)`.
     pub fn describe(&self, i: usize) -> String {
-        let Some(r) = self.config.routes.get(i) else { return format!("[[route]] {}", i + 1) };
-        let patterns: Vec<String> = r.patterns.iter().map(|p| format!("\"{p}\"")).collect();
-        format!(
-            "[[route]] {} (match = [{}], via = \"{}\")",
-            i + 1,
-            patterns.join(", "),
-            self.config.via_name(r.via)
-        )
+        self.config.describe_route(i)
     }
 
     /// The chain (its `Config::chains()` index) a BIND or UDP association for `target` takes:

@@ -42,12 +42,13 @@ fn config_convert_prints_equivalent_toml() {
         c.socksify(&toml, &["curl", "-sS", "--max-time", "20", "http://www.socksify.test:8080/hello.txt"]);
     assert_eq!(stdout_ok(&out).trim(), HELLO);
     c.assert_no_leak();
-    // Unsupported directives are named, with their line.
-    std::fs::write(&pc, format!("dnat 1.1.1.1 1.1.1.2\n{PROXYCHAINS_CONF}")).unwrap();
+    // Unknown directives are named, with their line.
+    std::fs::write(&pc, format!("fancy_mode\n{PROXYCHAINS_CONF}")).unwrap();
     let out =
         std::process::Command::new(socksify_bin()).args(["config", "--convert"]).arg(&pc).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1, key `dnat`: dnat is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("line 1, key `fancy_mode`: unknown proxychains directive"));
 }
 
 #[test]
