@@ -51,7 +51,8 @@ impl Learned {
     }
 
     /// Remembers that `ip` was resolved from a name of route `route`; false when the table has
-    /// no room near its slot. An address already learned keeps its first route.
+    /// no room near its slot. An address learned for two routes keeps the earlier one in the
+    /// table (first match wins, whichever name was looked up first).
     pub fn insert(&self, ip: IpAddr, route: usize) -> bool {
         let Ok(route) = u32::try_from(route) else { return false };
         let k = key(ip);
@@ -63,6 +64,14 @@ impl Learned {
                 let st = slot.state.load(Ordering::Acquire);
                 if st >= READY {
                     if slot.hi.load(Ordering::Relaxed) == hi && slot.lo.load(Ordering::Relaxed) == lo {
+                        if st - READY > route
+                            && slot
+                                .state
+                                .compare_exchange(st, READY + route, Ordering::AcqRel, Ordering::Relaxed)
+                                .is_err()
+                        {
+                            continue; // changed meanwhile: look again
+                        }
                         return true;
                     }
                     break;
@@ -107,14 +116,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_the_first_route_of_each_address_both_families() {
+    fn remembers_the_earliest_route_of_each_address_both_families() {
         let t = Learned::new();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(t.get(a), None);
         assert!(t.insert(a, 3));
         assert!(t.insert(a, 5));
         assert_eq!(t.get(a), Some(3));
-        assert_eq!(t.get("::ffff:10.0.0.1".parse().unwrap()), Some(3), "v4-mapped is the same address");
+        // A later lookup of a name of an earlier route wins, whatever came first.
+        assert!(t.insert(a, 1));
+        assert_eq!(t.get(a), Some(1));
+        assert!(t.insert(a, 3));
+        assert_eq!(t.get(a), Some(1));
+        assert_eq!(t.get("::ffff:10.0.0.1".parse().unwrap()), Some(1), "v4-mapped is the same address");
         assert!(t.insert("fd00::1".parse().unwrap(), 0));
         assert_eq!(t.get("fd00::1".parse().unwrap()), Some(0));
         assert_eq!(t.get("fd00::2".parse().unwrap()), None);

@@ -163,8 +163,8 @@ fn rfc3339(secs: i64, ms: u32) -> String {
 
 /// The name of process `pid` (its `comm`), or `?`.
 pub fn program_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map_or_else(|_| "?".to_owned(), |s| s.trim_end().to_owned())
+    std::fs::read(format!("/proc/{pid}/comm"))
+        .map_or_else(|_| "?".to_owned(), |b| String::from_utf8_lossy(&b).trim_end().to_owned())
 }
 
 #[cfg(test)]

@@ -132,16 +132,12 @@ impl Session {
             crate::config::DnsMode::Local => None,
         };
         let state = map_state(&dir.join("state"), STATE_LEN, false)?;
-        let hops = match map_state(&dir.join("hops"), MEMORY_LEN, false) {
-            Ok(hops) => hops,
-            Err(e) => {
-                // SAFETY: the state mapping just made, unmapped once.
-                unsafe { libc::munmap(state.cast(), STATE_LEN) };
-                return Err(e);
-            }
+        // A session made by an older socksify has no `hops`: this process remembers alone.
+        let (hops, shared) = match map_state(&dir.join("hops"), MEMORY_LEN, false) {
+            // SAFETY: the mapping just made, MEMORY_LEN bytes, used through atomics only.
+            Ok(hops) => (Arc::new(unsafe { HopMemory::from_mapping(hops) }), true),
+            Err(_) => (Arc::new(HopMemory::private()), false),
         };
-        // SAFETY: the mapping just made, MEMORY_LEN bytes, used through atomics only.
-        let hops = Arc::new(unsafe { HopMemory::from_mapping(hops) });
         let session = Session { dir: dir.to_path_buf(), fake, state, hops, owner: false };
         // SAFETY: the magics are inside the mappings.
         let (magic, hops_magic) = unsafe {
@@ -150,7 +146,7 @@ impl Session {
                 std::slice::from_raw_parts(session.hops_base().add(8), 8),
             )
         };
-        if magic != STATE_MAGIC || hops_magic != MEMORY_MAGIC {
+        if magic != STATE_MAGIC || (shared && hops_magic != MEMORY_MAGIC) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a socksify session"));
         }
         Ok(session)
