@@ -198,9 +198,25 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
             ProxyKind::Socks5 => {
                 let mut stream = FdStream::new(socket.as_raw_fd());
                 stream.set_timeout(Some(config.timeouts.read));
-                match v5::negotiate(&mut stream, proxy.creds.as_ref()) {
-                    Ok(()) if proxy.creds.is_some() => "username/password or none".to_owned(),
-                    Ok(()) => "no authentication".to_owned(),
+                let ticket = proxy.gssapi.as_ref().map(|_| gssapi_ticket(proxy));
+                if let Some(Err(e)) = &ticket {
+                    healthy = false;
+                    println!("hop {} {proxy}: GSSAPI: {}", i + 1, paint.bad(e));
+                }
+                match proxy.negotiate(&mut stream) {
+                    Ok(m) if m == socksify_core::gssapi::METHOD_GSSAPI => format!(
+                        "GSSAPI ({}; protection: {})",
+                        ticket.and_then(Result::ok).unwrap_or_default(),
+                        socksify_core::gssapi::Protection::None.name()
+                    ),
+                    Ok(_) if proxy.gssapi.is_some() => {
+                        "no authentication (GSSAPI offered, not chosen)".to_owned()
+                    }
+                    Ok(m) if m == v5::METHOD_USER_PASS => "username/password".to_owned(),
+                    Ok(_) if proxy.creds.is_some() => {
+                        "no authentication (username/password offered)".to_owned()
+                    }
+                    Ok(_) => "no authentication".to_owned(),
                     Err(e) => {
                         healthy = false;
                         paint.bad(&format!("greeting failed: {e}"))
@@ -227,6 +243,20 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
         );
     }
     healthy
+}
+
+/// The Kerberos ticket a GSSAPI hop will use, in words ("ticket of alice@EXAMPLE.ORG, 9 h 59 min
+/// left; asks for rcmd@proxy"), or what is wrong with it.
+fn gssapi_ticket(proxy: &Proxy) -> Result<String, String> {
+    let t = socksify_core::krb5::ticket().map_err(|e| e.to_string())?;
+    let left = t.lifetime.as_secs();
+    Ok(format!(
+        "ticket of {}, {} h {} min left; asks for {}",
+        t.principal,
+        left / 3600,
+        left % 3600 / 60,
+        proxy.gssapi_principal().unwrap_or_default()
+    ))
 }
 
 /// A CONNECT to `parsed` through `config`'s (only) chain; false when it fails.

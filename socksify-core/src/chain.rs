@@ -136,7 +136,26 @@ struct Remembered {
 
 /// A failed attempt: the hop to leave out of the next attempt (None when the chain worked but
 /// the destination did not), and the error.
-type Attempt = Result<Established, (Option<usize>, ChainError)>;
+/// A failed attempt names the hop to blame (if any) and whether that hop is to be remembered
+/// dead by the session.
+type Attempt = Result<Established, (Option<(usize, bool)>, ChainError)>;
+
+/// Whether an error says the hop itself is down or broken — what the session remembers. Not:
+/// a socket of the wrong family for it, credentials or a ticket of ours it refused, and, for
+/// the last request, a timeout (the destination may be what is slow).
+fn kills_hop(e: &SocksError, last_request: bool) -> bool {
+    match e {
+        SocksError::Unsupported(_)
+        | SocksError::AuthRejected(_)
+        | SocksError::NoAcceptableMethods { .. }
+        | SocksError::Gssapi(_)
+        | SocksError::GssapiAborted
+        | SocksError::GssapiProtection(_)
+        | SocksError::BadDomain(_) => false,
+        SocksError::Timeout => !last_request,
+        _ => true,
+    }
+}
 
 impl Chain {
     pub fn new(proxies: Vec<Proxy>, mode: ChainMode, chain_len: usize, timeouts: Timeouts) -> Self {
@@ -170,7 +189,8 @@ impl Chain {
     fn hop(&self, i: usize) -> std::borrow::Cow<'_, Proxy> {
         let p = &self.proxies[i];
         match (self.isolate, p.kind, &p.creds) {
-            (true, crate::proxy::ProxyKind::Socks5, None) => {
+            // A GSSAPI hop is its ticket's: it gets no username of ours.
+            (true, crate::proxy::ProxyKind::Socks5, None) if p.gssapi.is_none() => {
                 std::borrow::Cow::Owned(Proxy { creds: Some(isolation_credentials()), ..p.clone() })
             }
             _ => std::borrow::Cow::Borrowed(p),
@@ -281,9 +301,9 @@ impl Chain {
                 }
                 // A signal ended the wait (`sys::interruptible`): no other hop is tried.
                 Err((_, e)) if sys::interrupted() => return Err(e),
-                Err((Some(culprit), e)) => {
+                Err((Some((culprit, kills)), e)) => {
                     // A hop that only ran out of the caller's own time is not dead.
-                    if until.is_none_or(|u| Instant::now() < u) {
+                    if kills && until.is_none_or(|u| Instant::now() < u) {
                         self.remember_dead(culprit);
                     }
                     if self.mode == ChainMode::Strict {
@@ -365,9 +385,9 @@ impl Chain {
         };
         let first = path[0];
         let first_addr = resolve(&self.proxies[first], family)
-            .map_err(|e| (Some(first), self.hop_error(first, Stage::Resolve, e)))?;
+            .map_err(|e| (Some((first, kills_hop(&e, false))), self.hop_error(first, Stage::Resolve, e)))?;
         sys::connect_timeout(fd, &first_addr, within(self.timeouts.connect))
-            .map_err(|e| (Some(first), self.hop_error(first, Stage::Reach, e.into())))?;
+            .map_err(|e| (Some((first, true)), self.hop_error(first, Stage::Reach, e.into())))?;
 
         let mut stream = FdStream::new(fd);
         for pair in path.windows(2) {
@@ -377,14 +397,15 @@ impl Chain {
             {
                 // A proxy that answered with a refusal works; the hop it could not reach doesn't.
                 let culprit = if e.is_refusal() { next } else { hop };
-                return Err((Some(culprit), self.hop_error(hop, Stage::NextHop(next + 1), e)));
+                let kills = kills_hop(&e, false);
+                return Err((Some((culprit, kills)), self.hop_error(hop, Stage::NextHop(next + 1), e)));
             }
         }
 
         let last = *path.last().expect("a path has at least one hop");
         stream.set_timeout(Some(within(self.timeouts.read)));
         let bound = self.hop(last).request(&mut stream, cmd, target).map_err(|e| {
-            let culprit = if e.is_refusal() { None } else { Some(last) };
+            let culprit = if e.is_refusal() { None } else { Some((last, kills_hop(&e, true))) };
             (culprit, self.hop_error(last, Stage::Request(cmd, target.clone()), e))
         })?;
         let last_addr = match self.proxies[last].host {
@@ -415,28 +436,69 @@ pub fn on_behalf_of<R>(pid: u32, f: impl FnOnce() -> R) -> R {
 }
 
 /// A process's own SOCKS5 credentials under `isolate`: `socksify-PID` and a password drawn
-/// when the process (a new pid: a fork's child gets its own) first asks, as torsocks `-i`
-/// makes them — so Tor's IsolateSOCKSAuth gives every process a circuit of its own, and a pid
-/// used again later does not share the circuit of its namesake.
+/// from the kernel's random source when the process first asks, as torsocks `-i` makes them —
+/// so Tor's IsolateSOCKSAuth gives every process a circuit of its own. A fork's child (a new
+/// pid) draws its own; a pid used again later by another process (told apart by its start
+/// time) does not share the circuit of its namesake.
 pub fn isolation_credentials() -> crate::proxy::Credentials {
-    use std::sync::atomic::AtomicU64;
-    // (pid << 32 | nonce) for this process, and for the pids the guard asked for last.
-    static OWN: AtomicU64 = AtomicU64::new(0);
-    static OTHERS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-    let (pid, slot) = match ON_BEHALF_OF.with(|c| c.get()) {
-        Some(pid) => (pid, &OTHERS[pid as usize % OTHERS.len()]),
-        // SAFETY: getpid has no preconditions.
-        None => (unsafe { libc::getpid() } as u32, &OWN),
-    };
-    let seen = slot.load(Ordering::Acquire);
-    let nonce = if seen != 0 && seen >> 32 == pid as u64 {
-        seen as u32
-    } else {
-        let nonce = fastrand::u32(1..);
-        slot.store((pid as u64) << 32 | nonce as u64, Ordering::Release);
-        nonce
+    let (pid, nonce) = match ON_BEHALF_OF.with(|c| c.get()) {
+        Some(pid) => (pid, nonce_of_other(pid)),
+        None => {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() } as u32;
+            (pid, own_nonce(pid))
+        }
     };
     crate::proxy::Credentials { user: format!("socksify-{pid}"), pass: format!("{nonce:08x}") }
+}
+
+/// Four bytes from getrandom(2) (never 0); fastrand's state would be the same in every child
+/// a process forks.
+fn random_nonce() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: a 4-byte buffer of ours; flag 0 blocks only before the pool is initialised.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let r = if n == 4 { u32::from_ne_bytes(b) } else { fastrand::u32(..) ^ std::process::id() };
+    r.max(1)
+}
+
+/// This process's nonce: (pid << 32 | nonce), drawn again in a child.
+fn own_nonce(pid: u32) -> u32 {
+    use std::sync::atomic::AtomicU64;
+    static OWN: AtomicU64 = AtomicU64::new(0);
+    let seen = OWN.load(Ordering::Acquire);
+    if seen != 0 && seen >> 32 == pid as u64 {
+        return seen as u32;
+    }
+    let nonce = random_nonce();
+    match OWN.compare_exchange(seen, (pid as u64) << 32 | nonce as u64, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => nonce,
+        // Another thread drew first: its nonce is the process's.
+        Err(now) if now >> 32 == pid as u64 => now as u32,
+        Err(_) => nonce,
+    }
+}
+
+/// The nonce of another process (the guard asks on behalf of those it supervises), by pid and
+/// start time; the table forgets everything past 4,096 processes.
+fn nonce_of_other(pid: u32) -> u32 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static OTHERS: Mutex<Option<HashMap<(u32, u64), u32>>> = Mutex::new(None);
+    let key = (pid, start_time(pid));
+    let mut table = OTHERS.lock().unwrap_or_else(|p| p.into_inner());
+    let table = table.get_or_insert_with(HashMap::new);
+    if table.len() >= 4096 && !table.contains_key(&key) {
+        table.clear();
+    }
+    *table.entry(key).or_insert_with(random_nonce)
+}
+
+/// Field 22 of /proc/PID/stat (clock ticks after boot), 0 when unreadable.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok()).unwrap_or(0)
 }
 
 /// The address of the first hop for a socket of `family`: an IPv6 socket reaches an IPv4 proxy
@@ -467,6 +529,29 @@ fn resolve(proxy: &Proxy, family: libc::c_int) -> Result<SocketAddr, SocksError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_hop_that_is_down_or_broken_is_remembered_dead() {
+        let io = || SocksError::Io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(kills_hop(&io(), false) && kills_hop(&SocksError::Closed, true));
+        assert!(kills_hop(&SocksError::Timeout, false), "a hop that never answers the next hop's CONNECT");
+        assert!(!kills_hop(&SocksError::Timeout, true), "the destination may be the slow one");
+        assert!(!kills_hop(&SocksError::Unsupported("wrong family"), false));
+        assert!(!kills_hop(&SocksError::AuthRejected(1), false));
+        assert!(!kills_hop(&SocksError::Gssapi("no ticket".into()), false));
+    }
+
+    #[test]
+    fn isolation_nonces_are_per_process_and_per_start() {
+        let own = isolation_credentials();
+        assert_eq!(own, isolation_credentials(), "one process, one password");
+        assert_eq!(own.user, format!("socksify-{}", std::process::id()));
+        let other = on_behalf_of(1, isolation_credentials);
+        assert_eq!(other.user, "socksify-1");
+        assert_eq!(other, on_behalf_of(1, isolation_credentials));
+        assert_ne!(other.pass, own.pass);
+        assert!(start_time(std::process::id()) > 0);
+    }
 
     fn chain(mode: ChainMode, n: usize, len: usize) -> Chain {
         let proxies = (0..n).map(|i| format!("socks5://127.0.0.{}:1080", i + 1).parse().unwrap()).collect();

@@ -115,6 +115,7 @@ struct RawConfig {
     dead_hop_s: Option<Spanned<i64>>,
     log_format: Option<LogFormat>,
     isolate: Option<bool>,
+    gssapi_service: Option<Spanned<String>>,
     direct: Option<Vec<Spanned<String>>>,
     fake_ipv4_range: Option<Spanned<String>>,
     fake_ipv6_range: Option<Spanned<String>>,
@@ -169,6 +170,9 @@ pub struct Config {
     /// Each process its own SOCKS5 username/password (Tor then gives it a circuit of its own),
     /// for proxies whose URL has none.
     pub isolate: bool,
+    /// The Kerberos service of every `socks5+gssapi://` hop: `rcmd` (Dante's), another service
+    /// name, or a whole principal (`rcmd/proxy.example@REALM`).
+    pub gssapi_service: String,
     pub direct: Vec<DirectRule>,
     pub fake_ipv4_range: Ipv4Net,
     pub fake_ipv6_range: Ipv6Net,
@@ -184,6 +188,20 @@ pub struct Config {
     pub chains: Vec<NamedChain>,
     /// `[[route]]`, in order: the first that matches wins.
     pub routes: Vec<Route>,
+}
+
+/// A service name (`rcmd`, `sockd`) or a principal (`rcmd/proxy.example@REALM`).
+fn check_gssapi_service(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+        && (s.contains('/') || !s.contains('@'));
+    match ok {
+        true => Ok(s.to_owned()),
+        false => Err("expected a service name such as rcmd or sockd, or a principal such as \
+                      rcmd/proxy.example@EXAMPLE.ORG"
+            .into()),
+    }
 }
 
 /// Fake addresses for remote DNS: 240.0.0.0/4 is reserved (RFC 1112) and 100::/64 is the
@@ -213,6 +231,7 @@ impl Default for Config {
             dead_hop: DEFAULT_DEAD_HOP,
             log_format: LogFormat::Text,
             isolate: false,
+            gssapi_service: crate::proxy::DEFAULT_GSSAPI_SERVICE.to_owned(),
             direct: DEFAULT_DIRECT.iter().map(|s| DirectRule::parse(s).expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
             fake_ipv6_range: DEFAULT_FAKE_IPV6.parse().expect("valid default"),
@@ -324,6 +343,9 @@ impl Config {
         t.push_str(&format!("log_format = {}\n", quote(&mode(&self.log_format))));
         if self.isolate {
             t.push_str("isolate = true\n");
+        }
+        if self.gssapi_service != crate::proxy::DEFAULT_GSSAPI_SERVICE {
+            t.push_str(&format!("gssapi_service = {}\n", quote(&self.gssapi_service)));
         }
         let direct: Vec<String> = self.direct.iter().map(|r| quote(&r.to_string())).collect();
         t.push_str(&format!("direct = [{}]\n", direct.join(", ")));
@@ -576,7 +598,13 @@ impl Config {
                 src.at(s.span(), "dns_server", format!("{e}, e.g. 1.1.1.1:53 or [2606:4700::1111]:53"))
             })?,
         };
-        let config = Config {
+        let gssapi_service = match &raw.gssapi_service {
+            None => defaults.gssapi_service,
+            Some(s) => {
+                check_gssapi_service(s.get_ref()).map_err(|e| src.at(s.span(), "gssapi_service", e))?
+            }
+        };
+        let mut config = Config {
             mode: raw.mode.unwrap_or_default(),
             chain,
             chain_len,
@@ -587,6 +615,7 @@ impl Config {
             dead_hop,
             log_format: raw.log_format.unwrap_or_default(),
             isolate: raw.isolate.unwrap_or(false),
+            gssapi_service,
             direct,
             fake_ipv4_range,
             fake_ipv6_range,
@@ -603,6 +632,7 @@ impl Config {
             key: Some("chain_len".to_owned()),
             message,
         })?;
+        config.name_gssapi_service();
         Ok(config)
     }
 
@@ -623,7 +653,17 @@ impl Config {
             .map(|u| u.as_ref().parse::<Proxy>().map_err(|e| err(e.0)))
             .collect::<Result<_, _>>()?;
         self.check_chain_len().map_err(err)?;
+        self.name_gssapi_service();
         Ok(self)
+    }
+
+    /// Gives every GSSAPI hop the configured service.
+    fn name_gssapi_service(&mut self) {
+        let service = &self.gssapi_service;
+        let hops = self.proxies.iter_mut().chain(self.chains.iter_mut().flat_map(|c| c.proxies.iter_mut()));
+        for p in hops.filter(|p| p.gssapi.is_some()) {
+            p.gssapi = Some(service.clone());
+        }
     }
 
     /// The default chain (the top-level `[[proxy]]` list).
@@ -963,6 +1003,39 @@ url = "socks4://relay.example:9050"
         assert!(Config::parse("log_format = \"xml\"\n", "t").is_err());
         let d = Config::default();
         assert_eq!((d.dead_hop.as_secs(), d.log_format, d.isolate), (30, LogFormat::Text, false));
+    }
+
+    #[test]
+    fn gssapi_hops_take_the_configured_service_everywhere() {
+        let text = "gssapi_service = \"sockd\"\n[[proxy]]\nurl = \"socks5+gssapi://p.example\"\n\
+                    [[proxy]]\nurl = \"socks5://q.example\"\n[chains.k]\nproxies = [\"socks5h+gssapi://[fd00::1]:1\"]\n";
+        let c = Config::parse(text, "t").unwrap();
+        assert_eq!(c.proxies[0].gssapi.as_deref(), Some("sockd"));
+        assert_eq!(c.proxies[0].gssapi_principal().as_deref(), Some("sockd@p.example"));
+        assert_eq!(c.proxies[1].gssapi, None);
+        assert_eq!(c.chains[0].proxies[0].gssapi_principal().as_deref(), Some("sockd@fd00::1"));
+        assert_eq!(Config::parse(&c.to_toml(), "t2").unwrap(), c);
+        // -p keeps the file's service.
+        let p = c.with_proxies(&["socks5+gssapi://r.example"]).unwrap();
+        assert_eq!(p.proxies[0].gssapi_principal().as_deref(), Some("sockd@r.example"));
+        // A whole principal is used as written; the default is Dante's rcmd.
+        let c = Config::parse(
+            "gssapi_service = \"rcmd/p.example@R\"\n[[proxy]]\nurl = \"socks5+gssapi://p\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.proxies[0].gssapi_principal().as_deref(), Some("rcmd/p.example@R"));
+        let c = Config::parse("[[proxy]]\nurl = \"socks5+gssapi://10.0.0.1\"\n", "t").unwrap();
+        assert_eq!(c.proxies[0].gssapi_principal().as_deref(), Some("rcmd@10.0.0.1"));
+        assert!(!c.to_toml().contains("gssapi_service"));
+        for bad in ["", "rcmd@host", "a b", "x\\ty"] {
+            let e = Config::parse(&format!("gssapi_service = \"{bad}\"\n"), "t").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("gssapi_service"), "{bad:?}");
+        }
+        for bad in ["socks4+gssapi://h", "http+gssapi://h"] {
+            let e = bad.parse::<Proxy>().unwrap_err();
+            assert!(e.0.contains("GSSAPI is a SOCKS5 method"), "{e}");
+        }
     }
 
     #[test]

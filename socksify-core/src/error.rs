@@ -37,6 +37,31 @@ pub enum SocksError {
     Http(u16),
     #[error("the UDP datagram is a fragment (FRAG={0}); fragments are dropped")]
     Fragment(u8),
+    /// GSSAPI (RFC 1961) could not authenticate: no ticket, an unknown service, no library...
+    #[error("GSSAPI: {0}")]
+    Gssapi(String),
+    #[error("the proxy rejected the GSSAPI authentication (it sent the abort message)")]
+    GssapiAborted,
+    /// The proxy wants a per-message protection level socksify does not speak (`None`: it
+    /// refused "none" without naming one).
+    #[error("{}", gssapi_protection(.0))]
+    GssapiProtection(Option<crate::gssapi::Protection>),
+}
+
+fn gssapi_protection(level: &Option<crate::gssapi::Protection>) -> String {
+    let wants = match level {
+        Some(l) => {
+            format!("the proxy requires GSSAPI per-message protection level {}: {}", l.byte(), l.name())
+        }
+        None => {
+            "the proxy refused GSSAPI without per-message protection (it wants integrity or confidentiality)"
+                .to_owned()
+        }
+    };
+    format!(
+        "{wants}; protection level not supported: socksify speaks only \"no protection beyond \
+         authentication\" (Dante: gssapi.enctype: clear), so nothing was sent"
+    )
 }
 
 impl SocksError {
@@ -54,6 +79,9 @@ impl SocksError {
             SocksError::Unsupported(_) => libc::EAFNOSUPPORT,
             SocksError::BadDomain(_) => libc::EINVAL,
             SocksError::Fragment(_) => libc::EMSGSIZE,
+            SocksError::Gssapi(_) | SocksError::GssapiAborted | SocksError::GssapiProtection(_) => {
+                libc::EACCES
+            }
             SocksError::Http(401 | 403 | 407) => libc::EACCES,
             SocksError::Http(504 | 408) => libc::ETIMEDOUT,
             SocksError::Http(_) => libc::ECONNREFUSED,

@@ -71,7 +71,12 @@ pub struct Proxy {
     pub host: Host,
     pub port: u16,
     pub creds: Option<Credentials>,
+    /// GSSAPI's service name (`socks5+gssapi://`): `rcmd` unless `gssapi_service` says otherwise.
+    pub gssapi: Option<String>,
 }
+
+/// The service Dante's server (and curl) name a SOCKS proxy's Kerberos principal with.
+pub const DEFAULT_GSSAPI_SERVICE: &str = "rcmd";
 
 pub const DEFAULT_PORT: u16 = 1080;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -99,9 +104,17 @@ impl FromStr for Proxy {
             "socks4a" => (ProxyKind::Socks4a, "socks4a"),
             "socks5" => (ProxyKind::Socks5, "socks5"),
             "socks5h" => (ProxyKind::Socks5, "socks5h"),
+            "socks5+gssapi" => (ProxyKind::Socks5, "socks5+gssapi"),
+            "socks5h+gssapi" => (ProxyKind::Socks5, "socks5h+gssapi"),
             "http" => (ProxyKind::Http, "http"),
-            _ => return Err(err("unknown scheme; use socks4, socks4a, socks5, socks5h or http")),
+            s if s.ends_with("+gssapi") => {
+                return Err(err("GSSAPI is a SOCKS5 method: use socks5+gssapi:// or socks5h+gssapi://"))
+            }
+            _ => return Err(err(
+                "unknown scheme; use socks4, socks4a, socks5, socks5h, http, or socks5+gssapi for Kerberos",
+            )),
         };
+        let gssapi = scheme.ends_with("+gssapi").then(|| DEFAULT_GSSAPI_SERVICE.to_owned());
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -145,7 +158,7 @@ impl FromStr for Proxy {
                 _ => return Err(err("the port must be a number from 1 to 65535")),
             },
         };
-        Ok(Proxy { kind, scheme, host, port, creds })
+        Ok(Proxy { kind, scheme, host, port, creds, gssapi })
     }
 }
 
@@ -282,7 +295,7 @@ impl Proxy {
                 Err(SocksError::Unsupported("an HTTP proxy can only CONNECT (no BIND, no UDP)"))
             }
             ProxyKind::Socks5 => {
-                v5::negotiate(stream, self.creds.as_ref())?;
+                self.negotiate(stream)?;
                 v5::request(stream, cmd, target)
             }
             ProxyKind::Socks4 | ProxyKind::Socks4a => {
@@ -290,6 +303,30 @@ impl Proxy {
                 v4::request(stream, cmd, target, user, self.kind == ProxyKind::Socks4a)
             }
         }
+    }
+
+    /// The SOCKS5 greeting and authentication alone; returns the method the proxy chose.
+    pub fn negotiate<S: Read + Write>(&self, stream: &mut S) -> Result<u8, SocksError> {
+        let Some(principal) = self.gssapi_principal() else {
+            return v5::negotiate_with(stream, self.creds.as_ref(), None);
+        };
+        let mut make = || -> Result<Box<dyn crate::gssapi::Mechanism>, SocksError> {
+            Ok(Box::new(crate::krb5::Context::new(&principal)?))
+        };
+        v5::negotiate_with(stream, self.creds.as_ref(), Some(&mut make))
+    }
+
+    /// The principal a GSSAPI hop is asked as: `service@host`, or the service as written when
+    /// it is a principal (`rcmd/proxy.example`).
+    pub fn gssapi_principal(&self) -> Option<String> {
+        let service = self.gssapi.as_ref()?;
+        if service.contains('/') {
+            return Some(service.clone());
+        }
+        Some(match &self.host {
+            Host::Ip(ip) => format!("{service}@{ip}"),
+            Host::Name(name) => format!("{service}@{name}"),
+        })
     }
 
     /// Reads the second reply of a BIND: the address of the peer that connected.

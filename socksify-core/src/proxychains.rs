@@ -89,6 +89,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     }
     // chain_len only matters to random and round-robin chains; proxychains clamps it.
     c.chain_len = c.chain_len.min(c.proxies.len());
+    // proxychains-ng tries the dnat lines with a port before those without, in file order.
+    c.routes.sort_by_key(|r| r.patterns.iter().all(|p| p.to_string().parse::<std::net::Ipv4Addr>().is_ok()));
     Ok(c)
 }
 
@@ -135,7 +137,7 @@ fn parse_proxy(words: &[&str]) -> Result<Proxy, String> {
         user: words[3].to_owned(),
         pass: if kind == ProxyKind::Socks4a { String::new() } else { words[4].to_owned() },
     });
-    Ok(Proxy { kind, scheme, host, port, creds })
+    Ok(Proxy { kind, scheme, host, port, creds, gssapi: None })
 }
 
 /// `192.168.0.0/255.255.0.0`, `192.168.0.0:80/255.255.0.0`, `::1/128`.

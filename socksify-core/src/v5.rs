@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::{validate_domain, TargetAddr};
 use crate::error::{Socks5Reply, SocksError};
+use crate::gssapi::{self, Mechanism, METHOD_GSSAPI};
 use crate::proxy::{Command, Credentials};
 use crate::wire::{self, read_exact, Msg};
 
@@ -24,21 +25,43 @@ const AUTH_VERSION: u8 = 0x01;
 /// Greets the proxy and authenticates. Username/password is offered only when credentials are
 /// configured, and sent only when the proxy picks it.
 pub fn negotiate<S: Read + Write>(stream: &mut S, creds: Option<&Credentials>) -> Result<(), SocksError> {
+    negotiate_with(stream, creds, None).map(|_| ())
+}
+
+/// Makes the GSSAPI context of a hop whose proxy picked method 0x01.
+pub type GssapiContext<'a> = &'a mut dyn FnMut() -> Result<Box<dyn Mechanism>, SocksError>;
+
+/// As [`negotiate`], offering GSSAPI (RFC 1961) first when `gssapi` can make its context;
+/// returns the method the proxy chose.
+pub fn negotiate_with<S: Read + Write>(
+    stream: &mut S,
+    creds: Option<&Credentials>,
+    gssapi: Option<GssapiContext<'_>>,
+) -> Result<u8, SocksError> {
+    let mut methods = Vec::with_capacity(3);
+    if gssapi.is_some() {
+        methods.push(METHOD_GSSAPI);
+    }
+    methods.push(METHOD_NO_AUTH);
+    if creds.is_some() {
+        methods.push(METHOD_USER_PASS);
+    }
     let mut greeting = Msg::new();
-    match creds {
-        Some(_) => greeting.push(&[VERSION, 2, METHOD_NO_AUTH, METHOD_USER_PASS]),
-        None => greeting.push(&[VERSION, 1, METHOD_NO_AUTH]),
-    };
+    greeting.push(&[VERSION, methods.len() as u8]).push(&methods);
     greeting.send(stream)?;
 
     let mut choice = [0u8; 2];
     read_exact(stream, &mut choice)?;
     check_version(choice[0])?;
-    match (choice[1], creds) {
-        (METHOD_NO_AUTH, _) => Ok(()),
-        (METHOD_USER_PASS, Some(creds)) => authenticate(stream, creds),
-        (METHOD_NONE_ACCEPTABLE, c) => Err(SocksError::NoAcceptableMethods { offered_auth: c.is_some() }),
-        (other, _) => Err(SocksError::MethodNotOffered(other)),
+    match (choice[1], creds, gssapi) {
+        (METHOD_NO_AUTH, _, _) => Ok(METHOD_NO_AUTH),
+        (METHOD_USER_PASS, Some(creds), _) => authenticate(stream, creds).map(|_| METHOD_USER_PASS),
+        (METHOD_GSSAPI, _, Some(make)) => {
+            let mut mech = make()?;
+            gssapi::authenticate(stream, mech.as_mut()).map(|_| METHOD_GSSAPI)
+        }
+        (METHOD_NONE_ACCEPTABLE, c, _) => Err(SocksError::NoAcceptableMethods { offered_auth: c.is_some() }),
+        (other, _, _) => Err(SocksError::MethodNotOffered(other)),
     }
 }
 
@@ -249,6 +272,39 @@ mod tests {
         want.push(6);
         want.extend(b"s3cret");
         assert_eq!(s.written, want);
+    }
+
+    #[test]
+    fn gssapi_is_offered_first_and_run_when_picked() {
+        struct Once;
+        impl Mechanism for Once {
+            fn step(&mut self, _: Option<&[u8]>) -> Result<gssapi::Step, SocksError> {
+                Ok(gssapi::Step::Done(b"t".to_vec()))
+            }
+            fn wrap(&mut self, d: &[u8]) -> Result<Vec<u8>, SocksError> {
+                Ok(d.to_vec())
+            }
+            fn unwrap(&mut self, t: &[u8]) -> Result<Vec<u8>, SocksError> {
+                Ok(t.to_vec())
+            }
+        }
+        let mut made = 0;
+        let mut make = || -> Result<Box<dyn Mechanism>, SocksError> {
+            made += 1;
+            Ok(Box::new(Once))
+        };
+        // Picked: the context is made and the exchange runs.
+        let mut s = Scripted::new(&[5, 1, 1, 2, 0, 1, 0]);
+        assert_eq!(negotiate_with(&mut s, Some(&creds()), Some(&mut make)).unwrap(), METHOD_GSSAPI);
+        assert_eq!(s.written, [5, 3, 1, 0, 2, 1, 1, 0, 1, b't', 1, 2, 0, 1, 0]);
+        // Not picked: no context is made (no Kerberos library is even loaded).
+        let mut s = Scripted::new(&[5, 0]);
+        assert_eq!(negotiate_with(&mut s, None, Some(&mut make)).unwrap(), METHOD_NO_AUTH);
+        assert_eq!(s.written, [5, 2, 1, 0]);
+        assert_eq!(made, 1);
+        // Picked though not offered.
+        let mut s = Scripted::new(&[5, 1]);
+        assert!(matches!(negotiate_with(&mut s, None, None), Err(SocksError::MethodNotOffered(1))));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn read_exact<S: Read>(stream: &mut S, buf: &mut [u8]) -> Result<(), SocksEr
     stream.read_exact(buf).map_err(transport)
 }
 
-fn transport(e: io::Error) -> SocksError {
+pub(crate) fn transport(e: io::Error) -> SocksError {
     match e.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => SocksError::Closed,
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SocksError::Timeout,

@@ -47,6 +47,9 @@ pub fn start(
         s.handshake_started(ino, sys::pid() as u32);
     }
     let spawned = spawn_quiet(move || {
+        // The library's own thread: what a proxy's authentication calls (Kerberos reaching its
+        // KDC, say) goes to the real functions, as from inside a hook.
+        let _own = crate::runtime::guard::Guard::enter();
         let started = std::time::Instant::now();
         let result = st.chain(via).connect(work, &target);
         finish(st, ino, work, dest, target, via, result, started);
