@@ -194,6 +194,7 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
             }
         };
         // Methods: a SOCKS5 greeting on the connection just made.
+        let mut greeted = true;
         let methods = match proxy.kind {
             ProxyKind::Socks5 => {
                 let mut stream = FdStream::new(socket.as_raw_fd());
@@ -201,7 +202,7 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
                 let ticket = proxy.gssapi.as_ref().map(|_| gssapi_ticket(proxy));
                 if let Some(Err(e)) = &ticket {
                     healthy = false;
-                    println!("hop {} {proxy}: GSSAPI: {}", i + 1, paint.bad(e));
+                    println!("hop {} {proxy}: {}", i + 1, paint.bad(e));
                 }
                 match proxy.negotiate(&mut stream) {
                     Ok(m) if m == socksify_core::gssapi::METHOD_GSSAPI => format!(
@@ -219,6 +220,7 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
                     Ok(_) => "no authentication".to_owned(),
                     Err(e) => {
                         healthy = false;
+                        greeted = false;
                         paint.bad(&format!("greeting failed: {e}"))
                     }
                 }
@@ -235,8 +237,9 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
             ProxyKind::Socks4 | ProxyKind::Socks4a => (verdict(Command::Bind), "no".to_owned()),
             ProxyKind::Socks5 => (verdict(Command::Bind), verdict(Command::UdpAssociate)),
         });
+        let connect = if greeted { paint.ok("yes") } else { "no".to_owned() };
         println!(
-            "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: yes; BIND: {bind}; UDP ASSOCIATE: {udp}",
+            "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: {connect}; BIND: {bind}; UDP ASSOCIATE: {udp}",
             i + 1,
             paint.ok("reachable"),
             rtt.as_secs_f64() * 1000.0

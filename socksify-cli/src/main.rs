@@ -282,6 +282,24 @@ fn plan(
     }
 }
 
+/// GSSAPI hops' service tickets, fetched before the program starts under the kernel guard: its
+/// library then finds them in the ticket cache instead of calling the KDC from inside the
+/// program (where the guard would take that traffic for the program's). A failure is only
+/// warned about: a connection through that hop fails closed later, with the same words.
+fn fetch_service_tickets(config: &config::Config) {
+    let hops = config.proxies.iter().chain(config.chains.iter().flat_map(|c| c.proxies.iter()));
+    let mut seen = std::collections::BTreeSet::new();
+    for principal in hops.filter_map(|p| p.gssapi_principal()) {
+        if seen.insert(principal.clone()) {
+            if let Err(e) = socksify_core::krb5::fetch_service_ticket(&principal) {
+                if !config.quiet {
+                    eprintln!("socksify: warning: GSSAPI ({principal}): {e}");
+                }
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
     let mode = cli.mode.unwrap_or(prepared.config.mode);
     let path = elf::which(&cli.command[0].to_string_lossy());
@@ -314,6 +332,7 @@ fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
             exec(&cli.command, env)
         }
         Plan::Guarded { preload, fallback } => {
+            fetch_service_tickets(&prepared.config);
             let mut env = prepared.env;
             if !preload {
                 let rest = without_library(std::env::var_os(PRELOAD_ENV));

@@ -254,6 +254,11 @@ fn explain(api: &Api, call: &str, major: Om, minor: Om, service: &str) -> SocksE
              principal, e.g. \"rcmd/proxy.example\""
         ),
         S_BAD_NAME => format!("`{service}` is not a usable GSSAPI service name"),
+        _ if lower.contains("cannot contact any kdc") => format!(
+            "the Kerberos KDC could not be reached (it is asked directly, not through the proxies; \
+             under the kernel guard only a service ticket already in the cache is usable: run \
+             socksify again to fetch it){cache}"
+        ),
         _ => String::new(),
     };
     match hint.is_empty() {
@@ -366,6 +371,14 @@ impl Drop for Context {
             (self.api.release_name)(&mut minor, &mut self.target);
         }
     }
+}
+
+/// Asks the KDC now for `principal`'s service ticket, which the Kerberos library keeps in the
+/// user's ticket cache: a program started afterwards under the kernel guard makes its GSSAPI
+/// contexts from the cache, without traffic to the KDC (the guard would proxy or refuse it).
+pub fn fetch_service_ticket(principal: &str) -> Result<(), SocksError> {
+    let mut ctx = Context::new(principal)?;
+    ctx.step(None).map(drop)
 }
 
 /// The user's Kerberos ticket, for `socksify check`.
