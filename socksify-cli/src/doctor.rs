@@ -210,10 +210,10 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
                         ticket.and_then(Result::ok).unwrap_or_default(),
                         socksify_core::gssapi::Protection::None.name()
                     ),
+                    Ok(m) if m == v5::METHOD_USER_PASS => "username/password".to_owned(),
                     Ok(_) if proxy.gssapi.is_some() => {
                         "no authentication (GSSAPI offered, not chosen)".to_owned()
                     }
-                    Ok(m) if m == v5::METHOD_USER_PASS => "username/password".to_owned(),
                     Ok(_) if proxy.creds.is_some() => {
                         "no authentication (username/password offered)".to_owned()
                     }

@@ -110,15 +110,18 @@ struct Api {
 
 pub const LIBRARY: &str = "libgssapi_krb5.so.2";
 
-static API: OnceLock<Result<Api, String>> = OnceLock::new();
+static API: OnceLock<Api> = OnceLock::new();
 
+/// The library, loaded on first use. Only a success is kept: a load that failed (say, out of
+/// descriptors) is tried again by the next GSSAPI hop. Two threads loading at once both call
+/// `dlopen`, which hands both the same handle; no lock is held across it (a fork meanwhile
+/// leaves the child nothing to wait for).
 fn api() -> Result<&'static Api, SocksError> {
-    API.get_or_init(load).as_ref().map_err(|e| SocksError::Gssapi(e.clone()))
-}
-
-/// True when the Kerberos library can be loaded (it is then loaded).
-pub fn available() -> Result<(), String> {
-    api().map(|_| ()).map_err(|e| e.to_string())
+    if let Some(api) = API.get() {
+        return Ok(api);
+    }
+    let api = load().map_err(SocksError::Gssapi)?;
+    Ok(API.get_or_init(|| api))
 }
 
 fn load() -> Result<Api, String> {
@@ -327,9 +330,11 @@ impl Mechanism for Context {
         if is_error(major) {
             return Err(explain(api, "gss_init_sec_context", major, minor, &self.service));
         }
-        match major & 0xffff {
-            S_CONTINUE_NEEDED => Ok(Step::Continue(token)),
-            _ => Ok(Step::Done(token)),
+        // A supplementary bit beside it (a duplicate token, say) does not end the exchange.
+        if major & S_CONTINUE_NEEDED != 0 {
+            Ok(Step::Continue(token))
+        } else {
+            Ok(Step::Done(token))
         }
     }
 

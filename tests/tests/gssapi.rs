@@ -135,3 +135,15 @@ fn udp_through_the_gssapi_hop() {
     assert_eq!(counters.leaked, 0, "{counters:?}");
     assert!(counters.relayed > 0, "the query went through dante's relay: {counters:?}");
 }
+
+#[test]
+fn the_library_and_the_cli_do_not_link_kerberos() {
+    // Kerberos is opened on first use: a machine without it still loads the library, and a
+    // program that never meets a GSSAPI hop never loads it.
+    for file in [socksify_bin(), socksify_bin().with_file_name("libsocksify_preload.so")] {
+        let out = Command::new("readelf").arg("-d").arg(&file).output().unwrap();
+        let text = stdout_ok(&out);
+        assert!(text.contains("(NEEDED)"), "{text}");
+        assert!(!text.contains("gssapi") && !text.contains("krb5"), "{}: {text}", file.display());
+    }
+}
