@@ -7,6 +7,7 @@
 
 use std::process::{Command, Output};
 
+use socksify_tests::build::go_program;
 use socksify_tests::lab::*;
 
 const GSSAPI: &str = "socks5h+gssapi://10.77.0.2:1092";
@@ -146,4 +147,20 @@ fn the_library_and_the_cli_do_not_link_kerberos() {
         assert!(text.contains("(NEEDED)"), "{text}");
         assert!(!text.contains("gssapi") && !text.contains("krb5"), "{}: {text}", file.display());
     }
+}
+
+#[test]
+fn a_static_go_program_takes_the_gssapi_hop_from_the_guard() {
+    // No library in the program: the guard's supervisor makes the Kerberos context.
+    let go = go_program("goget", false);
+    let c = Client::new();
+    let before = alice_connects();
+    let out = run(&c, &config_for(GSSAPI), &[go.to_str().unwrap(), URL], None);
+    assert_eq!(stdout_ok(&out).trim(), HELLO);
+    c.assert_no_leak();
+    assert!(alice_connects() > before, "dante did not log alice's CONNECT");
+    let out = run(&c, &config_for(GSSAPI), &[go.to_str().unwrap(), URL], Some("FILE:/nonexistent/cc"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Kerberos ticket"));
+    c.assert_nothing_leaked();
 }
