@@ -184,11 +184,8 @@ fn chromium(c: &Client, proxy: &str, mode: &str) -> Output {
         "--enable-features=AsyncDns",
         &profile_arg,
     ];
-    // Under the kernel guard Chromium's zygote hangs (with or without socksify's DNS stub, and
-    // with AsyncDns off too): the browser starts its children without it.
-    if mode == "auto" {
-        argv.push("--no-zygote");
-    }
+    // The zygote learns its children's pids from SCM_CREDENTIALS: under the guard too, since
+    // AF_UNIX sends are the program's own (it hung when the supervisor made them).
     argv.extend(["--dump-dom", URL]);
     let out = c.socksify(&config(proxy, "10.77.0.3:53"), &argv);
     let _ = std::fs::remove_dir_all(&profile);

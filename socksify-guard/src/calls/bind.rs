@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use socksify_core::sys::FdStream;
 use socksify_core::{Command, TargetAddr};
 
-use super::socket_of;
+use super::{identity, socket_of};
 use crate::addr;
 use crate::notif::Reply;
 use crate::supervisor::{errno_reply, reply, BindMark, Call, Outcome};
@@ -145,7 +145,8 @@ pub fn accept(call: &mut Call, flags: i32) -> Outcome {
             }
         }
         // The listening descriptor: a loopback listener nothing connects to.
-        if let Ok(placeholder) = loopback_listener(family) {
+        // Made with the program's filesystem ids: the socket's owner is the program's.
+        if let Ok(Ok(placeholder)) = identity::as_program(tid, || loopback_listener(family)) {
             let _ = sys::set_file_flags(placeholder.as_raw_fd(), listener_flags);
             let _ = sup.listener.add_fd(id, placeholder.as_raw_fd(), Some(fd), cloexec_listener, false);
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use socksify_core::TargetAddr;
 
-use super::{foreign, forget_socket, inet, maybe_slow, read_addr, result, socket_of, unix};
+use super::{foreign, forget_socket, identity, inet, local_family, maybe_slow, read_addr, result, socket_of};
 use crate::addr::{self, Dest};
 use crate::notif::Reply;
 use crate::policy::{TcpPlan, UdpPlan};
@@ -19,19 +19,18 @@ pub fn connect(call: &mut Call) -> Outcome {
         Ok(s) => s,
         Err(e) => return errno_reply(e),
     };
+    if local_family(family) {
+        return local_connect(call, family, ptr, len);
+    }
+    if !inet(family) {
+        return foreign(call, "a connect", family, ty);
+    }
     let bytes = match read_addr(call, ptr, len) {
         Ok(b) => b,
         Err(e) => return errno_reply(e),
     };
     if !call.valid() {
         return Outcome::Done;
-    }
-    if family == libc::AF_UNIX {
-        return unix_connect(call, sock, bytes);
-    }
-    if !inet(family) {
-        // Netlink, vsock…: local, made as asked (on our copy of the address).
-        return maybe_slow(sock, false, move |fd| result(sys::connect_raw(fd, &bytes)));
     }
     let dest = match addr::destination(&bytes, family, ty) {
         Dest::Inet(d) => d,
@@ -48,7 +47,7 @@ pub fn connect(call: &mut Call) -> Outcome {
     match ty {
         libc::SOCK_STREAM => tcp_connect(call, sock, family, bytes, dest),
         libc::SOCK_DGRAM => udp_connect(call, sock, family, bytes, dest),
-        _ => foreign(call, family, ty),
+        _ => foreign(call, "a connect", family, ty),
     }
 }
 
@@ -63,19 +62,21 @@ fn refused_by_the_kernel(dest: SocketAddr) -> Option<i32> {
     }
 }
 
-fn unix_connect(call: &mut Call, sock: OwnedFd, bytes: Vec<u8>) -> Outcome {
-    if call.sup.policy.router.remote_dns() && unix::pathname(&bytes).is_some_and(resolver_daemon) {
+/// A connect of a local family (AF_UNIX, netlink, vsock…) is the program's own: the kernel
+/// runs it as made, so that the server sees the program's pid, uid and gid (`SO_PEERCRED`)
+/// and checks the program's permissions on the path — never the supervisor's. Only resolver
+/// daemons are refused under remote DNS.
+fn local_connect(call: &Call, family: libc::c_int, ptr: u64, len: u64) -> Outcome {
+    if family != libc::AF_UNIX || !call.sup.policy.router.remote_dns() {
+        return reply(Reply::Continue);
+    }
+    // An unreadable address: the kernel's own call says EFAULT (or EINVAL).
+    let Ok(bytes) = read_addr(call, ptr, len) else { return reply(Reply::Continue) };
+    if identity::pathname(&bytes).is_some_and(resolver_daemon) && call.valid() {
         // Refused quietly: glibc asks nscd before every lookup, and falls back without it.
         return errno_reply(libc::ECONNREFUSED);
     }
-    let tid = call.n.tid;
-    maybe_slow(sock, false, move |fd| {
-        let r = unix::as_program(tid, || match unix::resolve(tid, &bytes) {
-            Ok(a) => result(sys::connect_raw(fd, &a.bytes)),
-            Err(e) => Reply::Error(e),
-        });
-        r.unwrap_or(Reply::Error(libc::ESRCH))
-    })
+    reply(Reply::Continue)
 }
 
 /// Resolver daemons answer lookups for a program over a local socket — nscd, and

@@ -23,12 +23,22 @@ pub fn compat(sup: &Supervisor, n: Notif) -> Outcome {
 /// errno (the supervisor asks it); the rest EPERM, with a log line.
 pub fn socket(call: &mut Call) -> Outcome {
     let (domain, ty, proto) = (call.arg(0) as i32, call.arg(1) as i32, call.arg(2) as i32);
-    // SAFETY: socket(2) with the program's arguments; a socket made is closed at once.
-    let probe = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
-    if probe < 0 {
-        return errno_reply(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    // The kernel's own answer, asked with the program's privileges (an unprivileged program's
+    // raw socket is its EPERM, an ICMP socket outside ping_group_range its EACCES).
+    let probe = super::identity::as_program(call.n.tid, || {
+        // SAFETY: socket(2) with the program's arguments; a socket made is closed at once.
+        let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+        }
+        drop(sys::owned(fd as libc::c_long));
+        Ok(())
+    });
+    match probe {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return errno_reply(e),
+        Err(_) => return errno_reply(libc::EPERM),
     }
-    drop(sys::owned(probe as libc::c_long));
     let kind = ty & 0xf;
     let what = match domain {
         libc::AF_PACKET => "packet sockets".to_owned(),
@@ -88,17 +98,21 @@ pub fn setsockopt(call: &mut Call) -> Outcome {
             .error(call.tgid(), format_args!("setsockopt refused: {what} would go around the proxies"));
         return errno_reply(libc::EPERM);
     }
-    let r = sys::syscall!(
-        libc::SYS_setsockopt,
-        sock.as_raw_fd(),
-        level,
-        name,
-        if value.is_empty() { std::ptr::null() } else { value.as_ptr() },
-        value.len() as libc::socklen_t
-    );
+    // With the program's privileges, as its own call would have been made.
+    let r = super::identity::as_program(call.n.tid, || {
+        sys::syscall!(
+            libc::SYS_setsockopt,
+            sock.as_raw_fd(),
+            level,
+            name,
+            if value.is_empty() { std::ptr::null() } else { value.as_ptr() },
+            value.len() as libc::socklen_t
+        )
+    });
     reply(match r {
-        Ok(_) => Reply::Value(0),
-        Err(e) => Reply::Error(sys::errno(&e)),
+        Ok(Ok(_)) => Reply::Value(0),
+        Ok(Err(e)) => Reply::Error(sys::errno(&e)),
+        Err(_) => Reply::Error(libc::EPERM),
     })
 }
 

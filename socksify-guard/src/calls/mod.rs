@@ -1,10 +1,16 @@
-//! What each trapped call means, done on the program's behalf. The rule throughout: the
-//! supervisor makes the call itself — on the program's own socket (`pidfd_getfd` gives the very
-//! same open file), with the bytes it checked — so that no other thread of the program can
-//! change the address, or the socket behind the descriptor number, between the check and the
-//! kernel's work. The kernel runs a call as made (`Continue`) only where that cannot matter:
-//! receiving, names, listening — and AF_UNIX messages carrying descriptors or credentials,
-//! which only the sender can send.
+//! What each trapped call means, done on the program's behalf. Two rules:
+//!
+//! - Calls of internet sockets, whose destination decides where packets go, are made by the
+//!   supervisor itself — on the program's own socket (`pidfd_getfd` gives the very same open
+//!   file), with the bytes it checked — so that no other thread of the program can change the
+//!   address between the check and the kernel's work. What the kernel checks the caller for
+//!   there (control messages' capabilities, a new socket's owner) is checked against the
+//!   program's credentials (`identity::as_program`), never the supervisor's.
+//! - Calls of local families (AF_UNIX, netlink, …), whose meaning depends on who makes them
+//!   (`SO_PEERCRED`, `SCM_CREDENTIALS`, permissions on a path), are the program's own: the
+//!   kernel runs them as made (`Continue`) once the supervisor has seen the socket's family (an
+//!   open socket's family never changes). So do receiving, names and listening where the guard
+//!   has nothing to add. The README's "who makes each call" table lists them all.
 //!
 //! - `connect`: connect, including AF_UNIX paths resolved in the program's own context;
 //! - `send`: sendto, sendmsg, sendmmsg;
@@ -14,10 +20,10 @@
 
 mod bind;
 mod connect;
+mod identity;
 mod misc;
 mod names;
 mod send;
-mod unix;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -77,11 +83,11 @@ fn local_family(family: libc::c_int) -> bool {
 }
 
 /// A socket the guard does not pass (an inherited packet or raw socket): refused.
-fn foreign(call: &Call, family: libc::c_int, ty: libc::c_int) -> Outcome {
+fn foreign(call: &Call, what: &str, family: libc::c_int, ty: libc::c_int) -> Outcome {
     call.sup.log.error(
         call.tgid(),
         format_args!(
-            "a send on a socket of family {family}, type {ty} was refused: it would go around the proxies"
+            "{what} on a socket of family {family}, type {ty} was refused: it would go around the proxies"
         ),
     );
     errno_reply(libc::EPERM)

@@ -9,7 +9,7 @@ use socksify_core::session::GUARD_ASSOCIATE;
 use socksify_core::TargetAddr;
 
 use super::connect::{chain_connect, mark_dns};
-use super::{count, foreign, inet, local_family, read_addr, socket_of, unix};
+use super::{count, foreign, identity, inet, local_family, read_addr, socket_of};
 use crate::addr::{self, Dest, SendDest};
 use crate::notif::Reply;
 use crate::policy::{TcpPlan, UdpPlan};
@@ -88,8 +88,12 @@ fn read_msghdr(call: &Call, ptr: u64) -> Result<Message, i32> {
     Ok(Message { name, iov, control })
 }
 
-/// sendmsg(2) of `data` (and `control`) on `fd`, to `to` (address bytes) or the connected peer.
+/// sendmsg(2) of `data` (and `control`) on `fd`, to `to` (address bytes) or the connected peer,
+/// for thread `tid`. Control data is sent with that thread's privileges: the kernel checks the
+/// sender's capabilities for some (`SO_MARK`, `SO_PRIORITY`, IPv6 hop-by-hop and destination
+/// options), and a root supervisor must not lend its own to a program that dropped them.
 fn send_bytes(
+    tid: libc::pid_t,
     fd: RawFd,
     to: Option<&[u8]>,
     data: &[u8],
@@ -111,8 +115,14 @@ fn send_bytes(
     }
     // MSG_NOSIGNAL: a broken connection must not raise SIGPIPE in the supervisor (the program
     // gets it from `pipe_signal`).
-    sys::syscall!(libc::SYS_sendmsg, fd, &h as *const libc::msghdr, flags | libc::MSG_NOSIGNAL)
-        .map(|n| n as usize)
+    let send = || {
+        sys::syscall!(libc::SYS_sendmsg, fd, &h as *const libc::msghdr, flags | libc::MSG_NOSIGNAL)
+            .map(|n| n as usize)
+    };
+    if control.is_empty() {
+        return send();
+    }
+    identity::as_program(tid, send).unwrap_or_else(|_| Err(std::io::Error::from_raw_os_error(libc::EPERM)))
 }
 
 /// The control messages that make packets travel elsewhere than their address says: IPv4
@@ -144,8 +154,6 @@ enum Plan {
     Stream,
     /// TCP Fast Open to a proxied destination: the chain first, then the data.
     Chain(TargetAddr, usize, SocketAddr),
-    /// The kernel runs it as made (AF_UNIX messages with descriptors or credentials).
-    Continue,
     Fail(i32),
 }
 
@@ -157,27 +165,6 @@ fn plan(
     m: &Message,
     flags: i32,
 ) -> Plan {
-    if family == libc::AF_UNIX {
-        if !m.control.is_empty() {
-            // SCM_RIGHTS and SCM_CREDENTIALS speak of the sender's own descriptors and ids:
-            // only the program can send them. On any other socket the kernel refuses them.
-            return Plan::Continue;
-        }
-        return match &m.name {
-            Some(bytes) if unix::pathname(bytes).is_some() => {
-                let tid = call.n.tid;
-                match unix::as_program(tid, || unix::resolve(tid, bytes)) {
-                    Ok(Ok(a)) => Plan::Send(Some(a.bytes)),
-                    Ok(Err(e)) => Plan::Fail(e),
-                    Err(_) => Plan::Fail(libc::ESRCH),
-                }
-            }
-            other => Plan::Send(other.clone()),
-        };
-    }
-    if local_family(family) {
-        return Plan::Send(m.name.clone());
-    }
     if routes_elsewhere(&m.control) {
         call.sup.log.error(
             call.tgid(),
@@ -267,7 +254,7 @@ fn send_stream_from(
             Err(_) => break,
         };
         let control: &[u8] = if sent == 0 { &m.control } else { &[] };
-        match send_bytes(fd, None, &data, control, flags & !libc::MSG_FASTOPEN) {
+        match send_bytes(tid, fd, None, &data, control, flags & !libc::MSG_FASTOPEN) {
             Ok(n) => {
                 sent += n;
                 // A short send (full buffer, SO_SNDTIMEO) ends it, as in the kernel.
@@ -294,13 +281,14 @@ fn send_stream(sup: &Supervisor, tid: libc::pid_t, fd: RawFd, m: &Message, flags
 /// A blocking send's first try, without waiting: most sends find room in the socket's buffer,
 /// and so need no worker. `Err` is the kernel's EAGAIN: the send must wait.
 fn try_now(
+    tid: libc::pid_t,
     fd: RawFd,
     to: Option<&[u8]>,
     data: &[u8],
     control: &[u8],
     flags: i32,
 ) -> Result<std::io::Result<usize>, ()> {
-    match send_bytes(fd, to, data, control, flags | libc::MSG_DONTWAIT) {
+    match send_bytes(tid, fd, to, data, control, flags | libc::MSG_DONTWAIT) {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(()),
         r => Ok(r),
     }
@@ -311,7 +299,6 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
     let tid = call.n.tid;
     let blocking = flags & libc::MSG_DONTWAIT == 0 && !sys::nonblocking(sock.as_raw_fd());
     match plan {
-        Plan::Continue => reply(Reply::Continue),
         Plan::Fail(e) => errno_reply(e),
         Plan::Stream => {
             if !blocking {
@@ -324,7 +311,7 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
                     Ok(d) => d,
                     Err(e) => return errno_reply(e),
                 };
-                match try_now(sock.as_raw_fd(), None, &data, &m.control, flags & !libc::MSG_FASTOPEN) {
+                match try_now(tid, sock.as_raw_fd(), None, &data, &m.control, flags & !libc::MSG_FASTOPEN) {
                     Ok(Ok(n)) if n >= data.len() => return reply(Reply::Value(n as i64)),
                     Ok(Ok(n)) => sent = n,
                     Ok(Err(e)) => {
@@ -348,12 +335,13 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
             };
             let fd = sock.as_raw_fd();
             let r = if blocking {
-                match try_now(fd, to.as_deref(), &data, &m.control, flags) {
+                match try_now(tid, fd, to.as_deref(), &data, &m.control, flags) {
                     Ok(r) => r,
                     Err(()) => {
                         // No room in the buffer: wait for it on a worker.
                         return Outcome::Slow(Box::new(move |sup| {
-                            let r = send_bytes(sock.as_raw_fd(), to.as_deref(), &data, &m.control, flags);
+                            let r =
+                                send_bytes(tid, sock.as_raw_fd(), to.as_deref(), &data, &m.control, flags);
                             if let Err(e) = &r {
                                 pipe_signal(sup, tid, flags, e);
                             }
@@ -362,7 +350,7 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
                     }
                 }
             } else {
-                send_bytes(fd, to.as_deref(), &data, &m.control, flags)
+                send_bytes(tid, fd, to.as_deref(), &data, &m.control, flags)
             };
             if let Err(e) = &r {
                 pipe_signal(call.sup, tid, flags, e);
@@ -389,10 +377,12 @@ fn carry_out(call: &mut Call, sock: OwnedFd, plan: Plan, m: Message, flags: i32)
 fn usable(call: &mut Call, fd: i32) -> Result<(OwnedFd, libc::c_int, libc::c_int), Outcome> {
     let (sock, family, ty) = socket_of(call, fd).map_err(errno_reply)?;
     if local_family(family) {
-        return Ok((sock, family, ty));
+        // The program's own send (see `local_connect`): the receiver's SCM_CREDENTIALS and
+        // SO_PEERCRED, and the permission checks on a datagram's path, are the program's.
+        return Err(reply(Reply::Continue));
     }
     if !inet(family) || !matches!(ty, libc::SOCK_STREAM | libc::SOCK_DGRAM) {
-        return Err(foreign(call, family, ty));
+        return Err(foreign(call, "a send", family, ty));
     }
     Ok((sock, family, ty))
 }
@@ -465,10 +455,6 @@ pub fn sendmmsg(call: &mut Call) -> Outcome {
         }
         let f = if i == 0 { flags } else { flags & !libc::MSG_FASTOPEN };
         let r = match plan(call, &sock, family, ty, &m, f) {
-            // Only the first message can carry descriptors when the kernel sends them all:
-            // such batches are the kernel's whole.
-            Plan::Continue if i == 0 => return reply(Reply::Continue),
-            Plan::Continue => Err(libc::EINVAL),
             Plan::Fail(e) => Err(e),
             Plan::Stream => match send_stream(call.sup, tid, sock.as_raw_fd(), &m, f | libc::MSG_DONTWAIT) {
                 Reply::Value(n) => Ok(n as usize),
@@ -477,7 +463,7 @@ pub fn sendmmsg(call: &mut Call) -> Outcome {
             },
             Plan::Send(to) => match m.read(tid, 0, MAX_DATAGRAM) {
                 Ok(data) if m.len() <= MAX_DATAGRAM => {
-                    send_bytes(sock.as_raw_fd(), to.as_deref(), &data, &m.control, f)
+                    send_bytes(tid, sock.as_raw_fd(), to.as_deref(), &data, &m.control, f)
                         .map_err(|e| sys::errno(&e))
                 }
                 Ok(_) => Err(libc::EMSGSIZE),
