@@ -16,8 +16,9 @@
  *                                   container profile that forbids it)
  *   bypass udp-unspec IP PORT       a datagram to IP:PORT with sa_family AF_UNSPEC (which an
  *                                   IPv4 UDP socket sends to IP:PORT); prints the result
- *   bypass fdswap N IP PORT         another thread swaps descriptor 50 between an AF_UNIX and a
- *                                   TCP socket while this one connects it to IP:PORT N times
+ *   bypass fdswap N IP PORT [udp]   another thread swaps descriptor 50 between an AF_UNIX (or,
+ *                                   with udp, a UDP) and a TCP socket while this one connects it
+ *                                   to IP:PORT N times
  *   bypass reach                    ptrace, pidfd_getfd and process_vm_writev of the parent
  *   bypass sndtimeo IP PORT MS      a blocking connect with SO_SNDTIMEO = MS: errno and time
  *   bypass unspec-peer IP PORT      connect, getpeername, connect(AF_UNSPEC), getpeername
@@ -240,10 +241,14 @@ static int udp_unspec(const char *ip, const char *port) {
 }
 
 static volatile int swapping = 1;
+static int swap_udp;
+static int other_socket(void) {
+    return swap_udp ? socket(AF_INET, SOCK_DGRAM, 0) : socket(AF_UNIX, SOCK_STREAM, 0);
+}
 static void *swapper(void *arg) {
     (void)arg;
     for (int i = 0; swapping; i++) {
-        int s = (i & 1) ? socket(AF_UNIX, SOCK_STREAM, 0) : socket(AF_INET, SOCK_STREAM, 0);
+        int s = (i & 1) ? other_socket() : socket(AF_INET, SOCK_STREAM, 0);
         dup2(s, 50);
         close(s);
     }
@@ -253,7 +258,7 @@ static void *swapper(void *arg) {
 static int fdswap(int n, const char *ip, const char *port) {
     struct sockaddr_in sa;
     if (make_target(ip, port, &sa)) return 2;
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    int s = other_socket();
     dup2(s, 50);
     close(s);
     pthread_t th;
@@ -347,7 +352,10 @@ static int no_seccomp(char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "no-seccomp")) return no_seccomp(argv + 2);
     if (argc >= 4 && !strcmp(argv[1], "udp-unspec")) return udp_unspec(argv[2], argv[3]);
-    if (argc >= 5 && !strcmp(argv[1], "fdswap")) return fdswap(atoi(argv[2]), argv[3], argv[4]);
+    if (argc >= 5 && !strcmp(argv[1], "fdswap")) {
+        swap_udp = argc >= 6 && !strcmp(argv[5], "udp");
+        return fdswap(atoi(argv[2]), argv[3], argv[4]);
+    }
     if (argc >= 2 && !strcmp(argv[1], "reach")) return reach();
     if (argc >= 5 && !strcmp(argv[1], "sndtimeo")) return sndtimeo(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "unspec-peer")) return unspec_peer(argv[2], argv[3]);
