@@ -23,6 +23,12 @@
  *       sent it one datagram (under socksify: a proxied connection and a UDP
  *       association), then per operation write(1 byte) + read(1 byte) on a pipe:
  *       what the library costs descriptors it has nothing to do with.
+ *   sfybench local [-n N] [-W WARM] KIND
+ *       calls socksify never proxies, per operation: KIND unix (sendmsg of 64 bytes on
+ *       an AF_UNIX datagram socketpair + recv), unix-rights (the same carrying one
+ *       descriptor with SCM_RIGHTS, received with recvmsg and closed), udp-lo
+ *       (sendto 127.0.0.1 + recvfrom with an address, as statsd or a local resolver),
+ *       pipe (write + read of a pipe, no hook).
  *   sfybench spawn  [-n N] [-W WARM] -- COMMAND ARGS...
  *       posix_spawnp + waitpid N times (the exec-overhead fallback when hyperfine
  *       is missing); the command must exit 0.
@@ -46,6 +52,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -584,6 +591,97 @@ static int run_pipe(void)
     return 0;
 }
 
+/* One operation of `sfybench local KIND` on descriptors a, b (and spare, a descriptor to pass). */
+static int local_op(const char *kind, int a, int b, int spare, struct sockaddr_in *to)
+{
+    char buf[64] = {0};
+    if (strcmp(kind, "pipe") == 0)
+        return write(a, buf, 1) == 1 && read(b, buf, 1) == 1 ? 0 : -1;
+    if (strcmp(kind, "udp-lo") == 0) {
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        if (sendto(a, buf, sizeof buf, 0, (struct sockaddr *)to, sizeof *to) != sizeof buf)
+            return -1;
+        return recvfrom(a, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl) == sizeof buf ? 0 : -1;
+    }
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } c;
+    int rights = strcmp(kind, "unix-rights") == 0;
+    if (rights) {
+        memset(&c, 0, sizeof c);
+        m.msg_control = c.space;
+        m.msg_controllen = sizeof c.space;
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &spare, sizeof spare);
+    }
+    if (sendmsg(a, &m, 0) != sizeof buf)
+        return -1;
+    if (!rights)
+        return recv(b, buf, sizeof buf, 0) == sizeof buf ? 0 : -1;
+    m.msg_controllen = sizeof c.space;
+    if (recvmsg(b, &m, 0) != sizeof buf)
+        return -1;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    if (!h || h->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int got;
+    memcpy(&got, CMSG_DATA(h), sizeof got);
+    return close(got);
+}
+
+static int run_local(const char *kind)
+{
+    int a, b, spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    struct sockaddr_in to = {0};
+    if (strcmp(kind, "pipe") == 0) {
+        int p[2];
+        if (pipe(p) < 0)
+            die("pipe: %s", strerror(errno));
+        a = p[1];
+        b = p[0];
+    } else if (strcmp(kind, "udp-lo") == 0) {
+        /* One socket bound to loopback sends to itself. */
+        a = b = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        to.sin_family = AF_INET;
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t tl = sizeof to;
+        if (a < 0 || bind(a, (struct sockaddr *)&to, sizeof to) < 0 ||
+            getsockname(a, (struct sockaddr *)&to, &tl) < 0)
+            die("udp-lo: %s", strerror(errno));
+    } else if (strcmp(kind, "unix") == 0 || strcmp(kind, "unix-rights") == 0) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+            die("socketpair: %s", strerror(errno));
+        a = sv[0];
+        b = sv[1];
+    } else {
+        die("local: unknown kind %s (unix, unix-rights, udp-lo, pipe)", kind);
+    }
+    double t0 = 0, c0 = 0;
+    for (long i = 0; i < g_warm + g_n; i++) {
+        if (i == g_warm) {
+            t0 = now_s();
+            c0 = cpu_s(RUSAGE_SELF);
+        }
+        if (local_op(kind, a, b, spare, &to) < 0)
+            die("local %s: %s", kind, strerror(errno));
+    }
+    double secs = now_s() - t0;
+    double cpu = cpu_s(RUSAGE_SELF) - c0;
+    printf("ok=%ld fail=0 threads=1 secs=%.6f us_per_op=%.4f cpu_us_per_op=%.4f\n", g_n, secs,
+           secs * 1e6 / (double)g_n, cpu * 1e6 / (double)g_n);
+    return 0;
+}
+
 static int run_udp(void)
 {
     /* Close-on-exec, as most programs' sockets are (Python's, GLib's, libuv's...). */
@@ -823,6 +921,7 @@ static int run_echod(char **addrs, int naddrs)
 static void usage(void)
 {
     fputs("usage: sfybench tcp|socks5|bulk|bulk-socks5|udp|udp-socks5|pipe (-a IP | -H NAME) -p PORT [-x PROXY_IP] [-P PROXY_PORT]\n"
+          "       sfybench local [-n N] [-W WARM] unix|unix-rights|udp-lo|pipe\n"
           "                [-n N] [-t THREADS] [-s SIZE] [-W WARM]\n"
           "       sfybench spawn [-n N] [-W WARM] -- COMMAND ARGS...\n"
           "       sfybench echod -p PORT -l ADDR [-l ADDR...]\n",
@@ -861,6 +960,11 @@ int main(int argc, char **argv)
         die("bad -n/-t/-s/-W");
     signal(SIGPIPE, SIG_IGN);
 
+    if (strcmp(mode, "local") == 0) {
+        if (optind >= argc)
+            usage();
+        return run_local(argv[optind]);
+    }
     if (strcmp(mode, "spawn") == 0) {
         if (optind >= argc)
             usage();

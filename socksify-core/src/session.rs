@@ -45,6 +45,22 @@ const SLOTS: usize = (STATE_LEN - SLOTS_AT) / 16;
 pub const GUARD_ASSOCIATE: [u8; 16] =
     [2, 0, 0, 0, 0, 0, 0, 0, b's', b'f', b'y', b'U', b'D', b'P', b'a', b'1'];
 
+/// The library's gate: one page the library maps at this fixed address in every program it is
+/// in, holding `syscall; ret` (x86_64). The kernel guard's filter lets through, untrapped, the
+/// system calls made from it (`GATE_IP`): those the library has already checked — AF_UNIX and
+/// other local-family calls, datagrams and connects its routes send direct — so that they cost
+/// what they cost without socksify instead of a round trip to the supervisor. A program that
+/// never loads the library has no gate; one that deliberately jumps into it is hostile code
+/// (the README's threat model).
+pub const GATE_ADDR: u64 = 0x5af0_0000_0000;
+/// The gate's code: `syscall` (0f 05) then `ret` (c3).
+#[cfg(target_arch = "x86_64")]
+pub const GATE_CODE: [u8; 3] = [0x0f, 0x05, 0xc3];
+/// The instruction pointer the kernel reports for a call made from the gate (just past
+/// `syscall`).
+#[cfg(target_arch = "x86_64")]
+pub const GATE_IP: u64 = GATE_ADDR + 2;
+
 pub struct Session {
     dir: PathBuf,
     fake: Option<FakeDns>,

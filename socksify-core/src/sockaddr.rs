@@ -11,6 +11,25 @@ const SIN_LEN: usize = 16;
 /// The size of a sockaddr_in6 without sin6_scope_id (RFC 2133), which the kernel accepts.
 const SIN6_LEN_RFC2133: usize = 24;
 
+/// The pathname inside an AF_UNIX address, if it names one (not abstract, not unnamed).
+pub fn unix_path(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.len() <= 2 || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 || bytes[2] == 0 {
+        return None;
+    }
+    let path = &bytes[2..];
+    Some(&path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())])
+}
+
+/// An AF_UNIX address of a resolver daemon, which answers lookups with the system's resolver
+/// for whoever asks: nscd, and systemd-resolved's varlink socket. Under remote DNS the guard
+/// refuses connects to them (glibc then falls back to the hosts file and DNS, which the stub
+/// answers), and the library leaves those connects to the guard.
+pub fn resolver_daemon(bytes: &[u8]) -> bool {
+    const DAEMONS: &[&[u8]] =
+        &[b"/var/run/nscd/socket", b"/run/nscd/socket", b"/run/systemd/resolve/io.systemd.Resolve"];
+    unix_path(bytes).is_some_and(|p| DAEMONS.contains(&p))
+}
+
 /// What a socket address means for a socket of `family` and `ty`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
@@ -141,6 +160,23 @@ pub fn decode(bytes: &[u8]) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_paths_abstract_and_unnamed_addresses_and_resolver_daemons() {
+        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        assert_eq!(unix_path(&a), None, "unnamed");
+        a.extend_from_slice(b"\0abstract");
+        assert_eq!(unix_path(&a), None);
+        let mut p = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        p.extend_from_slice(b"/run/x.sock\0junk");
+        assert_eq!(unix_path(&p), Some(&b"/run/x.sock"[..]));
+        assert!(!resolver_daemon(&p));
+        let mut n = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        n.extend_from_slice(b"/run/nscd/socket\0");
+        assert!(resolver_daemon(&n));
+        n[0] ^= 1;
+        assert!(!resolver_daemon(&n), "not AF_UNIX");
+    }
 
     #[test]
     fn addresses_are_read_as_the_kernel_reads_them() {

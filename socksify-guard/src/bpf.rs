@@ -16,6 +16,9 @@
 //!   outside the tree (the supervisor included) would be a way around the filter;
 //! - x32 system calls: refused with ENOSYS in the filter itself; calls of another architecture
 //!   (`int 0x80` on x86_64) that create or use sockets: trapped, and refused.
+//!
+//! Not trapped: calls made from the library's gate (`session::GATE_IP`), which the library in
+//! the process has checked already.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -47,6 +50,10 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+#[cfg(target_arch = "x86_64")]
+const OFF_IP: u32 = 8;
+#[cfg(target_arch = "x86_64")]
+use socksify_core::session::GATE_IP;
 const fn arg_lo(i: u32) -> u32 {
     16 + 8 * i
 }
@@ -98,6 +105,7 @@ enum L {
     Notify,
     #[cfg(target_arch = "x86_64")]
     X32,
+    NotifyAlways,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -211,10 +219,22 @@ fn source() -> Vec<Op> {
     ]);
     p.extend([Label(L::NonNative), Load(OFF_NR)]);
     for nr in COMPAT_TRAPPED {
-        p.push(Jeq(*nr, To::L(L::Notify), n));
+        p.push(Jeq(*nr, To::L(L::NotifyAlways), n));
     }
     p.push(Ret(ALLOW));
-    p.extend([Label(L::Allow), Ret(ALLOW), Label(L::Notify), Ret(NOTIFY)]);
+    p.extend([Label(L::Allow), Ret(ALLOW), Label(L::Notify)]);
+    // A native call that would be trapped, made from the library's gate: the library checked
+    // it, let it through. Tested only here, so that the calls never trapped stay independent
+    // of their instruction pointer (the kernel then skips the filter for them altogether).
+    #[cfg(target_arch = "x86_64")]
+    p.extend([
+        Load(OFF_IP + 4),
+        Jeq((GATE_IP >> 32) as u32, n, To::L(L::NotifyAlways)),
+        Load(OFF_IP),
+        Jeq(GATE_IP as u32, n, To::L(L::NotifyAlways)),
+        Ret(ALLOW),
+    ]);
+    p.extend([Label(L::NotifyAlways), Ret(NOTIFY)]);
     #[cfg(target_arch = "x86_64")]
     p.extend([Label(L::X32), Ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)]);
     p
@@ -339,9 +359,20 @@ mod tests {
 
     /// Runs the filter on one call, as the kernel would.
     fn run(nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+        run_at(nr, arch, 0x7f00_1234_5678, args)
+    }
+
+    fn run_at(nr: i64, arch: u32, ip: u64, args: [u64; 6]) -> u32 {
+        trace(nr, arch, ip, args).0
+    }
+
+    /// The filter's answer, and the offsets of seccomp_data it read on the way.
+    fn trace(nr: i64, arch: u32, ip: u64, args: [u64; 6]) -> (u32, Vec<u32>) {
+        let mut loaded = Vec::new();
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
+        data[8..16].copy_from_slice(&ip.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
             data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
         }
@@ -353,11 +384,12 @@ mod tests {
             pc += 1;
             match code {
                 c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    loaded.push(ins.k);
                     let k = ins.k as usize;
                     acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
                 }
                 c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= ins.k,
-                c if c == libc::BPF_RET | libc::BPF_K => return ins.k,
+                c if c == libc::BPF_RET | libc::BPF_K => return (ins.k, loaded),
                 c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
                     pc += if acc == ins.k { ins.jt } else { ins.jf } as usize
                 }
@@ -423,6 +455,40 @@ mod tests {
         assert_eq!(s(libc::AF_PACKET, libc::SOCK_RAW, 0), NOTIFY);
         assert_eq!(s(libc::AF_INET, libc::SOCK_SEQPACKET, 0), NOTIFY, "SCTP");
         assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, 132), NOTIFY, "SCTP");
+    }
+
+    #[test]
+    fn calls_never_trapped_depend_on_their_number_alone() {
+        // The kernel skips the filter for calls whose answer depends on nothing but the number
+        // and the architecture (its action cache): reading an argument or the instruction
+        // pointer on their way would make every read and write pay for the filter.
+        for nr in
+            [libc::SYS_read, libc::SYS_write, libc::SYS_getsockopt, libc::SYS_close, libc::SYS_epoll_wait]
+        {
+            let (r, loaded) = trace(nr, NATIVE_ARCH, 0x7f00_0000_1000, [3, 0, 0, 0, 0, 0]);
+            assert_eq!(r, ALLOW);
+            assert!(loaded.iter().all(|&o| o == OFF_NR || o == OFF_ARCH), "{nr}: {loaded:?}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn calls_from_the_gate_alone_are_let_through() {
+        let sendto = [3, 0x1000, 5, 0, 0x7fff_0000, 16];
+        assert_eq!(run_at(libc::SYS_sendto, NATIVE_ARCH, GATE_IP, sendto), ALLOW);
+        assert_eq!(run_at(libc::SYS_connect, NATIVE_ARCH, GATE_IP, [3, 0, 0, 0, 0, 0]), ALLOW);
+        for ip in [GATE_IP - 2, GATE_IP + 1, GATE_IP + (1 << 32), GATE_IP ^ (1 << 40), GATE_IP as u32 as u64]
+        {
+            assert_eq!(run_at(libc::SYS_sendto, NATIVE_ARCH, ip, sendto), NOTIFY, "{ip:#x}");
+        }
+        const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+        assert_eq!(run_at(362, AUDIT_ARCH_I386, GATE_IP, [0; 6]), NOTIFY, "i386 connect from the gate");
+        let x32 = libc::SYS_connect | X32_SYSCALL_BIT as i64;
+        assert_eq!(
+            run_at(x32, NATIVE_ARCH, GATE_IP, [0; 6]),
+            libc::SECCOMP_RET_ERRNO | 38,
+            "x32 from the gate"
+        );
     }
 
     #[test]

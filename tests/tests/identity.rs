@@ -25,3 +25,15 @@ fn unix_servers_see_the_programs_pid_uid_and_gid_in_every_mode() {
     assert!(bare.contains(&format!("SO_MARK dropped: errno {}", libc::EPERM)), "{bare}");
     assert!(!bare.contains("False"), "{bare}");
 }
+
+/// The library's gate (the page whose calls the guard lets through) is there under the guard
+/// only, and a dynamic program's AF_UNIX calls made through it are still its own (above).
+#[test]
+fn the_gate_is_mapped_under_the_guard_only() {
+    let py = "print('5af000000000-' in open('/proc/self/maps').read())";
+    let c = Client::new();
+    for (mode, expected) in [("auto", "True\n"), ("preload", "False\n"), ("syscall", "False\n")] {
+        let out = c.socksify(&config_for(DANTE), &["--mode", mode, "python3", "-c", py]);
+        assert_eq!(stdout_ok(&out), expected, "--mode {mode}");
+    }
+}

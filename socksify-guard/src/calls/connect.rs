@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use socksify_core::TargetAddr;
 
-use super::{foreign, forget_socket, identity, inet, local_family, maybe_slow, read_addr, result, socket_of};
+use super::{foreign, forget_socket, inet, local_family, maybe_slow, read_addr, result, socket_of};
 use crate::addr::{self, Dest};
 use crate::notif::Reply;
 use crate::policy::{TcpPlan, UdpPlan};
@@ -72,21 +72,11 @@ fn local_connect(call: &Call, family: libc::c_int, ptr: u64, len: u64) -> Outcom
     }
     // An unreadable address: the kernel's own call says EFAULT (or EINVAL).
     let Ok(bytes) = read_addr(call, ptr, len) else { return reply(Reply::Continue) };
-    if identity::pathname(&bytes).is_some_and(resolver_daemon) && call.valid() {
+    if socksify_core::sockaddr::resolver_daemon(&bytes) && call.valid() {
         // Refused quietly: glibc asks nscd before every lookup, and falls back without it.
         return errno_reply(libc::ECONNREFUSED);
     }
     reply(Reply::Continue)
-}
-
-/// Resolver daemons answer lookups for a program over a local socket — nscd, and
-/// systemd-resolved's varlink socket — and would resolve its names with the system's
-/// resolver. Under remote DNS they are refused; glibc then falls back to the hosts file and
-/// DNS, whose queries reach the stub.
-fn resolver_daemon(path: &[u8]) -> bool {
-    const DAEMONS: &[&[u8]] =
-        &[b"/var/run/nscd/socket", b"/run/nscd/socket", b"/run/systemd/resolve/io.systemd.Resolve"];
-    DAEMONS.contains(&path)
 }
 
 fn tcp_connect(

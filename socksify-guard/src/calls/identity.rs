@@ -1,20 +1,11 @@
 //! The program's identity where the supervisor must make something for it. AF_UNIX and other
 //! local-family calls are never made here: the kernel runs them as the program made them, so
 //! that servers see the program's pid, uid and gid, not the supervisor's (the README's table
-//! of who makes each call). What remains: reading an AF_UNIX path (to refuse resolver daemons),
-//! and the sockets the supervisor creates for the program (BIND's placeholder listener), which
-//! take the program's filesystem ids — the owner the kernel records for a new socket.
+//! of who makes each call). What the supervisor does make for the program — internet sends with
+//! control data, the few setsockopts it allows, `socket()` probes, BIND's placeholder listener —
+//! it makes with the program's filesystem ids, groups and capabilities.
 
 use std::io;
-
-/// The pathname inside a sockaddr_un, if it names one (not abstract, not unnamed).
-pub fn pathname(bytes: &[u8]) -> Option<&[u8]> {
-    if bytes.len() <= 2 || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 || bytes[2] == 0 {
-        return None;
-    }
-    let path = &bytes[2..];
-    Some(&path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())])
-}
 
 /// What the kernel checks a call against: filesystem ids, groups, effective capabilities.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,17 +137,6 @@ pub fn as_program<T>(tid: libc::pid_t, f: impl FnOnce() -> T) -> io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pathnames_abstract_and_unnamed_addresses() {
-        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
-        assert_eq!(pathname(&a), None, "unnamed");
-        a.extend_from_slice(b"\0abstract");
-        assert_eq!(pathname(&a), None);
-        let mut p = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
-        p.extend_from_slice(b"/run/x.sock\0junk");
-        assert_eq!(pathname(&p), Some(&b"/run/x.sock"[..]));
-    }
 
     #[test]
     fn credentials_are_read_from_proc_status() {

@@ -6,6 +6,7 @@
 pub mod bind;
 pub mod dns;
 pub mod fds;
+pub mod gated;
 pub mod msg;
 pub mod net;
 pub mod pending;

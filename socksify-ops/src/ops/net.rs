@@ -89,14 +89,15 @@ pub fn connect(fd: c_int, to: *const sockaddr, len: socklen_t) -> Flow<c_int> {
         return Flow::Bypass; // the kernel's answer: EFAULT, EINVAL, EAFNOSUPPORT, AF_UNIX…
     };
     match sock::socket_type(fd) {
-        Some(libc::SOCK_STREAM) => tcp_connect(fd, dest),
-        Some(libc::SOCK_DGRAM) => udp::connect(fd, dest),
+        Some(libc::SOCK_STREAM) => tcp_connect(fd, dest, Some((to, len))),
+        Some(libc::SOCK_DGRAM) => udp::connect(fd, dest, to, len),
         _ => Flow::Bypass,
     }
 }
 
-/// Proxies a TCP connection to `dest` (as the program gave it) on `fd`.
-pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
+/// Proxies a TCP connection to `dest` (as the program gave it) on `fd`. `asked`: the program's
+/// own address, for a connect the routes send direct to make through the gate.
+pub fn tcp_connect(fd: c_int, dest: SocketAddr, asked: Option<(*const sockaddr, socklen_t)>) -> Flow<c_int> {
     let st = match state() {
         Ok(st) => st,
         Err(_) => {
@@ -108,7 +109,12 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
         return super::stub::tcp_connect(st, fd, dest); // DNS over TCP, answered in the library
     }
     match plan(st, dest) {
-        Plan::AsIs => Flow::Bypass,
+        Plan::AsIs => match asked {
+            Some((to, len)) if !st.for_the_stub(dest) => {
+                super::gated::connect_direct(fd, to, len).unwrap_or(Flow::Bypass)
+            }
+            _ => Flow::Bypass,
+        },
         Plan::Refuse(e) => Flow::Fail(e),
         Plan::Chain(target, via) => match pending::connect_again(fd).or_else(|| connected_already(fd)) {
             Some(errno) => Flow::Fail(errno),
@@ -338,7 +344,7 @@ pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
         let Some(dest) = addr::read(msg.name.cast(), msg.namelen) else {
             return (Flow::Bypass, After::Nothing);
         };
-        return match tcp_connect(fd, dest) {
+        return match tcp_connect(fd, dest, None) {
             Flow::Done(_) => (Flow::Done(0), After::FastOpenData),
             other => (other.map(|v| v as ssize_t), After::Nothing),
         };

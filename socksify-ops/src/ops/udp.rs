@@ -18,7 +18,7 @@ use super::msg::Msg;
 use super::stub;
 use crate::runtime::state::log_broken;
 use crate::runtime::{state, Flow, State};
-use crate::sys::{self, addr, sock};
+use crate::sys::{self, addr, gate, sock};
 use crate::table::{self, Assoc, Header, Link, OwnLink, MAX_HEADER};
 
 const MAX_DATAGRAM: usize = 65536 + MAX_HEADER;
@@ -269,8 +269,16 @@ fn send_pieces(fd: c_int, link: &Link, head: &[u8], msg: &Msg, flags: c_int) -> 
     out.msg_iovlen = iov.len();
     out.msg_control = msg.control;
     out.msg_controllen = msg.controllen;
+    if msg.controllen == 0 {
+        // To the relay of the library's own association: through the gate (the guard would
+        // only check that the relay is one, and let it through).
+        // SAFETY: our header and address, the program's buffers (the kernel checks them).
+        return done(
+            unsafe { gate::call(libc::SYS_sendmsg, sys::args!(fd, &out as *const msghdr, flags)) } as isize
+        );
+    }
     // SAFETY: our header and address, the program's buffers and control data (the kernel
-    // checks them).
+    // checks them; the guard checks the control data).
     done(unsafe { sock::sendmsg(fd, &out, flags) })
 }
 
@@ -282,7 +290,10 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
             // Its replies must reach the socket: one the library connected to its relay is
             // disconnected first.
             unlink(fd);
-            return Flow::Bypass;
+            if for_the_guards_stub(fd, dest) {
+                return Flow::Bypass;
+            }
+            return super::gated::send_direct(fd, msg, flags).unwrap_or(Flow::Bypass);
         }
         Plan::Relay(t, via) => (t, via),
         Plan::Refuse(e) => return Flow::Fail(e),
@@ -332,9 +343,20 @@ pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t
     })
 }
 
+/// True for a datagram (or connect) to the system's nameservers that the kernel guard's stub
+/// answers: left to the guard, and the socket marked, so that its `recvfrom`s are too (the
+/// guard shows its stub's replies as the nameserver's).
+fn for_the_guards_stub(fd: c_int, dest: SocketAddr) -> bool {
+    let stub = state().is_ok_and(|st| st.for_the_stub(dest));
+    if stub {
+        table::mark_stubbed(fd);
+    }
+    stub
+}
+
 /// `connect()` of a datagram socket: a proxied peer is recorded and the socket connected to the
 /// relay (so the kernel itself drops datagrams from anywhere else).
-pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
+pub fn connect(fd: c_int, dest: SocketAddr, to: *const sockaddr, len: socklen_t) -> Flow<c_int> {
     let plan = plan_now(dest, "connect");
     if plan != Plan::Stub {
         stub::forget_peer(fd);
@@ -347,7 +369,12 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Flow<c_int> {
                 a.on_relay = false;
                 a.own_link = None;
             });
-            return Flow::Bypass;
+            // A socket that asked the guard's stub before: the guard must see it connect
+            // elsewhere (it forgets the socket's mark then).
+            if for_the_guards_stub(fd, dest) || table::stubbed(fd) {
+                return Flow::Bypass;
+            }
+            return super::gated::connect_direct(fd, to, len).unwrap_or(Flow::Bypass);
         }
         Plan::Relay(t, via) => (t, via),
         Plan::Refuse(e) => return Flow::Fail(e),

@@ -16,5 +16,7 @@ pub use state::{state, State};
 pub fn init() {
     real::resolve_at_load();
     guard::on_panic(state::report_panic);
-    let _ = state::state();
+    if state::state().is_ok_and(|st| st.guarded) {
+        crate::sys::gate::map();
+    }
 }

@@ -4,6 +4,7 @@
 //! above it.
 
 pub mod addr;
+pub mod gate;
 pub mod lock;
 pub mod mem;
 pub mod sock;

@@ -251,6 +251,9 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 const SWEEP_MIN: usize = 64;
 static KNOWN: Bits = Bits::new();
 static RELAYED: Bits = Bits::new();
+/// Descriptors whose datagrams went to the kernel guard's DNS stub (sticky: a number closed
+/// and reused only takes the slower, trapped path).
+static STUBBED: Bits = Bits::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
 /// How many handshakes run in the background: the waiting calls look further only when some do.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -268,6 +271,16 @@ pub fn known(fd: c_int) -> bool {
 /// True when `fd`'s socket may have a UDP association: one atomic load.
 pub fn relayed(fd: c_int) -> bool {
     RELAYED.get(fd)
+}
+
+/// True when `fd` may have sent to the kernel guard's DNS stub: its replies' sources are the
+/// guard's to rewrite.
+pub fn stubbed(fd: c_int) -> bool {
+    STUBBED.get(fd)
+}
+
+pub fn mark_stubbed(fd: c_int) {
+    STUBBED.set(fd);
 }
 
 impl Table {

@@ -1,7 +1,7 @@
 //! connect, getpeername.
 
 use libc::{c_int, sockaddr, socklen_t};
-use socksify_ops::ops::net;
+use socksify_ops::ops::{gated, net};
 use socksify_ops::runtime::{self, real};
 use socksify_ops::table;
 
@@ -11,6 +11,9 @@ use socksify_ops::table;
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the real connect with the caller's arguments.
     let real = || unsafe { real::connect(fd, addr, len) };
+    if gated::is_local(fd) {
+        return gated::connect(fd, addr, len, real);
+    }
     if runtime::inside() && !net::reentrant_connect_allowed(fd, addr, len) {
         socksify_ops::sys::set_errno(libc::ECONNREFUSED);
         return -1;

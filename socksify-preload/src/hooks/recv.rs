@@ -2,10 +2,11 @@
 //! datagrams are unwrapped; on every other descriptor they are the real functions, after one
 //! atomic load.
 
-use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_long, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use socksify_ops::ops::msg::{self, Msg};
-use socksify_ops::ops::udp;
+use socksify_ops::ops::{gated, udp};
 use socksify_ops::runtime::{self, real, Flow};
+use socksify_ops::sys::args;
 use socksify_ops::sys::mem;
 use socksify_ops::table;
 
@@ -22,10 +23,20 @@ pub unsafe extern "C" fn recvfrom(
 ) -> ssize_t {
     // SAFETY: the real recvfrom with the caller's arguments.
     let real = || unsafe { real::recvfrom(fd, buf, n, flags, addr, len) };
+    if !table::relayed(fd) {
+        // The kernel guard traps a recvfrom with an address: it shows its DNS stub's replies as
+        // the nameserver's. The library knows which sockets sent to the stub; the others'
+        // go through the gate.
+        if gated::open() && !addr.is_null() && !table::stubbed(fd) && gated::is_local_or_inet(fd) {
+            return gated::call(libc::SYS_recvfrom, args!(fd, buf, n, flags, addr, len), || real() as c_long)
+                as ssize_t;
+        }
+        return real();
+    }
     // The length slot, read as the kernel would (a bad pointer: the kernel's EFAULT).
     let room =
         if addr.is_null() || len.is_null() { Some(0) } else { mem::copy_value(len as *const socklen_t) };
-    let (true, Some(room)) = (table::relayed(fd), room) else { return real() };
+    let Some(room) = room else { return real() };
     let m = Msg::one(buf, n, if len.is_null() { std::ptr::null() } else { addr }, room);
     runtime::run(-1, libc::EIO, || udp::recv_into(fd, m, flags, len), real)
 }

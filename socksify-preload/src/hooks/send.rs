@@ -1,10 +1,11 @@
 //! sendto, sendmsg, sendmmsg, send, write, writev, setsockopt: UDP through the relay, TCP Fast
 //! Open through the chain.
 
-use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_long, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use socksify_ops::ops::msg::{self, Msg};
-use socksify_ops::ops::{net, udp};
+use socksify_ops::ops::{gated, net, udp};
 use socksify_ops::runtime::{self, real, Flow};
+use socksify_ops::sys::args;
 use socksify_ops::table;
 
 /// # Safety
@@ -20,6 +21,10 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     // SAFETY: the real sendto with the caller's arguments.
     let real = || unsafe { real::sendto(fd, buf, n, flags, addr, len) };
+    if gated::is_local(fd) {
+        return gated::call(libc::SYS_sendto, args!(fd, buf, n, flags, addr, len), || real() as c_long)
+            as ssize_t;
+    }
     // An address of length 0 is not "no address" to sendto (a datagram socket says EINVAL).
     if !addr.is_null() && len == 0 {
         return real();
@@ -33,6 +38,9 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the real sendmsg with the caller's arguments.
     let real = || unsafe { real::sendmsg(fd, msg, flags) };
+    if gated::is_local(fd) {
+        return gated::call(libc::SYS_sendmsg, args!(fd, msg, flags), || real() as c_long) as ssize_t;
+    }
     // A header or iovec list that cannot be read goes to the kernel, which says EFAULT.
     let Ok(m) = Msg::copy(msg) else { return real() };
     net::send_hook(fd, &m, flags, real)
@@ -42,6 +50,11 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// The arguments of sendmmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: c_uint, flags: c_int) -> c_int {
+    if gated::is_local(fd) {
+        // SAFETY: the real sendmmsg with the caller's arguments.
+        let real = || unsafe { real::sendmmsg(fd, msgs, count, flags) } as c_long;
+        return gated::call(libc::SYS_sendmmsg, args!(fd, msgs, count, flags), real) as c_int;
+    }
     let one_by_one = match socksify_ops::sys::sock::socket_type(fd) {
         Some(libc::SOCK_DGRAM) => true,
         // TCP Fast Open: the first message is an implicit connect (through the chain).
