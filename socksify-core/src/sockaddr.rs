@@ -27,7 +27,11 @@ pub fn unix_path(bytes: &[u8]) -> Option<&[u8]> {
 pub fn resolver_daemon(bytes: &[u8]) -> bool {
     const DAEMONS: &[&[u8]] =
         &[b"/var/run/nscd/socket", b"/run/nscd/socket", b"/run/systemd/resolve/io.systemd.Resolve"];
-    unix_path(bytes).is_some_and(|p| DAEMONS.contains(&p))
+    // The path as the kernel resolves it, as far as text goes: `//` and `/./` are `/`.
+    let parts = |p: &[u8]| -> Vec<Vec<u8>> {
+        p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec).collect()
+    };
+    unix_path(bytes).is_some_and(|p| p.first() == Some(&b'/') && DAEMONS.iter().any(|d| parts(d) == parts(p)))
 }
 
 /// What a socket address means for a socket of `family` and `ty`.
@@ -176,6 +180,9 @@ mod tests {
         assert!(resolver_daemon(&n));
         n[0] ^= 1;
         assert!(!resolver_daemon(&n), "not AF_UNIX");
+        let mut odd = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        odd.extend_from_slice(b"//run/./nscd//socket\0");
+        assert!(resolver_daemon(&odd), "the same path spelt otherwise");
     }
 
     #[test]

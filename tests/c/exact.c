@@ -11,6 +11,9 @@
  *   bad-address       connect with an address at 0x10, and with one that ends past its page
  *   unspecified       connect to 0.0.0.0, :: and ::ffff:0.0.0.0 at a port we listen on
  *   fastopen-mmsg     sendmmsg of two messages with MSG_FASTOPEN to IP:PORT, then the echo
+ *   cancel            pthread_cancel of threads blocked in recvfrom with an address: on an
+ *                     AF_UNIX datagram socket, and on a UDP socket that sent to loopback first
+ *                     (calls the library makes through the kernel guard's gate)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -18,11 +21,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct sockaddr_in target;
@@ -207,6 +213,47 @@ static void fastopen_mmsg(void)
     echo_n(s, "!", (r > 0 ? m[0].msg_len : 0) + (r > 1 ? m[1].msg_len : 0) + 1);
 }
 
+static void *blocked_recvfrom(void *arg)
+{
+    char buf[64];
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    recvfrom(*(int *)arg, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+    return NULL;
+}
+
+/* Cancels a thread blocked in recvfrom on `s`: prints whether it ended, as cancelled. */
+static void cancel_on(const char *what, int s)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, blocked_recvfrom, &s);
+    usleep(300 * 1000);
+    pthread_cancel(t);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3;
+    void *ret = NULL;
+    int r = pthread_timedjoin_np(t, &ret, &until);
+    printf("%s: %s\n", what, r ? strerrorname_np(r) : ret == PTHREAD_CANCELED ? "cancelled" : "returned");
+    fflush(stdout);
+}
+
+static void cancel(void)
+{
+    int u = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un un = {AF_UNIX, ""};
+    snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "socksify-exact-%d", getpid());
+    bind(u, (struct sockaddr *)&un, sizeof un);
+    cancel_on("AF_UNIX recvfrom", u);
+    int d = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in lo = {0};
+    lo.sin_family = AF_INET;
+    lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    lo.sin_port = htons(9);
+    report("sendto loopback", sendto(d, "x", 1, 0, (struct sockaddr *)&lo, sizeof lo));
+    cancel_on("UDP recvfrom", d);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -226,6 +273,8 @@ int main(int argc, char **argv)
         unspecified();
     else if (!strcmp(argv[1], "fastopen-mmsg"))
         fastopen_mmsg();
+    else if (!strcmp(argv[1], "cancel"))
+        cancel();
     else {
         fprintf(stderr, "exact: unknown case %s\n", argv[1]);
         return 2;

@@ -134,6 +134,16 @@ def marked():
 say('SO_MARK as root:', child(marked)[1])
 say('SO_MARK dropped:', child(lambda: (drop(), marked())[1])[1])
 
+# ... and after dropping, in a user namespace of its own (where it holds every capability, over
+# nothing of the host's): refused too.
+def own_namespace():
+    import ctypes
+    drop()
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        return 'no user namespace'
+    return marked()
+say('SO_MARK dropped, in its own user namespace:', child(own_namespace)[1])
+
 # 6. An abstract address and a socketpair carrying a descriptor (SCM_RIGHTS).
 abstract = b'\0socksify-identity-%d' % os.getpid()
 a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -3,7 +3,7 @@
 //! names, `SCM_CREDENTIALS`, `SCM_RIGHTS`) carry the program's pid, uid and gid, also after the
 //! program dropped from root to nobody (the confused deputy a root supervisor would be); and
 //! control data the kernel checks the sender's capabilities for (`SO_MARK`) is refused to a
-//! program that dropped them, as without socksify. The reference is the same script run bare.
+//! program that dropped them (also inside a user namespace of its own), as without socksify. The reference is the same script run bare.
 
 use socksify_tests::lab::*;
 
@@ -23,6 +23,8 @@ fn unix_servers_see_the_programs_pid_uid_and_gid_in_every_mode() {
     assert!(bare.contains("got plain pid is the sender: True uid 65534 gid 65534"), "{bare}");
     assert!(bare.contains(&format!("dgram to a private path, dropped: errno {}", libc::EACCES)), "{bare}");
     assert!(bare.contains(&format!("SO_MARK dropped: errno {}", libc::EPERM)), "{bare}");
+    let own = format!("SO_MARK dropped, in its own user namespace: errno {}", libc::EPERM);
+    assert!(bare.contains(&own) || bare.contains("no user namespace"), "{bare}");
     assert!(!bare.contains("False"), "{bare}");
 }
 

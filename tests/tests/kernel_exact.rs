@@ -58,6 +58,12 @@ fn sendmmsg_with_fast_open_on_tcp_goes_through_the_chain() {
     assert!(bare.contains("echo: first "), "{bare}");
 }
 
+#[test]
+fn pthread_cancel_ends_a_thread_blocked_in_recvfrom() {
+    let bare = exact("cancel", false);
+    assert_eq!(bare, "AF_UNIX recvfrom: cancelled\nsendto loopback: 1 \nUDP recvfrom: cancelled\n");
+}
+
 /// A Python program run bare and under socksify (both modes) in namespaces whose UDP to
 /// dante's relay counts as relayed: the bare run's output, after checking the others match.
 fn python_exact_udp(py: &str) -> String {

@@ -72,6 +72,17 @@ fn effective(d: &[CapData; 2]) -> u64 {
     d[0].effective as u64 | (d[1].effective as u64) << 32
 }
 
+/// True when thread `tid` is in the supervisor's user namespace (false when that cannot be
+/// told: no capability is lent then).
+fn same_user_namespace(tid: libc::pid_t) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (ns(format!("/proc/{tid}/ns/user")), ns("/proc/self/ns/user".to_owned())) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// This thread's supplementary groups.
 fn groups() -> Vec<libc::gid_t> {
     let mut ours = vec![0 as libc::gid_t; 65_536];
@@ -99,7 +110,9 @@ pub fn as_program<T>(tid: libc::pid_t, f: impl FnOnce() -> T) -> io::Result<T> {
     }
     let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
     let theirs = parse_status(&status).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    let caps = theirs.caps & my_caps;
+    // Capabilities count in the user namespace they belong to: a program that made one of its
+    // own (unshare(CLONE_NEWUSER)) holds them there, not over the sockets of ours.
+    let caps = if same_user_namespace(tid) { theirs.caps & my_caps } else { 0 };
     let ours = Creds { fsuid: 0, fsgid: 0, groups: groups(), caps: my_caps };
     if root && theirs.fsuid == 0 && theirs.fsgid == 0 && theirs.groups == ours.groups && caps == my_caps {
         return Ok(f());
@@ -199,6 +212,47 @@ mod tests {
         assert_eq!(effective(&capget().unwrap()), before, "the supervisor's own are back");
         // SAFETY: setfsuid(-1) changes nothing and returns the current fsuid.
         assert_eq!(unsafe { libc::syscall(libc::SYS_setfsuid, -1i32 as u32) }, 0);
+    }
+
+    #[test]
+    fn a_program_in_a_user_namespace_of_its_own_lends_no_capability() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let mut p = [0i32; 2];
+        // SAFETY: pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // SAFETY: the child makes only async-signal-safe raw calls, then exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: the child drops to nobody, makes a user namespace (a full CapEff in it),
+            // and waits for the pipe to close.
+            unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
+                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534);
+                libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER);
+                libc::close(p[1]);
+                let mut b = 0u8;
+                libc::read(p[0], &mut b as *mut u8 as *mut libc::c_void, 1);
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: the parent's copy of the read end.
+        unsafe { libc::close(p[0]) };
+        let in_own = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            !same_user_namespace(child)
+        });
+        let caps = as_program(child, || effective(&capget().unwrap())).unwrap();
+        // SAFETY: the write end: the child exits.
+        unsafe { libc::close(p[1]) };
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        if in_own {
+            assert_eq!(caps, 0, "capabilities of the child's own namespace lent");
+        }
     }
 
     #[test]

@@ -27,21 +27,23 @@ pub fn open() -> bool {
     gate::open()
 }
 
-/// True for a socket of a local family or of the internet (not packet, raw… sockets, which
-/// the guard refuses).
-pub fn is_local_or_inet(fd: c_int) -> bool {
-    matches!(
-        sock::family(fd),
-        Some(
-            libc::AF_UNIX
-                | libc::AF_NETLINK
-                | libc::AF_ALG
-                | libc::AF_KEY
-                | libc::AF_VSOCK
-                | libc::AF_INET
-                | libc::AF_INET6
-        )
-    )
+extern "C" {
+    fn pthread_setcanceltype(ty: c_int, old: *mut c_int) -> c_int;
+}
+const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
+
+/// Runs a gated system call as a cancellation point, as libc's socket functions are: with
+/// asynchronous cancellation on for its duration (how libc made its calls cancellable before
+/// glibc 2.34), so that `pthread_cancel` ends a thread blocked in it, and a cancel already
+/// pending acts at once.
+pub fn cancellable(f: impl FnOnce() -> c_long) -> c_long {
+    let mut old = 0;
+    // SAFETY: sets this thread's cancellation type; errno is not touched.
+    unsafe { pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old) };
+    let r = f();
+    // SAFETY: back to the type the program had.
+    unsafe { pthread_setcanceltype(old, &mut old) };
+    r
 }
 
 /// `real` (the libc function) without the guard; the same system call through the gate under
@@ -51,7 +53,7 @@ pub fn call(nr: c_long, a: [usize; 6], real: impl FnOnce() -> c_long) -> c_long 
         return real();
     }
     // SAFETY: the program's own call, with its own arguments, unchanged.
-    unsafe { gate::call(nr, a) }
+    cancellable(|| unsafe { gate::call(nr, a) })
 }
 
 /// connect(2) of a local socket: through the gate, except a resolver daemon's socket under
@@ -81,7 +83,7 @@ pub fn connect_direct(fd: c_int, to: *const sockaddr, len: socklen_t) -> Option<
         return None;
     }
     // SAFETY: the program's own connect, with its own arguments.
-    let r = unsafe { gate::call(libc::SYS_connect, args!(fd, to, len)) };
+    let r = cancellable(|| unsafe { gate::call(libc::SYS_connect, args!(fd, to, len)) });
     Some(if r < 0 { Flow::Fail(crate::sys::errno()) } else { Flow::Done(r as c_int) })
 }
 
@@ -99,6 +101,7 @@ pub fn send_direct(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t>> 
     h.msg_iov = iov.as_ptr() as *mut libc::iovec;
     h.msg_iovlen = iov.len();
     // SAFETY: the program's own buffers and address (the kernel checks them).
-    let r = unsafe { gate::call(libc::SYS_sendmsg, args!(fd, &h as *const libc::msghdr, flags)) };
+    let r =
+        cancellable(|| unsafe { gate::call(libc::SYS_sendmsg, args!(fd, &h as *const libc::msghdr, flags)) });
     Some(if r < 0 { Flow::Fail(crate::sys::errno()) } else { Flow::Done(r as ssize_t) })
 }

@@ -273,9 +273,10 @@ fn send_pieces(fd: c_int, link: &Link, head: &[u8], msg: &Msg, flags: c_int) -> 
         // To the relay of the library's own association: through the gate (the guard would
         // only check that the relay is one, and let it through).
         // SAFETY: our header and address, the program's buffers (the kernel checks them).
-        return done(
-            unsafe { gate::call(libc::SYS_sendmsg, sys::args!(fd, &out as *const msghdr, flags)) } as isize
-        );
+        let r = super::gated::cancellable(|| unsafe {
+            gate::call(libc::SYS_sendmsg, sys::args!(fd, &out as *const msghdr, flags))
+        });
+        return done(r as isize);
     }
     // SAFETY: our header and address, the program's buffers and control data (the kernel
     // checks them; the guard checks the control data).
@@ -293,7 +294,11 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
             if for_the_guards_stub(fd, dest) {
                 return Flow::Bypass;
             }
-            return super::gated::send_direct(fd, msg, flags).unwrap_or(Flow::Bypass);
+            let sent = super::gated::send_direct(fd, msg, flags);
+            if sent.is_some() {
+                table::mark_direct(fd, true);
+            }
+            return sent.unwrap_or(Flow::Bypass);
         }
         Plan::Relay(t, via) => (t, via),
         Plan::Refuse(e) => return Flow::Fail(e),
@@ -344,12 +349,12 @@ pub fn send_connected(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t
 }
 
 /// True for a datagram (or connect) to the system's nameservers that the kernel guard's stub
-/// answers: left to the guard, and the socket marked, so that its `recvfrom`s are too (the
-/// guard shows its stub's replies as the nameserver's).
+/// answers: left to the guard, and the socket no longer known as direct, so that its
+/// `recvfrom`s are the guard's too (it shows its stub's replies as the nameserver's).
 fn for_the_guards_stub(fd: c_int, dest: SocketAddr) -> bool {
     let stub = state().is_ok_and(|st| st.for_the_stub(dest));
     if stub {
-        table::mark_stubbed(fd);
+        table::mark_direct(fd, false);
     }
     stub
 }
@@ -369,9 +374,13 @@ pub fn connect(fd: c_int, dest: SocketAddr, to: *const sockaddr, len: socklen_t)
                 a.on_relay = false;
                 a.own_link = None;
             });
-            // A socket that asked the guard's stub before: the guard must see it connect
-            // elsewhere (it forgets the socket's mark then).
-            if for_the_guards_stub(fd, dest) || table::stubbed(fd) {
+            if for_the_guards_stub(fd, dest) {
+                return Flow::Bypass;
+            }
+            if !table::direct(fd) {
+                // A socket that may have asked the guard's stub before: the guard must see it
+                // connect elsewhere (it forgets the socket's mark then). Known direct after.
+                table::mark_direct(fd, true);
                 return Flow::Bypass;
             }
             return super::gated::connect_direct(fd, to, len).unwrap_or(Flow::Bypass);

@@ -49,6 +49,22 @@ impl Bits {
     }
 }
 
+impl Bits {
+    /// Clears the bits of `first..=last` (the high flag stays).
+    pub fn clear_range(&self, first: i32, last: i32) {
+        let lo = first.max(0) as usize;
+        let hi = (i64::from(last) + 1).clamp(0, BITS as i64) as usize;
+        let mut i = lo;
+        while i < hi {
+            let word = i / 64;
+            let end = ((word + 1) * 64).min(hi);
+            let mask = if end - i == 64 { u64::MAX } else { ((1u64 << (end - i)) - 1) << (i % 64) };
+            self.words[word].fetch_and(!mask, Ordering::AcqRel);
+            i = end;
+        }
+    }
+}
+
 impl Default for Bits {
     fn default() -> Self {
         Bits::new()
@@ -58,6 +74,22 @@ impl Default for Bits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_clear_exactly_their_bits() {
+        let b = Bits::new();
+        for fd in [0, 3, 63, 64, 65, 127, 128, 200, 65535] {
+            b.set(fd);
+        }
+        b.clear_range(3, 127);
+        let left: Vec<i32> =
+            [0, 3, 63, 64, 65, 127, 128, 200, 65535].into_iter().filter(|&f| b.get(f)).collect();
+        assert_eq!(left, vec![0, 128, 200, 65535]);
+        b.clear_range(129, i32::MAX);
+        assert!(b.get(128) && !b.get(200) && !b.get(65535));
+        b.clear_range(5, 4);
+        assert!(b.get(0) && b.get(128));
+    }
 
     #[test]
     fn bits_are_set_and_cleared_one_by_one() {

@@ -251,9 +251,13 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 const SWEEP_MIN: usize = 64;
 static KNOWN: Bits = Bits::new();
 static RELAYED: Bits = Bits::new();
-/// Descriptors whose datagrams went to the kernel guard's DNS stub (sticky: a number closed
-/// and reused only takes the slower, trapped path).
-static STUBBED: Bits = Bits::new();
+/// Datagram sockets the library has seen send direct (and never to the kernel guard's DNS
+/// stub): their `recvfrom`s have no source for the guard to rewrite. Follows dup and close;
+/// a socket the library has not seen so (inherited across exec, made by raw system calls)
+/// takes the guard's path.
+static DIRECT: Bits = Bits::new();
+/// Datagram sockets the library has seen send to the guard's DNS stub: never direct again.
+static STUB: Bits = Bits::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
 /// How many handshakes run in the background: the waiting calls look further only when some do.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -273,14 +277,27 @@ pub fn relayed(fd: c_int) -> bool {
     RELAYED.get(fd)
 }
 
-/// True when `fd` may have sent to the kernel guard's DNS stub: its replies' sources are the
-/// guard's to rewrite.
-pub fn stubbed(fd: c_int) -> bool {
-    STUBBED.get(fd)
+/// True when the library saw `fd` send direct and never to the guard's DNS stub.
+pub fn direct(fd: c_int) -> bool {
+    // Beyond the bitmaps a bit means "some descriptor up there": not knowledge of this one.
+    (0..65_536).contains(&fd) && DIRECT.get(fd) && !STUB.get(fd)
 }
 
-pub fn mark_stubbed(fd: c_int) {
-    STUBBED.set(fd);
+/// `fd` sent direct (`true`), or to the guard's DNS stub (`false`, for good).
+pub fn mark_direct(fd: c_int, direct: bool) {
+    if direct {
+        DIRECT.set(fd);
+    } else {
+        STUB.set(fd);
+    }
+}
+
+fn copy_bit(bits: &Bits, old: c_int, new: c_int) {
+    if bits.get(old) {
+        bits.set(new);
+    } else {
+        bits.clear(new);
+    }
 }
 
 impl Table {
@@ -557,6 +574,10 @@ pub fn drop_assoc(fd: c_int) {
 
 /// `new` is a duplicate of `old` (dup, dup2, dup3, F_DUPFD): it shares `old`'s entry.
 pub fn duplicated(old: c_int, new: c_int) {
+    if old != new {
+        copy_bit(&DIRECT, old, new);
+        copy_bit(&STUB, old, new);
+    }
     if !known(old) || old == new {
         return;
     }
@@ -581,6 +602,8 @@ pub enum Closing {
 
 /// The program closes (or replaces, with dup2/dup3) descriptor `fd`.
 pub fn closing(fd: c_int) -> Closing {
+    DIRECT.clear(fd);
+    STUB.clear(fd);
     if !known(fd) {
         return Closing::Program;
     }
@@ -596,6 +619,8 @@ pub fn closing(fd: c_int) -> Closing {
 /// The program closes descriptors `first..=last` together: they are forgotten; returns the
 /// library's own descriptors in the range (to be kept open).
 pub fn closing_range(first: c_int, last: c_int) -> Vec<c_int> {
+    DIRECT.clear_range(first, last);
+    STUB.clear_range(first, last);
     with(|t| {
         let gone: Vec<c_int> = t.by_fd.keys().copied().filter(|fd| (first..=last).contains(fd)).collect();
         for fd in gone {

@@ -25,9 +25,9 @@ pub unsafe extern "C" fn recvfrom(
     let real = || unsafe { real::recvfrom(fd, buf, n, flags, addr, len) };
     if !table::relayed(fd) {
         // The kernel guard traps a recvfrom with an address: it shows its DNS stub's replies as
-        // the nameserver's. The library knows which sockets sent to the stub; the others'
-        // go through the gate.
-        if gated::open() && !addr.is_null() && !table::stubbed(fd) && gated::is_local_or_inet(fd) {
+        // the nameserver's. Local sockets, and those the library saw send only direct, have
+        // nothing for it to rewrite: through the gate.
+        if gated::open() && !addr.is_null() && (table::direct(fd) || gated::is_local(fd)) {
             return gated::call(libc::SYS_recvfrom, args!(fd, buf, n, flags, addr, len), || real() as c_long)
                 as ssize_t;
         }
