@@ -22,24 +22,28 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 
 hook! {
     fn listen(fd: c_int, backlog: c_int) -> c_int {
-        gate: true, fail: -1, panic: libc::EADDRINUSE, body: bind::listen(fd),
+        gate: !socksify_ops::ops::gated::is_local(fd), local: libc::SYS_listen, fail: -1,
+        panic: libc::EADDRINUSE, body: bind::listen(fd),
     }
 }
 
 hook! {
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-        gate: table::known(fd), fail: -1, panic: libc::ECONNABORTED, body: bind::accept(fd, addr, len, 0),
+        gate: table::known(fd), local: libc::SYS_accept, fail: -1, panic: libc::ECONNABORTED,
+        body: bind::accept(fd, addr, len, 0),
     }
 }
 
 hook! {
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
-        gate: table::known(fd), fail: -1, panic: libc::ECONNABORTED, body: bind::accept(fd, addr, len, flags),
+        gate: table::known(fd), local: libc::SYS_accept4, fail: -1, panic: libc::ECONNABORTED,
+        body: bind::accept(fd, addr, len, flags),
     }
 }
 
 hook! {
     fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-        gate: table::known(fd), fail: -1, panic: libc::EBADF, body: bind::getsockname(fd, addr, len),
+        gate: table::known(fd), local: libc::SYS_getsockname, fail: -1, panic: libc::EBADF,
+        body: bind::getsockname(fd, addr, len),
     }
 }

@@ -23,6 +23,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 hook! {
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-        gate: table::known(fd), fail: -1, panic: libc::ENOTCONN, body: net::getpeername(fd, addr, len),
+        gate: table::known(fd), local: libc::SYS_getpeername, fail: -1, panic: libc::ENOTCONN,
+        body: net::getpeername(fd, addr, len),
     }
 }
