@@ -113,15 +113,27 @@ pub fn as_program<T>(tid: libc::pid_t, f: impl FnOnce() -> T) -> io::Result<T> {
     // Capabilities count in the user namespace they belong to: a program that made one of its
     // own (unshare(CLONE_NEWUSER)) holds them there, not over the sockets of ours.
     let caps = if same_user_namespace(tid) { theirs.caps & my_caps } else { 0 };
-    let ours = Creds { fsuid: 0, fsgid: 0, groups: groups(), caps: my_caps };
-    if root && theirs.fsuid == 0 && theirs.fsgid == 0 && theirs.groups == ours.groups && caps == my_caps {
+    // SAFETY: setfsuid/setfsgid(-1) change nothing and return the current ids.
+    let (fsuid, fsgid) = unsafe {
+        (
+            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+            libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+        )
+    };
+    let ours = Creds { fsuid, fsgid, groups: groups(), caps: my_caps };
+    if root
+        && theirs.fsuid == ours.fsuid
+        && theirs.fsgid == ours.fsgid
+        && theirs.groups == ours.groups
+        && caps == my_caps
+    {
         return Ok(f());
     }
     if !root {
         // Capabilities without root (ambient ones): only those are narrowed.
         set_effective(mine, caps)?;
         let r = f();
-        set_effective(mine, my_caps)?;
+        let _ = set_effective(mine, my_caps); // raising within the permitted set cannot fail
         return Ok(r);
     }
     // SAFETY: per-thread credential changes (raw calls), undone below before returning.
