@@ -54,6 +54,18 @@ const OFF_ARCH: u32 = 4;
 const OFF_IP: u32 = 8;
 #[cfg(target_arch = "x86_64")]
 use socksify_core::session::GATE_IP;
+/// The calls the library makes through its gate (any other made from there is trapped).
+#[cfg(target_arch = "x86_64")]
+const GATED: &[i64] = &[
+    libc::SYS_connect,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_listen,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+];
 const fn arg_lo(i: u32) -> u32 {
     16 + 8 * i
 }
@@ -106,6 +118,8 @@ enum L {
     #[cfg(target_arch = "x86_64")]
     X32,
     NotifyAlways,
+    #[cfg(target_arch = "x86_64")]
+    GateAllow,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -224,16 +238,23 @@ fn source() -> Vec<Op> {
     p.push(Ret(ALLOW));
     p.extend([Label(L::Allow), Ret(ALLOW), Label(L::Notify)]);
     // A native call that would be trapped, made from the library's gate: the library checked
-    // it, let it through. Tested only here, so that the calls never trapped stay independent
-    // of their instruction pointer (the kernel then skips the filter for them altogether).
+    // it, let it through — only the calls the library makes there. Tested only here, so that
+    // the calls never trapped stay independent of their instruction pointer (the kernel then
+    // skips the filter for them altogether).
     #[cfg(target_arch = "x86_64")]
-    p.extend([
-        Load(OFF_IP + 4),
-        Jeq((GATE_IP >> 32) as u32, n, To::L(L::NotifyAlways)),
-        Load(OFF_IP),
-        Jeq(GATE_IP as u32, n, To::L(L::NotifyAlways)),
-        Ret(ALLOW),
-    ]);
+    {
+        p.extend([
+            Load(OFF_IP + 4),
+            Jeq((GATE_IP >> 32) as u32, n, To::L(L::NotifyAlways)),
+            Load(OFF_IP),
+            Jeq(GATE_IP as u32, n, To::L(L::NotifyAlways)),
+            Load(OFF_NR),
+        ]);
+        for nr in GATED {
+            p.push(Jeq(*nr as u32, To::L(L::GateAllow), n));
+        }
+        p.extend([Ret(NOTIFY), Label(L::GateAllow), Ret(ALLOW)]);
+    }
     p.extend([Label(L::NotifyAlways), Ret(NOTIFY)]);
     #[cfg(target_arch = "x86_64")]
     p.extend([Label(L::X32), Ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)]);
@@ -483,6 +504,9 @@ mod tests {
         }
         const AUDIT_ARCH_I386: u32 = 0x4000_0003;
         assert_eq!(run_at(362, AUDIT_ARCH_I386, GATE_IP, [0; 6]), NOTIFY, "i386 connect from the gate");
+        for nr in [libc::SYS_ptrace, libc::SYS_pidfd_getfd, libc::SYS_process_vm_writev, libc::SYS_accept4] {
+            assert_eq!(run_at(nr, NATIVE_ARCH, GATE_IP, [16, 1, 0, 0, 0, 0]), NOTIFY, "{nr} from the gate");
+        }
         let x32 = libc::SYS_connect | X32_SYSCALL_BIT as i64;
         assert_eq!(
             run_at(x32, NATIVE_ARCH, GATE_IP, [0; 6]),

@@ -25,6 +25,7 @@ macro_rules! hook {
     };
     // `local: SYS_nr` — when the gate says "nothing to do", a call on a socket of a local family
     // (the first argument) goes through the kernel guard's gate as system call `nr`, untrapped.
+    // Only for calls that never wait (a call that waits must stay a cancellation point).
     ($(#[$doc:meta])* fn $name:ident($fd:ident: $fty:ty $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty {
         gate: $gate:expr, local: $nr:expr, fail: $fail:expr, panic: $perr:expr, body: $body:expr $(,)?
     }) => {

@@ -166,4 +166,27 @@ msg, fds, _, _ = socket.recv_fds(y, 10, 1)
 os.write(fds[0], b'ok')
 say('SCM_RIGHTS:', msg.decode(), os.read(r, 2).decode())
 
+# 7. A blocking stream send larger than the socket's buffer: the kernel sends it all.
+import threading
+x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+x.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+big = b'y' * (1 << 20)
+got = []
+def drain():
+    n = 0
+    while n < len(big):
+        n += len(y.recv(65536))
+    got.append(n)
+t = threading.Thread(target=drain)
+t.start()
+sent = x.send(big)
+t.join()
+say('blocking stream send of 1 MiB:', sent == len(big), got == [len(big)])
+big = b'z' * 600000
+got.clear()
+t = threading.Thread(target=drain)
+t.start()
+sent = x.sendmsg([big[:250000], big[250000:]])
+t.join()
+say('blocking stream sendmsg of 600,000 bytes in two pieces:', sent == len(big), got == [len(big)])
 print('\n'.join(out))

@@ -227,11 +227,11 @@ fn chromium_fetches_a_page_by_name_through_dante_and_ssh_d_without_asking_the_re
 /// `recvfrom` from the guard, which rewrites its source.
 #[test]
 fn replies_come_from_the_nameserver_on_a_dup_and_after_a_direct_datagram() {
-    let py = "import socket, struct\nq = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\\x03www\\x08socksify\\x04test\\x00\\x00\\x01\\x00\\x01'\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(q, ('10.77.0.2', 53))\nd = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_DGRAM)\nd.settimeout(3)\nprint('dup: reply from', d.recvfrom(512)[1])\nt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nt.settimeout(3)\nt.sendto(b'x', ('127.0.0.1', 9))\nt.sendto(q, ('10.77.0.2', 53))\nprint('after a direct datagram: reply from', t.recvfrom(512)[1])\n";
+    let py = "import socket, struct\nq = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\\x03www\\x08socksify\\x04test\\x00\\x00\\x01\\x00\\x01'\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(q, ('10.77.0.2', 53))\nd = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_DGRAM)\nd.settimeout(3)\nprint('dup: reply from', d.recvfrom(512)[1])\nt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nt.settimeout(3)\nt.sendto(b'x', ('127.0.0.1', 9))\nt.sendto(q, ('10.77.0.2', 53))\nprint('after a direct datagram: reply from', t.recvfrom(512)[1])\na = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\na.sendto(b'x', ('127.0.0.1', 9))\nn = a.fileno()\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.sendto(q, ('10.77.0.2', 53))\na.close()\nd2 = socket.fromfd(u.fileno(), socket.AF_INET, socket.SOCK_DGRAM)\nd2.settimeout(3)\nprint('dup onto a closed direct socket number', d2.fileno() == n, ': reply from', d2.recvfrom(512)[1])\n";
     let (bare, _) =
         same_as_bare(&config(DANTE, "10.77.0.3:53"), &["auto", "preload"], false, &["python3", "-c", py]);
     assert_eq!(
         bare,
-        "dup: reply from ('10.77.0.2', 53)\nafter a direct datagram: reply from ('10.77.0.2', 53)\n"
+        "dup: reply from ('10.77.0.2', 53)\nafter a direct datagram: reply from ('10.77.0.2', 53)\ndup onto a closed direct socket number True : reply from ('10.77.0.2', 53)\n"
     );
 }

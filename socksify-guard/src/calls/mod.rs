@@ -12,7 +12,7 @@
 //!   open socket's family never changes). So do receiving, names and listening where the guard
 //!   has nothing to add. The README's "who makes each call" table lists them all.
 //!
-//! - `connect`: connect, including AF_UNIX paths resolved in the program's own context;
+//! - `connect`: connect (local families: the program's own, nscd's socket refused under remote DNS);
 //! - `send`: sendto, sendmsg, sendmmsg;
 //! - `names`: recvfrom on resolver sockets, getsockname, getpeername;
 //! - `bind`: listen and accept through SOCKS BIND;

@@ -110,7 +110,8 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr, asked: Option<(*const sockaddr, 
     }
     match plan(st, dest) {
         Plan::AsIs => match asked {
-            Some((to, len)) if !st.for_the_stub(dest) => {
+            // Port 53 takes the guard's path: its nameservers, not ours, decide its stub's.
+            Some((to, len)) if !st.for_the_stub(dest) && dest.port() != 53 => {
                 super::gated::connect_direct(fd, to, len).unwrap_or(Flow::Bypass)
             }
             _ => Flow::Bypass,

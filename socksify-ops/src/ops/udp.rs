@@ -273,9 +273,8 @@ fn send_pieces(fd: c_int, link: &Link, head: &[u8], msg: &Msg, flags: c_int) -> 
         // To the relay of the library's own association: through the gate (the guard would
         // only check that the relay is one, and let it through).
         // SAFETY: our header and address, the program's buffers (the kernel checks them).
-        let r = super::gated::cancellable(|| unsafe {
-            gate::call(libc::SYS_sendmsg, sys::args!(fd, &out as *const msghdr, flags))
-        });
+        // SAFETY: our header and address, the program's buffers (the kernel checks them).
+        let r = unsafe { gate::call(libc::SYS_sendmsg, sys::args!(fd, &out as *const msghdr, flags)) };
         return done(r as isize);
     }
     // SAFETY: our header and address, the program's buffers and control data (the kernel
@@ -291,7 +290,9 @@ pub fn send_to(fd: c_int, dest: SocketAddr, msg: &Msg, flags: c_int) -> Flow<ssi
             // Its replies must reach the socket: one the library connected to its relay is
             // disconnected first.
             unlink(fd);
-            if for_the_guards_stub(fd, dest) {
+            // Port 53 always takes the guard's path: its list of nameservers, not ours, decides
+            // what its stub answers.
+            if for_the_guards_stub(fd, dest) || dest.port() == 53 {
                 return Flow::Bypass;
             }
             let sent = super::gated::send_direct(fd, msg, flags);
@@ -374,7 +375,7 @@ pub fn connect(fd: c_int, dest: SocketAddr, to: *const sockaddr, len: socklen_t)
                 a.on_relay = false;
                 a.own_link = None;
             });
-            if for_the_guards_stub(fd, dest) {
+            if for_the_guards_stub(fd, dest) || dest.port() == 53 {
                 return Flow::Bypass;
             }
             if !table::direct(fd) {

@@ -60,6 +60,10 @@ pub fn map() {
         unsafe { super::call(libc::SYS_mprotect, super::args!(at, PAGE, libc::PROT_READ | libc::PROT_EXEC)) };
     if r == 0 {
         OPEN.store(true, Ordering::Relaxed);
+    } else {
+        // Refused (MemoryDenyWriteExecute, a sandbox): no gate, and no page left behind.
+        // SAFETY: unmaps the page just mapped.
+        unsafe { super::call(libc::SYS_munmap, super::args!(at, PAGE)) };
     }
 }
 

@@ -292,6 +292,21 @@ pub fn mark_direct(fd: c_int, direct: bool) {
     }
 }
 
+/// `new` is now a duplicate of `old` (dup, dup2, dup3, F_DUPFD): it has the same DIRECT and STUB
+/// bits, whatever the table knows of either. Two atomic operations: every dup pays them.
+pub fn follow_bits(old: c_int, new: c_int) {
+    if new >= 0 && old != new {
+        copy_bit(&DIRECT, old, new);
+        copy_bit(&STUB, old, new);
+    }
+}
+
+/// `fd` is closed: it is nobody's DIRECT or STUB socket any more.
+pub fn forget_bits(fd: c_int) {
+    DIRECT.clear(fd);
+    STUB.clear(fd);
+}
+
 fn copy_bit(bits: &Bits, old: c_int, new: c_int) {
     if bits.get(old) {
         bits.set(new);
@@ -574,10 +589,6 @@ pub fn drop_assoc(fd: c_int) {
 
 /// `new` is a duplicate of `old` (dup, dup2, dup3, F_DUPFD): it shares `old`'s entry.
 pub fn duplicated(old: c_int, new: c_int) {
-    if old != new {
-        copy_bit(&DIRECT, old, new);
-        copy_bit(&STUB, old, new);
-    }
     if !known(old) || old == new {
         return;
     }

@@ -29,14 +29,14 @@ hook! {
 
 hook! {
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-        gate: table::known(fd), local: libc::SYS_accept, fail: -1, panic: libc::ECONNABORTED,
+        gate: table::known(fd), fail: -1, panic: libc::ECONNABORTED,
         body: bind::accept(fd, addr, len, 0),
     }
 }
 
 hook! {
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
-        gate: table::known(fd), local: libc::SYS_accept4, fail: -1, panic: libc::ECONNABORTED,
+        gate: table::known(fd), fail: -1, panic: libc::ECONNABORTED,
         body: bind::accept(fd, addr, len, flags),
     }
 }

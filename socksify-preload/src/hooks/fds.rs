@@ -8,14 +8,20 @@ use socksify_ops::table;
 
 hook! {
     fn close(fd: c_int) -> c_int {
-        gate: table::known(fd), fail: -1, panic: libc::EBADF, body: fds::close(fd),
+        gate: {
+            table::forget_bits(fd);
+            table::known(fd)
+        },
+        fail: -1, panic: libc::EBADF, body: fds::close(fd),
     }
 }
 
 /// A duplicate made by `real`: the table follows it.
 fn dup_hook(old: c_int, new: c_int, cloexec: bool, real: impl FnOnce() -> c_int) -> c_int {
     if !table::known(old) && !table::known(new) {
-        return real();
+        let r = real();
+        table::follow_bits(old, r);
+        return r;
     }
     runtime::run(
         -1,
@@ -26,6 +32,7 @@ fn dup_hook(old: c_int, new: c_int, cloexec: bool, real: impl FnOnce() -> c_int)
         },
         || {
             let r = real();
+            table::follow_bits(old, r);
             fds::duplicated(old, r);
             r
         },
@@ -38,6 +45,7 @@ fn dup_hook(old: c_int, new: c_int, cloexec: bool, real: impl FnOnce() -> c_int)
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: the real dup with the caller's argument.
     let r = unsafe { real::dup(fd) };
+    table::follow_bits(fd, r);
     if table::known(fd) {
         runtime::after(|| fds::duplicated(fd, r));
     }
@@ -69,6 +77,9 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     // SAFETY: the real fcntl with the caller's arguments.
     let r = unsafe { real::fcntl(fd, cmd, arg) };
+    if fds::duplicates(cmd) {
+        table::follow_bits(fd, r);
+    }
     if fds::duplicates(cmd) && table::known(fd) {
         runtime::after(|| fds::duplicated(fd, r));
     }

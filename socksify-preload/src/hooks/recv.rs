@@ -28,8 +28,9 @@ pub unsafe extern "C" fn recvfrom(
         // the nameserver's. Local sockets, and those the library saw send only direct, have
         // nothing for it to rewrite: through the gate.
         if gated::open() && !addr.is_null() && (table::direct(fd) || gated::is_local(fd)) {
-            return gated::call(libc::SYS_recvfrom, args!(fd, buf, n, flags, addr, len), || real() as c_long)
-                as ssize_t;
+            return gated::call_now(libc::SYS_recvfrom, args!(fd, buf, n, flags, addr, len), 3, || {
+                real() as c_long
+            }) as ssize_t;
         }
         return real();
     }

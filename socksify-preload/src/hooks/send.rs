@@ -22,8 +22,14 @@ pub unsafe extern "C" fn sendto(
     // SAFETY: the real sendto with the caller's arguments.
     let real = || unsafe { real::sendto(fd, buf, n, flags, addr, len) };
     if gated::is_local(fd) {
-        return gated::call(libc::SYS_sendto, args!(fd, buf, n, flags, addr, len), || real() as c_long)
-            as ssize_t;
+        let sent =
+            gated::call_now(libc::SYS_sendto, args!(fd, buf, n, flags, addr, len), 3, || real() as c_long);
+        return gated::sent_rest(flags, sent, n, |done| {
+            // SAFETY: the rest of the caller's buffer, to the real sendto (which waits).
+            unsafe {
+                real::sendto(fd, buf.cast::<u8>().add(done).cast(), n - done, flags, addr, len) as c_long
+            }
+        }) as ssize_t;
     }
     // An address of length 0 is not "no address" to sendto (a datagram socket says EINVAL).
     if !addr.is_null() && len == 0 {
@@ -39,7 +45,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     // SAFETY: the real sendmsg with the caller's arguments.
     let real = || unsafe { real::sendmsg(fd, msg, flags) };
     if gated::is_local(fd) {
-        return gated::call(libc::SYS_sendmsg, args!(fd, msg, flags), || real() as c_long) as ssize_t;
+        return gated::sendmsg(fd, msg, flags, || real() as c_long) as ssize_t;
     }
     // A header or iovec list that cannot be read goes to the kernel, which says EFAULT.
     let Ok(m) = Msg::copy(msg) else { return real() };
@@ -53,6 +59,10 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, count: c_uint, 
     if gated::is_local(fd) {
         // SAFETY: the real sendmmsg with the caller's arguments.
         let real = || unsafe { real::sendmmsg(fd, msgs, count, flags) } as c_long;
+        // Through the gate only when it cannot wait: a batch cannot be finished part by part.
+        if flags & libc::MSG_DONTWAIT == 0 {
+            return real() as c_int;
+        }
         return gated::call(libc::SYS_sendmmsg, args!(fd, msgs, count, flags), real) as c_int;
     }
     let one_by_one = match socksify_ops::sys::sock::socket_type(fd) {
