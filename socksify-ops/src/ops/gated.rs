@@ -86,18 +86,36 @@ pub fn sent_rest(flags: c_int, sent: c_long, total: usize, rest: impl FnOnce(usi
 /// sendmsg(2) of a local socket: through the gate as far as it need not wait; a blocking stream
 /// socket's send that went only in part is finished by the real function (the kernel's
 /// blocking send sends it all).
-pub fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int, real: impl FnOnce() -> c_long) -> c_long {
+///
+/// # Safety
+/// `msg` is the program's header for sendmsg(2), as it handed it to libc.
+pub unsafe fn sendmsg(
+    fd: c_int,
+    msg: *const libc::msghdr,
+    flags: c_int,
+    real: impl FnOnce() -> c_long,
+) -> c_long {
     let sent = call_now(libc::SYS_sendmsg, args!(fd, msg, flags), 2, real);
-    if sent <= 0 || flags & libc::MSG_DONTWAIT != 0 || sock::socket_type(fd) != Some(libc::SOCK_STREAM) {
+    if sent <= 0 || flags & libc::MSG_DONTWAIT != 0 || !gate::open() {
         return sent;
     }
-    // The header and its iovecs were read by the kernel just now; a copy checks them again.
-    let Ok(m) = Msg::copy(msg) else { return sent };
-    sent_rest(flags, sent, m.iov.len(), |done| {
+    // SAFETY: the kernel has just read this header and its iovecs for this very call (it sent
+    // `sent` bytes from them): they are the program's, readable.
+    let iov: &[libc::iovec] = unsafe {
+        let h = std::ptr::read(msg);
+        if h.msg_iov.is_null() {
+            return sent;
+        }
+        std::slice::from_raw_parts(h.msg_iov, h.msg_iovlen.min(super::msg::MAX_IOV))
+    };
+    let total = iov.iter().map(|v| v.iov_len).fold(0usize, usize::saturating_add);
+    // Only a stream send goes in part (a datagram goes whole or not at all).
+    if sent as usize >= total || sock::socket_type(fd) != Some(libc::SOCK_STREAM) {
+        return sent;
+    }
+    sent_rest(flags, sent, total, |done| {
         let mut skip = done;
-        let rest: Vec<libc::iovec> = m
-            .iov
-            .as_slice()
+        let rest: Vec<libc::iovec> = iov
             .iter()
             .filter_map(|v| {
                 if skip >= v.iov_len {

@@ -45,7 +45,8 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     // SAFETY: the real sendmsg with the caller's arguments.
     let real = || unsafe { real::sendmsg(fd, msg, flags) };
     if gated::is_local(fd) {
-        return gated::sendmsg(fd, msg, flags, || real() as c_long) as ssize_t;
+        // SAFETY: the caller's header, as it gave it to sendmsg.
+        return unsafe { gated::sendmsg(fd, msg, flags, || real() as c_long) } as ssize_t;
     }
     // A header or iovec list that cannot be read goes to the kernel, which says EFAULT.
     let Ok(m) = Msg::copy(msg) else { return real() };
