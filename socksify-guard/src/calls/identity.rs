@@ -85,7 +85,9 @@ fn same_user_namespace(tid: libc::pid_t) -> bool {
 
 /// This thread's supplementary groups.
 fn groups() -> Vec<libc::gid_t> {
-    let mut ours = vec![0 as libc::gid_t; 65_536];
+    // SAFETY: getgroups(0, NULL) only counts.
+    let count = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
+    let mut ours = vec![0 as libc::gid_t; count.max(0) as usize];
     // SAFETY: getgroups into a local array of its stated size.
     let n = unsafe { libc::syscall(libc::SYS_getgroups, ours.len() as libc::c_int, ours.as_mut_ptr()) };
     ours.truncate(n.max(0) as usize);
@@ -136,27 +138,46 @@ pub fn as_program<T>(tid: libc::pid_t, f: impl FnOnce() -> T) -> io::Result<T> {
         let _ = set_effective(mine, my_caps); // raising within the permitted set cannot fail
         return Ok(r);
     }
-    // SAFETY: per-thread credential changes (raw calls), undone below before returning.
+    // SAFETY: per-thread credential changes (raw calls), undone by `restore` below — on
+    // return and on a panic in `f` alike (the thread goes on serving calls).
     unsafe {
         if libc::syscall(libc::SYS_setgroups, theirs.groups.len(), theirs.groups.as_ptr()) != 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    let restore = Restore { mine, ours };
+    // SAFETY: as above.
+    unsafe {
         libc::syscall(libc::SYS_setfsgid, theirs.fsgid);
         libc::syscall(libc::SYS_setfsuid, theirs.fsuid);
     }
     // setfsuid to non-zero already cleared the filesystem capabilities; the rest now.
-    let narrowed = set_effective(mine, caps);
-    let r = narrowed.as_ref().ok().map(|_| f());
-    // SAFETY: back to the supervisor's own ids: capabilities first (raising the effective set
-    // within the permitted one needs none), then the ids, which need CAP_SETUID/CAP_SETGID.
-    unsafe {
-        let _ = set_effective(mine, my_caps);
-        libc::syscall(libc::SYS_setfsuid, ours.fsuid);
-        libc::syscall(libc::SYS_setfsgid, ours.fsgid);
-        libc::syscall(libc::SYS_setgroups, ours.groups.len(), ours.groups.as_ptr());
+    set_effective(mine, caps)?;
+    let r = f();
+    drop(restore);
+    Ok(r)
+}
+
+/// The supervisor thread's own credentials, put back when dropped.
+struct Restore {
+    mine: [CapData; 2],
+    ours: Creds,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: back to the supervisor's own ids: capabilities first (raising the effective
+        // set within the permitted one needs none), then the ids, which need CAP_SETUID and
+        // CAP_SETGID; then the capabilities once more (setfsuid(0) raises the filesystem ones
+        // from the permitted set, which the supervisor may not have had effective).
+        unsafe {
+            let _ = set_effective(self.mine, self.ours.caps);
+            libc::syscall(libc::SYS_setfsuid, self.ours.fsuid);
+            libc::syscall(libc::SYS_setfsgid, self.ours.fsgid);
+            libc::syscall(libc::SYS_setgroups, self.ours.groups.len(), self.ours.groups.as_ptr());
+            let _ = set_effective(self.mine, self.ours.caps);
+        }
     }
-    narrowed?;
-    Ok(r.expect("ran"))
 }
 
 #[cfg(test)]
