@@ -192,39 +192,79 @@ mod tests {
         assert!(parse_status("Uid:\t0\t0\t0\t0\n").is_none(), "no CapEff: unknown, not root");
     }
 
+    /// A child process that dropped from root to nobody (and, with `own_userns`, made a user
+    /// namespace of its own, with a full CapEff there) and waits; it exits when dropped.
+    struct DroppedChild {
+        pid: libc::pid_t,
+        release: i32,
+        /// One child at a time: a second one forked meanwhile would inherit this one's write
+        /// end, and neither would ever see its pipe close.
+        _one: std::sync::MutexGuard<'static, ()>,
+    }
+
+    static ONE_CHILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    impl DroppedChild {
+        fn start(own_userns: bool) -> DroppedChild {
+            let one = ONE_CHILD.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = [0i32; 2];
+            // SAFETY: pipe into a local array.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            // SAFETY: the child makes only async-signal-safe raw calls, then exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: the child drops to nobody and waits for the pipe to close.
+                unsafe {
+                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                    libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
+                    libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534);
+                    if own_userns {
+                        libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER);
+                    }
+                    libc::close(p[1]);
+                    let mut b = 0u8;
+                    libc::read(p[0], &mut b as *mut u8 as *mut libc::c_void, 1);
+                    libc::_exit(0);
+                }
+            }
+            // SAFETY: the parent's copy of the read end.
+            unsafe { libc::close(p[0]) };
+            DroppedChild { pid, release: p[1], _one: one }
+        }
+
+        /// Waits (up to a second) until `done` holds for the child.
+        fn until(&self, done: impl Fn(libc::pid_t) -> bool) -> bool {
+            (0..200).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                done(self.pid)
+            })
+        }
+    }
+
+    impl Drop for DroppedChild {
+        fn drop(&mut self) {
+            // SAFETY: the write end: the child exits; then it is reaped.
+            unsafe {
+                libc::close(self.release);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
     #[test]
     fn a_socket_made_for_a_program_that_dropped_root_is_its_own_and_lends_no_capability() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return; // needs a root supervisor to mean anything
         }
-        let mut p = [0i32; 2];
-        // SAFETY: pipe into a local array.
-        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
-        // SAFETY: the child makes only async-signal-safe raw calls, then exits.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            // SAFETY: the child drops to nobody and waits for the pipe to close.
-            unsafe {
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
-                libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
-                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534);
-                libc::close(p[1]);
-                let mut b = 0u8;
-                libc::read(p[0], &mut b as *mut u8 as *mut libc::c_void, 1);
-                libc::_exit(0);
-            }
-        }
-        // SAFETY: the parent's copy of the read end.
-        unsafe { libc::close(p[0]) };
-        let dropped = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            std::fs::read_to_string(format!("/proc/{child}/status"))
+        let child = DroppedChild::start(false);
+        let dropped = child.until(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .is_ok_and(|s| parse_status(&s).is_some_and(|c| c.fsuid == 65534))
         });
         assert!(dropped, "the child did not drop to nobody");
         let before = effective(&capget().unwrap());
-        let (owner, caps) = as_program(child, || {
+        let (owner, caps) = as_program(child.pid, || {
             // SAFETY: a socket of this thread's, closed below.
             let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
             // SAFETY: fstat into a local struct.
@@ -236,10 +276,7 @@ mod tests {
             (st.st_uid, effective(&capget().unwrap()))
         })
         .unwrap();
-        // SAFETY: the write end: the child exits.
-        unsafe { libc::close(p[1]) };
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        drop(child);
         assert_eq!(owner, 65534, "the socket's owner");
         assert_eq!(caps, 0, "no capability lent");
         assert_eq!(effective(&capget().unwrap()), before, "the supervisor's own are back");
@@ -253,36 +290,10 @@ mod tests {
         if unsafe { libc::geteuid() } != 0 {
             return;
         }
-        let mut p = [0i32; 2];
-        // SAFETY: pipe into a local array.
-        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
-        // SAFETY: the child makes only async-signal-safe raw calls, then exits.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            // SAFETY: the child drops to nobody, makes a user namespace (a full CapEff in it),
-            // and waits for the pipe to close.
-            unsafe {
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
-                libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
-                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534);
-                libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER);
-                libc::close(p[1]);
-                let mut b = 0u8;
-                libc::read(p[0], &mut b as *mut u8 as *mut libc::c_void, 1);
-                libc::_exit(0);
-            }
-        }
-        // SAFETY: the parent's copy of the read end.
-        unsafe { libc::close(p[0]) };
-        let in_own = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            !same_user_namespace(child)
-        });
-        let caps = as_program(child, || effective(&capget().unwrap())).unwrap();
-        // SAFETY: the write end: the child exits.
-        unsafe { libc::close(p[1]) };
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        let child = DroppedChild::start(true);
+        let in_own = child.until(|pid| !same_user_namespace(pid));
+        let caps = as_program(child.pid, || effective(&capget().unwrap())).unwrap();
+        drop(child);
         if in_own {
             assert_eq!(caps, 0, "capabilities of the child's own namespace lent");
         }
