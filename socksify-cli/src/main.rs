@@ -356,13 +356,20 @@ fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
             } else {
                 socksify_guard::log::Level::Normal
             };
-            socksify_guard::launch::run(socksify_guard::launch::Launch {
+            let launch = socksify_guard::launch::Launch {
                 argv,
                 env: environment(&env),
                 config: prepared.config,
                 level,
                 fallback,
-            })
+            };
+            // The program keeps this process's pid wherever the supervisor may live outside
+            // its tree; else (Yama's ptrace scope 1) a front process stands in for it.
+            if socksify_guard::launch::detached_possible() {
+                socksify_guard::launch::run_detached(launch)
+            } else {
+                socksify_guard::launch::run(launch)
+            }
         }
     }
 }

@@ -139,6 +139,27 @@ impl Session {
         Ok((Session::open_with(dir, &config)?, config))
     }
 
+    /// Opens the session in `dir`, made for `config`, as its owner (who removes it at the end):
+    /// for the process a session's maker hands it over to.
+    pub fn adopt(dir: &Path, config: &Config) -> io::Result<Session> {
+        let mut session = Session::open_with(dir, config)?;
+        session.owner = true;
+        Ok(session)
+    }
+
+    /// Keeps the session from being swept as stale (`sweep_stale`) for as long as the returned
+    /// descriptor, or a duplicate of it in any process, is open: for a session that outlives
+    /// the process it is named after.
+    pub fn hold(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(&self.dir)?;
+        // SAFETY: flock on a descriptor we own; the lock goes with its open file description.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(dir.into())
+    }
+
     /// Opens the session in `dir`, made for `config`.
     pub fn open_with(dir: &Path, config: &Config) -> io::Result<Session> {
         let fake = match config.dns {
@@ -403,7 +424,16 @@ fn is_writable_dir(dir: &Path) -> bool {
     dir.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
 }
 
-/// Removes sessions of this user whose creator is gone (killed before it could clean up).
+/// True when a process holds the session in `dir` (`Session::hold`).
+fn held(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(d) = std::fs::File::open(dir) else { return false };
+    // SAFETY: flock on a descriptor we own, released when it closes.
+    unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+/// Removes sessions of this user whose creator is gone (killed before it could clean up) and
+/// that nobody holds.
 fn sweep_stale(base: &Path) {
     // SAFETY: getuid has no preconditions.
     let prefix = format!("socksify-{}-", unsafe { libc::getuid() });
@@ -415,7 +445,7 @@ fn sweep_stale(base: &Path) {
         // SAFETY: kill with signal 0 only checks that the process exists.
         let gone = unsafe { libc::kill(pid, 0) } != 0
             && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
+        if gone && !held(&entry.path()) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -424,6 +454,28 @@ fn sweep_stale(base: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_session_outlives_the_process_it_is_named_after() {
+        // A process that has ended: its pid names the session, as a launcher's pid does once
+        // the program is gone and only its daemons (and the supervisor) are left.
+        let dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id() as libc::pid_t;
+        let _ = { dead }.wait();
+        let base = std::env::temp_dir().join(format!("sfy-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = base.join(format!("socksify-{uid}-{pid}-00000000"));
+        let made = Session::create_at(&dir, &Config::default()).unwrap();
+        let hold = made.hold().unwrap();
+        sweep_stale(&base);
+        assert!(dir.is_dir(), "a held session is not stale");
+        drop(hold);
+        sweep_stale(&base);
+        assert!(!dir.exists(), "nobody holds it and its process is gone: swept");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn a_session_is_shared_by_whoever_opens_it_and_removed_by_its_creator() {

@@ -57,6 +57,76 @@ pub unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
     ret
 }
 
+/// System call `nr` made from the gate's page (`session::GATE_ADDR`, `syscall; ret`), which
+/// the kernel guard's filter lets through; the caller has mapped it there. Returns the
+/// kernel's result, as [`raw`].
+///
+/// # Safety
+/// The gate's code is mapped at `GATE_ADDR`; the arguments are those of system call `nr`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub unsafe fn gated(nr: libc::c_long, args: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the gate is `syscall; ret`: a call to it is the system call with the x86_64
+    // convention (rcx and r11 clobbered), and its return address is pushed on our stack (no
+    // `nostack`: the compiler keeps the red zone free).
+    unsafe {
+        std::arch::asm!(
+            "call {gate}",
+            gate = in(reg) crate::session::GATE_ADDR,
+            inlateout("rax") nr as isize => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+/// Maps the gate's page at `session::GATE_ADDR` (x86_64): `Ok(true)` when it is there now,
+/// `Ok(false)` when the address is taken (by a copy of the gate after `fork`, or by anything
+/// else: `taken` is for the caller to check), `Err(errno)` when it cannot be made (an old
+/// kernel that took the address as a hint, or a refused executable page: nothing is left).
+#[cfg(target_arch = "x86_64")]
+pub fn map_gate() -> Result<bool, i32> {
+    use crate::session::{GATE_ADDR, GATE_CODE};
+    const PAGE: usize = 4096;
+    let at = GATE_ADDR as usize;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as usize;
+    // SAFETY: an anonymous private mapping at an address nothing else may hold
+    // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
+    let r = unsafe { raw(libc::SYS_mmap, [at, PAGE, prot, flags, usize::MAX, 0]) };
+    if r == -(libc::EEXIST as isize) {
+        return Ok(false);
+    }
+    if r < 0 {
+        return Err(-r as i32);
+    }
+    if r as usize != at {
+        // SAFETY: unmaps the page just mapped (elsewhere than asked).
+        unsafe { raw(libc::SYS_munmap, [r as usize, PAGE, 0, 0, 0, 0]) };
+        return Err(libc::EEXIST);
+    }
+    // SAFETY: the page is ours, writable, and GATE_CODE fits in it.
+    unsafe { std::ptr::copy_nonoverlapping(GATE_CODE.as_ptr(), at as *mut u8, GATE_CODE.len()) };
+    let rx = (libc::PROT_READ | libc::PROT_EXEC) as usize;
+    // SAFETY: our page becomes read-only code.
+    let r = unsafe { raw(libc::SYS_mprotect, [at, PAGE, rx, 0, 0, 0]) };
+    if r < 0 {
+        // Refused (MemoryDenyWriteExecute, a sandbox): no page left behind.
+        // SAFETY: unmaps the page just mapped.
+        unsafe { raw(libc::SYS_munmap, [at, PAGE, 0, 0, 0, 0]) };
+        return Err(-r as i32);
+    }
+    Ok(true)
+}
+
 /// [`raw`] as libc's `syscall` answers: the result, or -1 with the thread's errno set.
 ///
 /// # Safety

@@ -1,4 +1,15 @@
-//! The three processes of a guarded run, and why there are three:
+//! How a guarded run starts. Where the supervisor may live outside the program's tree (no
+//! Yama, or its ptrace scope 0, or CAP_SYS_PTRACE), the program is the very process the shell
+//! started (`run_detached`):
+//!
+//! ```text
+//!   shell ── socksify → exec → the program (filter installed on itself) ── its children …
+//!   init (or a subreaper) ── supervisor (its own session; ends with the filter's last process)
+//! ```
+//!
+//! Under Yama's scope 1 the supervisor must be an ancestor of every process it acts for
+//! (`pidfd_getfd` and `process_vm_readv` need ptrace rights, which that scope grants to
+//! ancestors), so three processes stand in (`run`):
 //!
 //! ```text
 //!   shell ── socksify (the "front": what the shell waits for; same pid as before)
@@ -6,22 +17,19 @@
 //!                      └── the program (filter installed, then exec) ── its children …
 //! ```
 //!
-//! - The supervisor must be an ancestor of every process it acts for (`pidfd_getfd` and
-//!   `process_vm_readv` need ptrace rights, which Yama's default scope grants to ancestors), and
-//!   it must outlive the program as long as any of the program's descendants lives (a daemon
-//!   the program started still has its calls trapped).
-//! - The shell must see the program's own life: it waits for the front, which ends with the
-//!   program's exit status (re-raising the signal that killed it), stops when the program
-//!   stops, and passes on the signals sent to it. All three share the shell's process group, so
-//!   the terminal's own signals (Ctrl-C, Ctrl-Z, SIGWINCH) reach the program directly.
+//! There the shell must see the program's own life: it waits for the front, which ends with
+//! the program's exit status (re-raising the signal that killed it), stops when the program
+//! stops, and passes on the signals sent to it. All three share the shell's process group, so
+//! the terminal's own signals (Ctrl-C, Ctrl-Z, SIGWINCH) reach the program directly.
 //!
-//! The filter is installed by the program's process itself, between `fork` and `exec`; it
-//! hands the listener's number to the supervisor through a pipe (`write` is not trapped), the
-//! supervisor takes the listener with `pidfd_getfd`, and only then does the program `exec`.
+//! Either way the filter is installed by the program's process itself, before its `exec`, and
+//! the supervisor outlives the program as long as any process under the filter lives (a
+//! daemon the program started still has its calls trapped).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
@@ -120,6 +128,400 @@ fn send_msg(fd: RawFd, kind: i32, value: i32) {
     m[..4].copy_from_slice(&kind.to_ne_bytes());
     m[4..].copy_from_slice(&value.to_ne_bytes());
     write_all(fd, &m);
+}
+
+/// Whether the supervisor may live outside the program's tree, so that the program can be the
+/// process the shell started (`run_detached`). It reads the program's memory and takes its
+/// descriptors, which needs ptrace rights: Yama's scope 1 (Ubuntu's default) grants those to
+/// ancestors only, unless the supervisor holds CAP_SYS_PTRACE. `SOCKSIFY_GUARD_FRONT=1` asks
+/// for the front process anyway (how the tests reach that path on a machine without Yama).
+pub fn detached_possible() -> bool {
+    if std::env::var_os(FRONT_ENV).is_some_and(|v| v == "1") {
+        return false;
+    }
+    // A subreaper keeps its flag across exec: the orphaned supervisor would come back to this
+    // very process, the program, as a child it never made.
+    let mut subreaper: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int.
+    if unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut subreaper as *mut libc::c_int) } != 0
+        || subreaper != 0
+    {
+        return false;
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Err(_) => true,
+        Ok(s) => match s.trim() {
+            "0" => true,
+            "1" | "2" => effective_cap(CAP_SYS_PTRACE),
+            _ => false,
+        },
+    }
+}
+
+/// Asks for the three-process launch (`run`) even where the detached one is possible.
+pub const FRONT_ENV: &str = "SOCKSIFY_GUARD_FRONT";
+
+const CAP_SYS_PTRACE: u32 = 19;
+
+fn effective_cap(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << cap) != 0)
+}
+
+const MSG_LISTENER: i32 = 8;
+const MSG_UNGUARDED: i32 = 16;
+
+/// Runs the program as this very process, under the guard, with the supervisor outside its
+/// tree:
+///
+/// ```text
+///   shell ── socksify, which becomes the program (filter installed, then exec) ── its children …
+///   (init or a subreaper) ── supervisor (its own session; ends with the filter's last process)
+/// ```
+///
+/// The supervisor is forked twice before the filter exists (so it is not under it, and is not
+/// a child the program could wait for). This process makes the session meanwhile, installs
+/// the filter and sends the listener to the supervisor over a socket, through the gate (the
+/// one `sendmsg` the filter lets by) — nothing here waits for the supervisor — then execs.
+/// Returns only when the guard could not be started, with the status to exit with, before
+/// anything of the program ran.
+pub fn run_detached(launch: Launch) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    let gate = socksify_core::sys::map_gate();
+    #[cfg(not(target_arch = "x86_64"))]
+    let gate: Result<bool, i32> = Err(libc::ENOSYS);
+    if gate != Ok(true) {
+        // No gate of our own (taken, or refused): the supervisor takes the listener itself.
+        return run(launch);
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let started = (|| -> io::Result<OwnedFd> {
+        let me = high(sys::owned(sys::syscall!(libc::SYS_pidfd_open, pid, 0)?))?;
+        let (ours, theirs) = socketpair()?;
+        // SAFETY: this process is single-threaded; the child forks once more and exits, the
+        // grandchild runs `supervise_detached`.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                drop(ours);
+                // SAFETY: as above.
+                match unsafe { libc::fork() } {
+                    0 => supervise_detached(&launch, (pid, me), theirs),
+                    // SAFETY: leaving the intermediate process at once; its status says
+                    // whether the supervisor exists.
+                    -1 => unsafe { libc::_exit(1) },
+                    // SAFETY: as above.
+                    _ => unsafe { libc::_exit(0) },
+                }
+            }
+            child => {
+                INTERMEDIATE.store(child, Ordering::Relaxed);
+                Ok(ours)
+            }
+        }
+    })();
+    let sock = match started {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot start the guard: {e}")),
+    };
+    // While the supervisor comes into being: the session, held for as long as the supervisor
+    // lives (it is named after this process, which may end long before the program's tree).
+    let made = Session::create(&launch.config).and_then(|s| match s.hold() {
+        Ok(lock) => Ok((s, lock)),
+        Err(e) => {
+            s.remove();
+            Err(e)
+        }
+    });
+    let (session, lock) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            reap_intermediate();
+            return fail(&format!("cannot make the session directory: {e}"));
+        }
+    };
+    let env = with_session(&launch.env, Some(session.dir()));
+    let start = prepare(&launch, &env, Some(&session));
+    let dir = session.dir().as_os_str().as_bytes();
+    let give = |fd: RawFd| {
+        let sent = send_fds(sock.as_raw_fd(), MSG_LISTENER, dir, &[fd, lock.as_raw_fd()]);
+        // SAFETY: closing our listener (once sent, the supervisor's copy is on the socket).
+        unsafe { libc::close(fd) };
+        if let Err(errno) = sent {
+            // Under the filter with nobody to answer it: the program must not run.
+            raw_write(b"socksify: cannot hand the kernel guard over to its supervisor: ");
+            raw_errno(errno);
+            session.remove();
+            // SAFETY: leaving before the program runs.
+            unsafe { libc::_exit(126) };
+        }
+    };
+    let unguarded = |_| {
+        // The supervisor only removes the session when the program has ended.
+        let _ = send_fds(sock.as_raw_fd(), MSG_UNGUARDED, dir, &[lock.as_raw_fd()]);
+    };
+    let pending = sigchld_pending();
+    install(&start, &give, &unguarded);
+    // The intermediate process is gone before the program could see it as a child, and the
+    // supervisor exists (else the listener sent is lost with the socket: the program must not
+    // run).
+    if !reap_intermediate() {
+        raw_write(b"socksify: cannot start the guard's supervisor (fork failed)\n");
+        session.remove();
+        // SAFETY: leaving before the program runs.
+        unsafe { libc::_exit(126) };
+    }
+    forget_sigchld(pending);
+    exec_program(&start)
+}
+
+/// The intermediate process between this one and the detached supervisor.
+static INTERMEDIATE: AtomicI32 = AtomicI32::new(0);
+
+/// Reaps the intermediate process; false when it says it could not fork the supervisor.
+fn reap_intermediate() -> bool {
+    let child = INTERMEDIATE.swap(0, Ordering::Relaxed);
+    if child <= 0 {
+        return true;
+    }
+    let mut st = 0;
+    // SAFETY: reaping our own child, which exits at once.
+    while unsafe { libc::waitpid(child, &mut st, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return true; // SIGCHLD ignored by whoever started us: reaped by the kernel
+        }
+    }
+    !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) != 0)
+}
+
+/// True when SIGCHLD is blocked and pending already (the caller's own).
+fn sigchld_pending() -> bool {
+    // SAFETY: sigset_t is plain old data; sigpending fills it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set) == 0 && libc::sigismember(&set, libc::SIGCHLD) == 1
+    }
+}
+
+/// A SIGCHLD that the intermediate process's exit left pending (SIGCHLD blocked by whoever
+/// started us) is taken, unless one was pending before: the program must not find it.
+fn forget_sigchld(was_pending: bool) {
+    if was_pending || !sigchld_pending() {
+        return;
+    }
+    let set = sigset([libc::SIGCHLD]);
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: taking one pending, blocked signal without waiting.
+    unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+}
+
+fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two descriptors.
+    if unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just created for us.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high(a)?, high(b)?))
+}
+
+/// The longest message between the launcher and the supervisor: a kind and a session path.
+const MSG_MAX: usize = 4 + 4096;
+
+/// One message of `kind` and `bytes`, with descriptors `fds`, sent through the gate (the
+/// filter may be installed already). Async-signal-safe: no allocation.
+fn send_fds(sock: RawFd, kind: i32, bytes: &[u8], fds: &[RawFd]) -> Result<(), i32> {
+    let mut body = [0u8; MSG_MAX];
+    let len = 4 + bytes.len().min(MSG_MAX - 4);
+    body[..4].copy_from_slice(&kind.to_ne_bytes());
+    body[4..len].copy_from_slice(&bytes[..len - 4]);
+    let mut iov = libc::iovec { iov_base: body.as_mut_ptr().cast(), iov_len: len };
+    // Room for two descriptors' control message, 8-byte aligned.
+    let mut control = [0u64; 4];
+    let fds = &fds[..fds.len().min(2)];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    // SAFETY: the control buffer holds one header and `fds`, as CMSG_SPACE measured.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<RawFd>(), fds.len());
+    }
+    let args = [sock as usize, &msg as *const libc::msghdr as usize, libc::MSG_NOSIGNAL as usize, 0, 0, 0];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the gate is mapped (`run_detached`); a sendmsg of a live header.
+    let r = unsafe { socksify_core::sys::gated(libc::SYS_sendmsg, args) };
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above, without the gate (never reached: `run_detached` needs it).
+    let r = unsafe { socksify_core::sys::raw(libc::SYS_sendmsg, args) };
+    if r < 0 {
+        Err(-r as i32)
+    } else {
+        Ok(())
+    }
+}
+
+/// The launcher's message: its kind, the session's directory and the descriptors with it.
+fn recv_fds(sock: RawFd) -> Option<(i32, std::path::PathBuf, Vec<OwnedFd>)> {
+    let mut body = vec![0u8; MSG_MAX];
+    let mut iov = libc::iovec { iov_base: body.as_mut_ptr().cast(), iov_len: body.len() };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    let n = loop {
+        // SAFETY: recvmsg into live buffers.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count =
+                    ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    // Standard descriptors the program was started without are the program's numbers: ours
+    // go above them (a later dup2 of /dev/null onto 2 must not close the listener).
+    let fds: Vec<OwnedFd> = fds.into_iter().filter_map(|fd| high(fd).ok()).collect();
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return None;
+    }
+    if n < 4 {
+        return None;
+    }
+    let kind = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
+    let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(body[4..n as usize].to_vec()));
+    Some((kind, dir, fds))
+}
+
+/// The detached supervisor: takes the listener and the session, serves the filter's processes
+/// until none is left, then removes the session.
+fn supervise_detached(launch: &Launch, (root, program): (libc::pid_t, OwnedFd), sock: OwnedFd) -> ! {
+    // Out of the program's session and process group: the terminal's signals and the shell's
+    // job control are the program's business. Nothing of the program's may reach into the
+    // supervisor (ptrace, process_vm_writev, /proc/PID/mem).
+    // SAFETY: setsid and prctl with constant arguments, in a new process.
+    unsafe {
+        libc::setsid();
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    ignore_job_signals();
+    to_dev_null(&[0, 1]);
+    // Whatever else the program was given (a pipe its parent waits to see closed) is the
+    // program's alone.
+    close_others(&[program.as_raw_fd(), sock.as_raw_fd()]);
+    let Some((kind, dir, mut fds)) = recv_fds(sock.as_raw_fd()) else {
+        // The launcher failed before the program could run (and said so).
+        // SAFETY: ending the supervisor.
+        unsafe { libc::_exit(0) }
+    };
+    drop(sock);
+    let want = if kind == MSG_LISTENER { 2 } else { 1 };
+    if fds.len() != want {
+        // The listener did not arrive whole (no descriptor left here?): nobody can answer the
+        // program's calls, which fail (ENOSYS) — said once, while stderr is still its.
+        eprintln!("socksify: the guard's supervisor did not receive the filter's listener; the program's network calls fail");
+        // SAFETY: ending the supervisor.
+        unsafe { libc::_exit(0) }
+    }
+    // The session is this process's to remove now; the hold (the last descriptor) keeps it
+    // from being swept while this process lives.
+    let mut session = match Session::adopt(&dir, &launch.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "socksify: the guard's supervisor cannot open the session {}: {e}; the program's network calls fail",
+                dir.display()
+            );
+            // SAFETY: ending the supervisor (the listener closes: trapped calls fail).
+            unsafe { libc::_exit(0) }
+        }
+    };
+    let _hold = fds.pop();
+    let Some(listener) = fds.pop() else {
+        // No filter (an outer guard has the program, or none could be installed and the
+        // program runs with the library only, or not at all): the session lasts as long as
+        // the program.
+        wait_for(program.as_raw_fd(), libc::POLLIN);
+        session.remove();
+        // SAFETY: ending the supervisor.
+        unsafe { libc::_exit(0) }
+    };
+    let (policy, chain, log) = supervisor_parts(launch, Some(&mut session));
+    let sup = Arc::new(Supervisor::new(Listener::new(listener), policy, chain, log).below(root));
+    let running = sup.clone();
+    if let Err(e) = std::thread::Builder::new().name("guard".into()).spawn(move || running.run()) {
+        eprintln!("socksify: the guard's supervisor cannot start: {e}; the program's network calls fail");
+        session.remove();
+        // SAFETY: ending the supervisor (the listener closes: trapped calls fail).
+        unsafe { libc::_exit(0) }
+    }
+    // The program ended: whatever it left running must not keep its stderr open (a pipe
+    // reading it would never end). Their log lines go to log_file only, if there is one.
+    wait_for(program.as_raw_fd(), libc::POLLIN);
+    // Its pid may be anyone's from now on.
+    sup.tree_root.store(-1, Ordering::Release);
+    sup.log.detach_stderr();
+    to_dev_null(&[2]);
+    // The last process under the filter is gone when the listener hangs up.
+    wait_for(sup.listener.raw(), 0);
+    session.remove();
+    // SAFETY: ending the supervisor (its threads with it).
+    unsafe { libc::_exit(0) }
+}
+
+/// Closes every descriptor above 2 but `keep`.
+fn close_others(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<RawFd> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // SAFETY: closing a descriptor of this new process that nothing in it uses (the
+        // directory's own is gone already, or refused harmlessly with EBADF).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Waits until `fd` polls with one of `events`, or hung up (`events` 0: hung up only).
+fn wait_for(fd: RawFd, events: libc::c_short) {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: poll on one local pollfd.
+    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
 }
 
 /// Runs the program under the guard; returns the exit status for the front to exit with (or
@@ -366,14 +768,7 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
         Ok(s) => Some(s),
         Err(e) => die(&format!("cannot make the session directory: {e}")),
     };
-    let mut env = launch.env.clone();
-    if let Some(s) = &session {
-        let mut kv = format!("{SESSION_ENV}=").into_bytes();
-        kv.extend_from_slice(s.dir().as_os_str().as_encoded_bytes());
-        if let Ok(c) = CString::new(kv) {
-            env.push(c);
-        }
-    }
+    let env = with_session(&launch.env, session.as_ref().map(|s| s.dir()));
     // Everything the supervisor needs is ready before the program starts: nothing then competes
     // with the program (or with the reaping of a program that ends at once).
     let parts = supervisor_parts(&launch, session.as_mut());
@@ -383,19 +778,7 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     }
     send_msg(status.as_raw_fd(), MSG_PID, child);
     to_dev_null(&[0, 1]);
-    for sig in [
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGHUP,
-        libc::SIGTERM,
-        libc::SIGPIPE,
-    ] {
-        // SAFETY: the supervisor ignores what the terminal and the shell send the job.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
-    }
+    ignore_job_signals();
     watch_front(alive, child, front);
     // The reaper is this thread: it must see the program end as soon as it does. The
     // supervisor is made ready on its own thread meanwhile.
@@ -438,15 +821,8 @@ struct Start {
     cannot_run: Vec<u8>,
 }
 
-/// Starts the program's process: it shares the supervisor's memory and descriptor table until
-/// it execs (CLONE_VM | CLONE_VFORK | CLONE_FILES, as posix_spawn does), so the listener the
-/// filter returns is in the supervisor's table already — no hand-over, no second copy of the
-/// address space. Returns the program's pid (or -errno) and the listener, if installed.
-fn start_program(
-    launch: &Launch,
-    env: &[CString],
-    session: Option<&Session>,
-) -> (libc::pid_t, Option<OwnedFd>) {
+/// Everything `enter` reads, prepared beforehand (it may run in the supervisor's memory).
+fn prepare(launch: &Launch, env: &[CString], session: Option<&Session>) -> Start {
     let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
     let name = launch.argv[0].to_string_lossy();
     let (warn, refuse) = match &launch.fallback {
@@ -458,7 +834,7 @@ fn start_program(
             Some(format!("socksify: the kernel guard cannot be installed; {r}\n").into_bytes()),
         ),
     };
-    let start = Start {
+    Start {
         prog: crate::bpf::program(),
         argv: ptrs(&launch.argv),
         envp: ptrs(env),
@@ -470,7 +846,32 @@ fn start_program(
             b"socksify: note: already under an outer socksify's guard: calls the library does not proxy take the outer one's proxies\n".to_vec()
         }),
         cannot_run: format!("socksify: cannot run {name}: ").into_bytes(),
-    };
+    }
+}
+
+/// The program's environment: `env` and the session's variable.
+fn with_session(env: &[CString], dir: Option<&std::path::Path>) -> Vec<CString> {
+    let mut env = env.to_vec();
+    if let Some(dir) = dir {
+        let mut kv = format!("{SESSION_ENV}=").into_bytes();
+        kv.extend_from_slice(dir.as_os_str().as_encoded_bytes());
+        if let Ok(c) = CString::new(kv) {
+            env.push(c);
+        }
+    }
+    env
+}
+
+/// Starts the program's process: it shares the supervisor's memory and descriptor table until
+/// it execs (CLONE_VM | CLONE_VFORK | CLONE_FILES, as posix_spawn does), so the listener the
+/// filter returns is in the supervisor's table already — no hand-over, no second copy of the
+/// address space. Returns the program's pid (or -errno) and the listener, if installed.
+fn start_program(
+    launch: &Launch,
+    env: &[CString],
+    session: Option<&Session>,
+) -> (libc::pid_t, Option<OwnedFd>) {
+    let start = prepare(launch, env, session);
     let mut stack = vec![0u8; 256 * 1024];
     // SAFETY: the top of our stack buffer, 16-byte aligned as the ABI wants.
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) as usize & !15 } as *mut libc::c_void;
@@ -499,22 +900,38 @@ fn raw_write(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// In the program's process, between clone and exec: install the filter, exec. It runs in the
-/// supervisor's memory, so it only reads what `Start` prepared and makes system calls.
+/// In the program's process, between clone and exec (the three-process launch).
 extern "C" fn program_process(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the supervisor's `Start`, alive (the supervisor waits: CLONE_VFORK).
     let start = unsafe { &*(arg as *const Start) };
+    // The descriptor is in the table we share with the supervisor: it keeps it.
+    let give = |fd: RawFd| start.listener.store(fd, Ordering::Release);
+    let unguarded = |errno: i32| start.listener.store(-errno, Ordering::Release);
+    enter(start, &give, &unguarded)
+}
+
+/// Installs the filter, gives its listener to the supervisor (or says there is none), then
+/// execs the program. It may run in the supervisor's memory, so it only reads what `Start`
+/// prepared, makes system calls and calls `give` and `unguarded`.
+fn enter(start: &Start, give: &dyn Fn(RawFd), unguarded: &dyn Fn(i32)) -> ! {
+    install(start, give, unguarded);
+    exec_program(start)
+}
+
+/// Installs the filter and gives its listener to the supervisor, or tells it there is none
+/// (and leaves, when the program must not run without the filter).
+fn install(start: &Start, give: &dyn Fn(RawFd), unguarded: &dyn Fn(i32)) {
     match crate::bpf::install(&start.prog) {
         Ok(listener) => {
-            // The descriptor is in the table we share with the supervisor: it keeps it.
-            start.listener.store(listener.into_raw_fd(), Ordering::Release);
+            give(listener.into_raw_fd());
             if let Some(session) = start.session {
-                // SAFETY: the supervisor's session, alive while it waits for us.
+                // SAFETY: the session of whoever prepared `start` (the supervisor, waiting for
+                // us, or this very process), alive until the exec.
                 unsafe { (*session).mark_guarded() };
             }
         }
         Err(errno) => {
-            start.listener.store(-errno, Ordering::Release);
+            unguarded(errno);
             if errno == libc::EBUSY {
                 // Already under a guard (an outer socksify's): that one keeps enforcing.
                 if let Some(m) = &start.nested {
@@ -529,16 +946,42 @@ extern "C" fn program_process(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
     }
-    // SAFETY: NUL-terminated arrays prepared by the supervisor.
+}
+
+/// execvpe, and the shell's statuses if it fails (127: not found, 126: not runnable).
+fn exec_program(start: &Start) -> ! {
+    // SAFETY: NUL-terminated arrays prepared in `prepare`, alive until the exec.
     unsafe { libc::execvpe(start.argv[0], start.argv.as_ptr(), start.envp.as_ptr()) };
     let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT);
     raw_write(&start.cannot_run);
+    raw_errno(errno);
+    // SAFETY: leaving the child (the shell's statuses: 127 not found, 126 not runnable).
+    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+}
+
+/// strerror's message for `errno`, and a newline, to stderr.
+fn raw_errno(errno: i32) {
     // SAFETY: strerror's static message for this errno.
     let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) };
     raw_write(msg.to_bytes());
     raw_write(b"\n");
-    // SAFETY: leaving the child (the shell's statuses: 127 not found, 126 not runnable).
-    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+}
+
+/// The supervisor ignores what the terminal and the shell send the job.
+fn ignore_job_signals() {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGHUP,
+        libc::SIGTERM,
+        libc::SIGPIPE,
+    ] {
+        // SAFETY: setting a signal's disposition to "ignore".
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
 }
 
 fn die(msg: &str) -> ! {

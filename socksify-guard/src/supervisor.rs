@@ -138,6 +138,10 @@ pub struct Supervisor {
     threads: Mutex<HashMap<libc::pid_t, ThreadRef>>,
     idle: AtomicUsize,
     workers: AtomicUsize,
+    /// The process the program's tree descends from: 0 when the supervisor is its subreaper
+    /// (the three-process launch), else the program's first process (the detached one), or -1
+    /// once that has ended (its pid may name an unrelated process from then on).
+    pub tree_root: std::sync::atomic::AtomicI32,
 }
 
 /// A thread of the program: a pidfd for it, and its process (looked up once).
@@ -165,7 +169,14 @@ impl Supervisor {
             threads: Mutex::new(HashMap::new()),
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
+            tree_root: std::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    /// A supervisor that is not the program's ancestor: its tree descends from `root`.
+    pub fn below(self, root: libc::pid_t) -> Supervisor {
+        self.tree_root.store(root, Ordering::Release);
+        self
     }
 
     /// Chain `i` (`Route::Proxy`'s index; the default chain for one out of range).

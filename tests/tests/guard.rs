@@ -213,30 +213,85 @@ fn daemons_the_program_leaves_behind_are_still_supervised() {
 fn signals_reach_the_program_and_its_exit_status_is_socksifys() {
     let c = Client::new();
     let cfg = config_for(DANTE);
-    assert_eq!(c.socksify(&cfg, &["sh", "-c", "exit 7"]).status.code(), Some(7));
-    let out = c.socksify(&cfg, &["sh", "-c", "kill -SEGV $$"]);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "the program's signal: {:?}", out.status);
-    // A signal sent to socksify reaches the program once; SIGTERM then ends it, as it would.
-    let script = "trap 'echo usr1' USR1; echo ready; while :; do sleep 0.05; done";
-    let mut child = c
-        .socksify_command(&cfg, &["sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    // `timeout` and `ip netns exec` exec in turn: the child's pid is socksify's.
-    let pid = child.id() as libc::pid_t;
-    let socksify_pid = wait_for_descendant(pid, "socksify");
-    // SAFETY: signalling the socksify process of this test.
-    unsafe { libc::kill(socksify_pid, libc::SIGUSR1) };
-    assert_eq!(lines.next().unwrap().unwrap(), "usr1");
-    // SAFETY: as above.
-    unsafe { libc::kill(socksify_pid, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    // The program is the process socksify was started as; with SOCKSIFY_GUARD_FRONT=1 (where
+    // Yama keeps the supervisor an ancestor) a front process stands in for it and passes on.
+    for front in [false, true] {
+        let socksify = |argv: &[&str]| {
+            let mut cmd = c.socksify_command(&cfg, argv);
+            if front {
+                cmd.env("SOCKSIFY_GUARD_FRONT", "1");
+            }
+            cmd
+        };
+        assert_eq!(socksify(&["sh", "-c", "exit 7"]).output().unwrap().status.code(), Some(7));
+        let out = socksify(&["sh", "-c", "kill -SEGV $$"]).output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "the program's signal: {:?}", out.status);
+        // A signal sent to socksify reaches the program once; SIGTERM then ends it, as it would.
+        let script = "trap 'echo usr1' USR1; echo ready $$; while :; do sleep 0.05; done";
+        let mut child =
+            socksify(&["sh", "-c", script]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().unwrap().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let socksify_pid = wait_for_descendant(pid, if front { "socksify" } else { "sh" });
+        if !front {
+            assert_eq!(ready, format!("ready {socksify_pid}"));
+            let stat = std::fs::read_to_string(format!("/proc/{socksify_pid}/stat")).unwrap();
+            let ppid = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().to_owned();
+            assert_eq!(ppid, pid.to_string(), "the program is the process socksify was started as");
+        }
+        // SAFETY: signalling the socksify process of this test.
+        unsafe { libc::kill(socksify_pid, libc::SIGUSR1) };
+        assert_eq!(lines.next().unwrap().unwrap(), "usr1");
+        // SAFETY: as above.
+        unsafe { libc::kill(socksify_pid, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    }
+}
+
+/// What a shell sees of a job, and what the job sees of its place: the same under the guard
+/// as bare (the program keeps socksify's pid, its parent, group and session; it has no extra
+/// child; `timeout`, `kill -STOP`, `wait` are exact; the supervisor is in none of its groups).
+#[test]
+fn the_program_is_the_process_the_shell_started() {
+    let c = Client::new();
+    let cfg = c.config(&config_for(DANTE));
+    let marker = std::env::temp_dir().join(format!("sfy-pid-{}", std::process::id()));
+    let script = |prefix: &str| {
+        format!(
+            r#"M={m}; rm -f $M
+{p} sh -c 'echo "$$ $PPID $(ps -o pgid= -p $$) $(ps -o sid= -p $$)" > '$M'; sleep 0.3' & B=$!; wait $B; echo "wait=$?"
+read pid ppid pgid sid < $M
+[ "$pid" = "$B" ] && echo pid-is-bang; [ "$ppid" = "$$" ] && echo parent-is-shell
+[ $pgid = $(ps -o pgid= -p $$) ] && echo group-is-shells; [ $sid = $(ps -o sid= -p $$) ] && echo session-is-shells
+{p} python3 -c 'import os
+try:
+    os.wait(); print("a child")
+except ChildProcessError:
+    print("no child")
+def comm(p):
+    try:
+        return open(f"/proc/{{p}}/comm").read().strip() if os.getpgid(int(p)) == os.getpgid(0) else ""
+    except OSError:
+        return ""
+print("socksify in my group:", [p for p in os.listdir("/proc") if p.isdigit() and comm(p) == "socksify"])'
+timeout 0.5 {p} sleep 5; echo "timeout=$?"
+{p} sleep 5 & P=$!; sleep 0.4; kill -STOP $P; sleep 0.2; S=$(ps -o stat= -p $P); kill -CONT $P; kill $P; wait $P; echo "stopped=${{S:0:1}} term=$?"
+{p} sh -c 'kill -STOP $$; echo woke' & P=$!; sleep 0.4; S=$(ps -o stat= -p $P); kill -CONT $P; wait $P; echo "self-stop=${{S:0:1}} wait=$?"
+"#,
+            m = marker.display(),
+            p = prefix
+        )
+    };
+    let bare = c.run(&["setsid", "bash", "-c", &script("")]);
+    let sfy = format!("{} -f {}", socksify_bin().display(), cfg.display());
+    let guarded = c.run(&["setsid", "bash", "-c", &script(&sfy)]);
+    let want = "wait=0\npid-is-bang\nparent-is-shell\ngroup-is-shells\nsession-is-shells\nno child\nsocksify in my group: []\ntimeout=124\nstopped=T term=143\nwoke\nself-stop=T wait=0\n";
+    assert_eq!(stdout_ok(&bare), want, "bare: {}", String::from_utf8_lossy(&bare.stderr));
+    assert_eq!(stdout_ok(&guarded), want, "guarded: {}", String::from_utf8_lossy(&guarded.stderr));
+    let _ = std::fs::remove_file(&marker);
 }
 
 /// The pid of the process named `comm` among `pid` and its descendants (the first found).
@@ -512,18 +567,24 @@ fn closed_standard_descriptors_signals_from_the_same_group_and_direct_stops() {
     let script = format!(
         r#"{s} sh -c 'echo ran > {m}' <&-; echo "in=$? $(cat {m})"
 {s} sh -c 'echo ran > {m}' >&-; echo "out=$? $(cat {m})"
+{s} sh -c '(sleep 0.3; curl -s --max-time 10 {url} > {m}.d) &' 2>&-; sleep 2; echo "daemon without stderr=$(cat {m}.d)"
 {s} sleep 5 & sleep 0.3; kill $!; wait $!; echo "term=$?"
 {s} python3 -c 'import signal, time; signal.signal(signal.SIGPWR, lambda *a: print("pwr", flush=True)); print("ready", flush=True); time.sleep(1.5)' & sleep 0.8; kill -PWR $!; wait $!; echo "pwr=$?"
 {s} sleep 1.5 & F=$!; sleep 0.4; P=$(pgrep -n -x sleep); kill -STOP $P; sleep 0.3; kill -CONT $P; wait $F; echo "cont=$?"
 "#,
-        m = marker.display()
+        m = marker.display(),
+        url = BY_NAME
     );
     let started = Instant::now();
     let out = c.run(&["bash", "-c", &script]);
     let text = stdout_ok(&out);
-    assert_eq!(text, "in=0 ran\nout=0 ran\nterm=143\nready\npwr\npwr=0\ncont=0\n");
-    assert!(started.elapsed() < Duration::from_secs(8), "something waited too long");
+    assert_eq!(
+        text,
+        format!("in=0 ran\nout=0 ran\ndaemon without stderr={HELLO}\nterm=143\nready\npwr\npwr=0\ncont=0\n")
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "something waited too long");
     let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(marker.with_extension("d"));
 }
 
 #[test]

@@ -134,7 +134,10 @@ pub fn reach(call: &mut Call) -> Outcome {
     };
     // Its own process (the library's checked copies use process_vm_writev on itself): the
     // cached thread group answers that without reading /proc.
-    if target <= 0 || target == call.tgid() || in_tree(target) {
+    if target <= 0
+        || target == call.tgid()
+        || in_tree(call.sup.tree_root.load(std::sync::atomic::Ordering::Acquire), target)
+    {
         return reply(Reply::Continue);
     }
     let what = match call.n.nr {
@@ -156,13 +159,18 @@ fn pid_of_pidfd(fd: i32) -> Option<libc::pid_t> {
     info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
 }
 
-/// True when `pid` descends from this supervisor (every process of the tree does: orphans
-/// come back to it, the subreaper) — the supervisor itself is not in the tree.
-fn in_tree(pid: libc::pid_t) -> bool {
+/// True when `pid` is in the program's tree: it descends from this supervisor, the subreaper
+/// every orphan comes back to (`root` 0; the supervisor itself is not in the tree), or from
+/// `root`, the program's first process, when the supervisor lives outside the tree (`root`
+/// -1 once that process has ended: nothing is recognised then). An orphan of the tree,
+/// reparented above the program, is not recognised there: refused, never lent.
+fn in_tree(root: libc::pid_t, pid: libc::pid_t) -> bool {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    if pid == me || sys::tgid_of(pid).is_ok_and(|t| t == me) {
+    // A thread's /proc entry names its process's parent: walk from the process.
+    let Ok(tgid) = sys::tgid_of(pid) else { return false };
+    if tgid == me || root < 0 {
         return false;
     }
-    sys::descends_from(pid, &[me])
+    sys::descends_from(tgid, &[if root > 0 { root } else { me }])
 }

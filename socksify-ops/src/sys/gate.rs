@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::c_long;
 
-use super::errno;
-
 static OPEN: AtomicBool = AtomicBool::new(false);
 
 /// True when this process has the gate.
@@ -21,50 +19,15 @@ pub fn open() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub fn map() {
     use socksify_core::session::{GATE_ADDR, GATE_CODE};
-    const PAGE: usize = 4096;
-    let at = GATE_ADDR as usize;
-    // SAFETY: an anonymous private mapping at an address nothing else may hold
-    // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
-    let r = unsafe {
-        super::call(
-            libc::SYS_mmap,
-            super::args!(
-                at,
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1i32,
-                0
-            ),
-        )
-    };
-    if r == -1 {
-        if errno() == libc::EEXIST {
+    let open = match socksify_core::sys::map_gate() {
+        Ok(true) => true,
+        Ok(false) => {
             let mut here = [0u8; GATE_CODE.len()];
-            if super::mem::copy_in(at as *const u8, &mut here) && here == GATE_CODE {
-                OPEN.store(true, Ordering::Relaxed);
-            }
+            super::mem::copy_in(GATE_ADDR as usize as *const u8, &mut here) && here == GATE_CODE
         }
-        return;
-    }
-    if r as usize != at {
-        // An old kernel took the address as a hint and mapped elsewhere: no gate.
-        // SAFETY: unmaps the page just mapped.
-        unsafe { super::call(libc::SYS_munmap, super::args!(r, PAGE)) };
-        return;
-    }
-    // SAFETY: the page is ours, writable, and GATE_CODE fits in it.
-    unsafe { std::ptr::copy_nonoverlapping(GATE_CODE.as_ptr(), at as *mut u8, GATE_CODE.len()) };
-    // SAFETY: our page becomes read-only code.
-    let r =
-        unsafe { super::call(libc::SYS_mprotect, super::args!(at, PAGE, libc::PROT_READ | libc::PROT_EXEC)) };
-    if r == 0 {
-        OPEN.store(true, Ordering::Relaxed);
-    } else {
-        // Refused (MemoryDenyWriteExecute, a sandbox): no gate, and no page left behind.
-        // SAFETY: unmaps the page just mapped.
-        unsafe { super::call(libc::SYS_munmap, super::args!(at, PAGE)) };
-    }
+        Err(_) => false,
+    };
+    OPEN.store(open, Ordering::Relaxed);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -79,25 +42,8 @@ pub fn map() {}
 pub unsafe fn call(nr: c_long, a: [usize; 6]) -> c_long {
     #[cfg(target_arch = "x86_64")]
     if open() {
-        let r: isize;
-        // SAFETY: the gate is `syscall; ret`, mapped by `map`: a call to it is the system call
-        // with the x86_64 convention (rcx and r11 clobbered), and its return address is pushed
-        // on our stack (no `nostack`: the compiler keeps the red zone free).
-        unsafe {
-            std::arch::asm!(
-                "call {gate}",
-                gate = in(reg) socksify_core::session::GATE_ADDR,
-                inlateout("rax") nr as isize => r,
-                in("rdi") a[0],
-                in("rsi") a[1],
-                in("rdx") a[2],
-                in("r10") a[3],
-                in("r8") a[4],
-                in("r9") a[5],
-                lateout("rcx") _,
-                lateout("r11") _,
-            );
-        }
+        // SAFETY: the gate is mapped (`open`); the caller's arguments.
+        let r = unsafe { socksify_core::sys::gated(nr, a) };
         if (-4095..0).contains(&r) {
             super::set_errno(-r as i32);
             return -1;
@@ -122,6 +68,6 @@ mod tests {
         assert_eq!(unsafe { call(libc::SYS_getpid, [0; 6]) }, super::super::pid() as c_long);
         // SAFETY: close of a descriptor that is not open.
         assert_eq!(unsafe { call(libc::SYS_close, [100_000, 0, 0, 0, 0, 0]) }, -1);
-        assert_eq!(errno(), libc::EBADF);
+        assert_eq!(crate::sys::errno(), libc::EBADF);
     }
 }
