@@ -362,6 +362,7 @@ fn run(cli: &Cli, prepared: Prepared) -> libc::c_int {
                 config: prepared.config,
                 level,
                 fallback,
+                go: matches!(kind, elf::Kind::Go { .. }),
             };
             // The program keeps this process's pid wherever the supervisor may live outside
             // its tree; else (Yama's ptrace scope 1) a front process stands in for it.

@@ -12,6 +12,9 @@
 //!   addresses of proxied sockets), `io_uring_setup` (refused, so programs fall back);
 //! - `setsockopt` of the options that send packets by themselves or elsewhere: IP options
 //!   (source routes), IPv6 routing headers, multicast group joins;
+//! - `getsockopt(SOL_SOCKET, SO_ERROR)`, when the program is a Go program (`Filter::go`): its
+//!   connects are answered at once and their handshakes finished in the background; this is
+//!   where Go waits for one (for other programs `getsockopt` stays out of the filter's way);
 //! - `ptrace` attach/seize, `process_vm_writev` and `pidfd_getfd`: reaching into a process
 //!   outside the tree (the supervisor included) would be a way around the filter;
 //! - x32 system calls: refused with ENOSYS in the filter itself; calls of another architecture
@@ -106,6 +109,7 @@ enum L {
     NonNative,
     Arg4,
     Sockopt,
+    Getsockopt,
     SockoptIp,
     SockoptIpv6,
     Ptrace,
@@ -141,7 +145,14 @@ enum Op {
 const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
-fn source() -> Vec<Op> {
+/// What the filter traps beyond the fixed set.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Filter {
+    /// `getsockopt(SOL_SOCKET, SO_ERROR)` (a Go program's connects finish in the background).
+    pub go: bool,
+}
+
+fn source(filter: Filter) -> Vec<Op> {
     use Op::*;
     let n = To::Next;
     let mut p = vec![
@@ -171,8 +182,20 @@ fn source() -> Vec<Op> {
     p.push(Jeq(libc::SYS_recvfrom as u32, To::L(L::Arg4), n));
     p.push(Jeq(libc::SYS_socket as u32, To::L(L::Socket), n));
     p.push(Jeq(libc::SYS_setsockopt as u32, To::L(L::Sockopt), n));
+    if filter.go {
+        p.push(Jeq(libc::SYS_getsockopt as u32, To::L(L::Getsockopt), n));
+    }
     p.push(Jeq(libc::SYS_ptrace as u32, To::L(L::Ptrace), n));
     p.push(Ret(ALLOW));
+
+    // getsockopt(fd, SOL_SOCKET, SO_ERROR, …) only.
+    p.extend([
+        Label(L::Getsockopt),
+        Load(arg_lo(1)),
+        Jeq(libc::SOL_SOCKET as u32, n, To::L(L::Allow)),
+        Load(arg_lo(2)),
+        Jeq(libc::SO_ERROR as u32, To::L(L::Notify), To::L(L::Allow)),
+    ]);
 
     // setsockopt(fd, level, optname, …): the listed pairs.
     p.extend([Label(L::Sockopt), Load(arg_lo(1))]);
@@ -262,8 +285,8 @@ fn source() -> Vec<Op> {
 }
 
 /// Assembles the filter: labels become relative jumps.
-pub fn program() -> Vec<sock_filter> {
-    let src = source();
+pub fn program(filter: Filter) -> Vec<sock_filter> {
+    let src = source(filter);
     let mut at = Vec::new();
     let mut index = 0usize;
     for op in &src {
@@ -389,6 +412,10 @@ mod tests {
 
     /// The filter's answer, and the offsets of seccomp_data it read on the way.
     fn trace(nr: i64, arch: u32, ip: u64, args: [u64; 6]) -> (u32, Vec<u32>) {
+        trace_with(Filter::default(), nr, arch, ip, args)
+    }
+
+    fn trace_with(filter: Filter, nr: i64, arch: u32, ip: u64, args: [u64; 6]) -> (u32, Vec<u32>) {
         let mut loaded = Vec::new();
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
@@ -397,7 +424,7 @@ mod tests {
         for (i, a) in args.iter().enumerate() {
             data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
         }
-        let prog = program();
+        let prog = program(filter);
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
             let ins = prog[pc];
@@ -460,6 +487,18 @@ mod tests {
         assert_eq!(native(libc::SYS_process_vm_writev, [1, 0, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(native(libc::SYS_pidfd_getfd, [1, 0, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(native(libc::SYS_process_vm_readv, [1, 0, 0, 0, 0, 0]), ALLOW);
+        let get = |go: bool, level: i32, opt: i32| {
+            let args = [3, level as u64, opt as u64, 0, 0, 0];
+            trace_with(Filter { go }, libc::SYS_getsockopt, NATIVE_ARCH, 0x7f00_0000_1000, args).0
+        };
+        assert_eq!(
+            get(true, libc::SOL_SOCKET, libc::SO_ERROR),
+            NOTIFY,
+            "SO_ERROR: where Go waits for a connect"
+        );
+        assert_eq!(get(true, libc::SOL_SOCKET, libc::SO_TYPE), ALLOW);
+        assert_eq!(get(true, libc::IPPROTO_TCP, libc::SO_ERROR), ALLOW, "TCP_MAXSEG, not SO_ERROR");
+        assert_eq!(get(false, libc::SOL_SOCKET, libc::SO_ERROR), ALLOW, "not a Go program");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Launch {
     pub config: Config,
     pub level: Level,
     pub fallback: Fallback,
+    /// The program is a Go program: its connects are answered at once (`bpf::Filter::go`).
+    pub go: bool,
 }
 
 const MSG_PID: i32 = 1;
@@ -480,7 +482,8 @@ fn supervise_detached(launch: &Launch, (root, program): (libc::pid_t, OwnedFd), 
         unsafe { libc::_exit(0) }
     };
     let (policy, chain, log) = supervisor_parts(launch, Some(&mut session));
-    let sup = Arc::new(Supervisor::new(Listener::new(listener), policy, chain, log).below(root));
+    let sup =
+        Arc::new(Supervisor::new(Listener::new(listener), policy, chain, log).below(root).with_go(launch.go));
     let running = sup.clone();
     if let Err(e) = std::thread::Builder::new().name("guard".into()).spawn(move || running.run()) {
         eprintln!("socksify: the guard's supervisor cannot start: {e}; the program's network calls fail");
@@ -784,7 +787,7 @@ fn supervise(launch: Launch, status: OwnedFd, alive: OwnedFd) -> ! {
     // supervisor is made ready on its own thread meanwhile.
     let sup = listener.map(|fd| {
         let (policy, chain, log) = parts;
-        let sup = Arc::new(Supervisor::new(Listener::new(fd), policy, chain, log));
+        let sup = Arc::new(Supervisor::new(Listener::new(fd), policy, chain, log).with_go(launch.go));
         let running = sup.clone();
         let _ = std::thread::Builder::new().name("guard".into()).spawn(move || running.run());
         sup
@@ -835,7 +838,7 @@ fn prepare(launch: &Launch, env: &[CString], session: Option<&Session>) -> Start
         ),
     };
     Start {
-        prog: crate::bpf::program(),
+        prog: crate::bpf::program(crate::bpf::Filter { go: launch.go }),
         argv: ptrs(&launch.argv),
         envp: ptrs(env),
         listener: AtomicI32::new(-libc::EINVAL),

@@ -56,6 +56,34 @@ pub struct Entry {
     pub bind: Option<BindMark>,
     /// A proxied connect is under way (another connect: EALREADY; getpeername: ENOTCONN).
     pub connecting: bool,
+    /// A Go program's proxied connect, answered `EINPROGRESS` at once and run in the
+    /// background: its `getsockopt(SO_ERROR)` waits for this.
+    pub handshake: Option<Arc<Handshake>>,
+}
+
+/// The end of a background handshake: 0, or the errno the connect failed with.
+#[derive(Default, Debug)]
+pub struct Handshake {
+    done: Mutex<Option<i32>>,
+    ended: std::sync::Condvar,
+}
+
+impl Handshake {
+    pub fn finish(&self, errno: i32) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(errno);
+        self.ended.notify_all();
+    }
+
+    /// Waits for the end: the handshake's own timeouts bound it.
+    pub fn wait(&self) -> i32 {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(e) = *done {
+                return e;
+            }
+            done = self.ended.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -138,6 +166,10 @@ pub struct Supervisor {
     threads: Mutex<HashMap<libc::pid_t, ThreadRef>>,
     idle: AtomicUsize,
     workers: AtomicUsize,
+    /// The filter traps `getsockopt(SO_ERROR)` (`bpf::Filter::go`).
+    so_error_trapped: bool,
+    /// Which executables (device, inode) are Go programs, as seen once.
+    go: Mutex<HashMap<(u64, u64), bool>>,
     /// The process the program's tree descends from: 0 when the supervisor is its subreaper
     /// (the three-process launch), else the program's first process (the detached one), or -1
     /// once that has ended (its pid may name an unrelated process from then on).
@@ -169,8 +201,39 @@ impl Supervisor {
             threads: Mutex::new(HashMap::new()),
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
+            so_error_trapped: false,
+            go: Mutex::new(HashMap::new()),
             tree_root: std::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    /// True when process `tgid` runs a Go program (its executable, inspected once): Go's
+    /// runtime confirms every non-blocking connect with `getsockopt(SO_ERROR)` before it uses
+    /// the socket, so its connects can be answered at once and finished in the background.
+    pub fn is_go(&self, tgid: libc::pid_t) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if !self.so_error_trapped {
+            return false; // no call to wait in: every connect ends with its handshake
+        }
+        let exe = format!("/proc/{tgid}/exe");
+        let Ok(meta) = std::fs::metadata(&exe) else { return false };
+        let key = (meta.dev(), meta.ino());
+        if let Some(&go) = self.go.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return go;
+        }
+        let go = matches!(crate::elf::inspect(std::path::Path::new(&exe)), crate::elf::Kind::Go { .. });
+        let mut known = self.go.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= 256 {
+            known.clear();
+        }
+        known.insert(key, go);
+        go
+    }
+
+    /// A supervisor whose filter traps `getsockopt(SO_ERROR)` when `go`.
+    pub fn with_go(mut self, go: bool) -> Supervisor {
+        self.so_error_trapped = go;
+        self
     }
 
     /// A supervisor that is not the program's ancestor: its tree descends from `root`.

@@ -176,6 +176,48 @@ fn one_slow_handshake_does_not_hold_up_the_others() {
     c.assert_no_leak();
 }
 
+/// A Go program's non-blocking connect gets `EINPROGRESS` at once, as from the kernel, and
+/// its `getsockopt(SO_ERROR)` the handshake's end: 0 (the page is fetched), or the errno a
+/// refusing proxy or destination gives (Go's own "connection refused").
+#[test]
+fn a_go_programs_connect_is_answered_at_once_and_so_error_waits_for_the_chain() {
+    let c = Client::new();
+    let trace = std::env::temp_dir().join(format!("sfy-go-{}.strace", std::process::id()));
+    let url = "http://10.77.0.2:8080/hello.txt";
+    let cfg = c.config(&config_for(DANTE));
+    let strace =
+        ["strace", "-f", "-qq", "-e", "trace=connect", "-e", "signal=none", "-o", trace.to_str().unwrap()];
+    let (bin, go) = (socksify_bin(), goget(false));
+    let sfy = [bin.to_str().unwrap(), "-f", cfg.to_str().unwrap(), go.as_str(), url];
+    let argv: Vec<&str> = strace.iter().chain(sfy.iter()).copied().collect();
+    let out = c.run(&argv);
+    assert!(stdout_ok(&out).ends_with(HELLO));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // The program's connect to the destination (the supervisor's go to the proxy, port 1080).
+    let lines: Vec<&str> = text.lines().collect();
+    let i = lines.iter().position(|l| l.contains("htons(8080)")).unwrap_or_else(|| panic!("{text}"));
+    let pid = lines[i].split_whitespace().next().unwrap();
+    let result = if lines[i].contains("<unfinished") {
+        lines[i + 1..].iter().find(|l| l.starts_with(pid) && l.contains("resumed")).copied().unwrap_or("")
+    } else {
+        lines[i]
+    };
+    assert!(result.contains("= -1 EINPROGRESS"), "{text}");
+    let _ = std::fs::remove_file(&trace);
+    // (A proxy that refuses gives the same: `connect: connection refused`, shown by hand; the
+    // lab counts a connection to a port that is not a proxy's as a leak.)
+    {
+        let out = c.socksify(&config_for(DANTE), &[&goget(false), "http://10.77.0.2:9/"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("connect: connection refused"), "{err}");
+    }
+    c.assert_no_leak();
+    // What the same program says bare (its packets count as leaks from here on).
+    let bare = c.run(&[&goget(false), "http://10.77.0.2:9/"]);
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("connect: connection refused"));
+}
+
 #[test]
 fn active_ftp_through_bind_in_syscall_mode() {
     let c = Client::new();

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use socksify_core::TargetAddr;
@@ -10,7 +11,7 @@ use super::{foreign, forget_socket, inet, local_family, maybe_slow, read_addr, r
 use crate::addr::{self, Dest};
 use crate::notif::Reply;
 use crate::policy::{TcpPlan, UdpPlan};
-use crate::supervisor::{errno_reply, reply, Call, DnsMark, Outcome, Supervisor, DNS_MARK};
+use crate::supervisor::{errno_reply, reply, Call, DnsMark, Handshake, Outcome, Supervisor, DNS_MARK};
 use crate::sys;
 
 pub fn connect(call: &mut Call) -> Outcome {
@@ -151,6 +152,9 @@ fn tcp_connect(
                 call.sup.with_table(|t| t.update(ino, |e| e.connecting = true));
             }
             let tgid = call.tgid();
+            if until.is_none() && sys::nonblocking(fd) && ino.is_some() && call.sup.is_go(tgid) {
+                return in_background(call, sock, chain, tgid, target, shown, ino);
+            }
             Outcome::Slow(Box::new(move |sup| {
                 let r = chain_connect(sup, chain, tgid, &sock, &target, shown, until);
                 if let Some(ino) = ino {
@@ -160,6 +164,83 @@ fn tcp_connect(
             }))
         }
     }
+}
+
+/// A Go program's non-blocking connect: `EINPROGRESS` at once, as the kernel answers, and the
+/// chain built on a worker thread meanwhile. The socket looks writable as soon as the first
+/// hop answers, but Go's runtime asks `getsockopt(SO_ERROR)` before it writes a byte; that call
+/// (`so_error`) waits for the handshake and answers its result.
+fn in_background(
+    call: &mut Call,
+    sock: OwnedFd,
+    chain: usize,
+    tgid: libc::pid_t,
+    target: TargetAddr,
+    shown: SocketAddr,
+    ino: Option<u64>,
+) -> Outcome {
+    let Some(ino) = ino else { return errno_reply(libc::EBADF) };
+    let handshake = Arc::new(Handshake::default());
+    call.sup.with_table(|t| {
+        t.update(ino, |e| {
+            e.connecting = true;
+            e.handshake = Some(handshake.clone());
+        })
+    });
+    let id = call.n.id;
+    Outcome::Slow(Box::new(move |sup| {
+        let _ = sup.listener.respond(id, Reply::Error(libc::EINPROGRESS));
+        let errno = match chain_connect(sup, chain, tgid, &sock, &target, shown, None) {
+            Reply::Error(e) => e,
+            _ => 0,
+        };
+        sup.with_table(|t| t.update(ino, |e| e.connecting = false));
+        handshake.finish(errno);
+        Outcome::Done
+    }))
+}
+
+/// `getsockopt(fd, SOL_SOCKET, SO_ERROR, …)` (trapped only with that level and name): on a
+/// socket whose handshake runs in the background (`in_background`), it waits for the end and
+/// answers its result once, as the kernel answers a connect's; on any other, the kernel's.
+pub fn so_error(call: &mut Call) -> Outcome {
+    if !call.sup.any_entries() {
+        return reply(Reply::Continue);
+    }
+    let Ok(sock) = call.take_fd(call.arg(0) as i32) else { return reply(Reply::Continue) };
+    let Ok(ino) = sys::inode(sock.as_raw_fd()) else { return reply(Reply::Continue) };
+    let Some(handshake) = call.sup.with_table(|t| t.get(ino).and_then(|e| e.handshake.clone())) else {
+        return reply(Reply::Continue);
+    };
+    let (val, len_ptr) = (call.arg(3), call.arg(4));
+    let len = match call.read_u32(len_ptr) {
+        Ok(n) if (n as i32) < 0 => return errno_reply(libc::EINVAL),
+        Ok(n) => (n as usize).min(4),
+        Err(e) => return errno_reply(e),
+    };
+    let tid = call.n.tid;
+    let id = call.n.id;
+    Outcome::Slow(Box::new(move |sup| {
+        let errno = handshake.wait();
+        if !sup.listener.valid(id) {
+            return Outcome::Done; // interrupted: the program asks again
+        }
+        // Answered once: the kernel clears a socket's error when it reports it.
+        sup.with_table(|t| {
+            t.update(ino, |e| {
+                if e.handshake.as_ref().is_some_and(|h| Arc::ptr_eq(h, &handshake)) {
+                    e.handshake = None;
+                }
+            })
+        });
+        let value = errno.to_ne_bytes();
+        let written = sys::write_mem(tid, val, &value[..len])
+            .and_then(|()| sys::write_mem(tid, len_ptr, &(len as u32).to_ne_bytes()));
+        reply(match written {
+            Ok(()) => Reply::Value(0),
+            Err(_) => Reply::Error(libc::EFAULT),
+        })
+    }))
 }
 
 /// Builds the chain on the program's socket to `target`; `shown` is what its `getpeername`

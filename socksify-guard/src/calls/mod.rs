@@ -52,6 +52,7 @@ pub fn handle(sup: &Supervisor, n: Notif) -> Outcome {
         }
         libc::SYS_socket => misc::socket(&mut call),
         libc::SYS_setsockopt => misc::setsockopt(&mut call),
+        libc::SYS_getsockopt => connect::so_error(&mut call),
         libc::SYS_ptrace | libc::SYS_process_vm_writev | libc::SYS_pidfd_getfd => misc::reach(&mut call),
         libc::SYS_io_uring_setup => {
             sup.log.info(
