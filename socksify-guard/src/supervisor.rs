@@ -65,24 +65,16 @@ pub struct Entry {
 #[derive(Default, Debug)]
 pub struct Handshake {
     done: Mutex<Option<i32>>,
-    ended: std::sync::Condvar,
 }
 
 impl Handshake {
     pub fn finish(&self, errno: i32) {
         *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(errno);
-        self.ended.notify_all();
     }
 
-    /// Waits for the end: the handshake's own timeouts bound it.
-    pub fn wait(&self) -> i32 {
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(e) = *done {
-                return e;
-            }
-            done = self.ended.wait(done).unwrap_or_else(|p| p.into_inner());
-        }
+    /// The end, if it has come.
+    pub fn result(&self) -> Option<i32> {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -167,9 +167,11 @@ fn tcp_connect(
 }
 
 /// A Go program's non-blocking connect: `EINPROGRESS` at once, as the kernel answers, and the
-/// chain built on a worker thread meanwhile. The socket looks writable as soon as the first
-/// hop answers, but Go's runtime asks `getsockopt(SO_ERROR)` before it writes a byte; that call
-/// (`so_error`) waits for the handshake and answers its result.
+/// chain built on a worker thread meanwhile. Go's runtime waits for the socket to be writable,
+/// then asks `getsockopt(SO_ERROR)` and `getpeername` before it writes a byte: while the chain
+/// is built they answer what the kernel answers during a connect (0, and `ENOTCONN`: Go waits
+/// again), and at the end the socket is woken (`wake_writers`) and they answer the result.
+/// No thread of the program ever waits in the supervisor.
 fn in_background(
     call: &mut Call,
     sock: OwnedFd,
@@ -194,15 +196,43 @@ fn in_background(
             Reply::Error(e) => e,
             _ => 0,
         };
-        sup.with_table(|t| t.update(ino, |e| e.connecting = false));
         handshake.finish(errno);
+        sup.with_table(|t| t.update(ino, |e| e.connecting = false));
+        wake_writers(sock.as_raw_fd());
         Outcome::Done
     }))
 }
 
+/// Wakes whoever waits for the socket to be writable (an edge for an edge-triggered `epoll`),
+/// changing nothing: TCP_NOTSENT_LOWAT set to the value it has makes the kernel run the
+/// socket's write-space callback.
+fn wake_writers(fd: i32) {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let got = sys::syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        &mut v as *mut libc::c_int,
+        &mut len as *mut libc::socklen_t
+    );
+    if got.is_ok() {
+        let _ = sys::syscall!(
+            libc::SYS_setsockopt,
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            &v as *const libc::c_int,
+            len
+        );
+    }
+}
+
 /// `getsockopt(fd, SOL_SOCKET, SO_ERROR, …)` (trapped only with that level and name): on a
-/// socket whose handshake runs in the background (`in_background`), it waits for the end and
-/// answers its result once, as the kernel answers a connect's; on any other, the kernel's.
+/// socket whose chain is built in the background (`in_background`), 0 while it is (as the
+/// kernel answers during a connect), then once the errno the connect failed with; on any
+/// other socket, and after a chain that worked, the kernel's own answer.
 pub fn so_error(call: &mut Call) -> Outcome {
     if !call.sup.any_entries() {
         return reply(Reply::Continue);
@@ -212,35 +242,36 @@ pub fn so_error(call: &mut Call) -> Outcome {
     let Some(handshake) = call.sup.with_table(|t| t.get(ino).and_then(|e| e.handshake.clone())) else {
         return reply(Reply::Continue);
     };
+    let errno = match handshake.result() {
+        None => 0,
+        Some(e) => {
+            // Answered once: the kernel clears a socket's error when it reports it.
+            call.sup.with_table(|t| {
+                t.update(ino, |e| {
+                    if e.handshake.as_ref().is_some_and(|h| Arc::ptr_eq(h, &handshake)) {
+                        e.handshake = None;
+                    }
+                })
+            });
+            if e == 0 {
+                return reply(Reply::Continue);
+            }
+            e
+        }
+    };
     let (val, len_ptr) = (call.arg(3), call.arg(4));
     let len = match call.read_u32(len_ptr) {
         Ok(n) if (n as i32) < 0 => return errno_reply(libc::EINVAL),
         Ok(n) => (n as usize).min(4),
         Err(e) => return errno_reply(e),
     };
-    let tid = call.n.tid;
-    let id = call.n.id;
-    Outcome::Slow(Box::new(move |sup| {
-        let errno = handshake.wait();
-        if !sup.listener.valid(id) {
-            return Outcome::Done; // interrupted: the program asks again
-        }
-        // Answered once: the kernel clears a socket's error when it reports it.
-        sup.with_table(|t| {
-            t.update(ino, |e| {
-                if e.handshake.as_ref().is_some_and(|h| Arc::ptr_eq(h, &handshake)) {
-                    e.handshake = None;
-                }
-            })
-        });
-        let value = errno.to_ne_bytes();
-        let written = sys::write_mem(tid, val, &value[..len])
-            .and_then(|()| sys::write_mem(tid, len_ptr, &(len as u32).to_ne_bytes()));
-        reply(match written {
-            Ok(()) => Reply::Value(0),
-            Err(_) => Reply::Error(libc::EFAULT),
-        })
-    }))
+    let written = call
+        .write(val, &errno.to_ne_bytes()[..len])
+        .and_then(|()| call.write(len_ptr, &(len as u32).to_ne_bytes()));
+    match written {
+        Ok(()) => reply(Reply::Value(0)),
+        Err(e) => errno_reply(e),
+    }
 }
 
 /// Builds the chain on the program's socket to `target`; `shown` is what its `getpeername`
