@@ -3,6 +3,10 @@
 // + close, N times after W untimed ones; prints the line sfybench prints:
 //
 //	ok=N fail=F threads=1 secs=S us_per_op=U cpu_us_per_op=C
+//
+// With -c C: C connections at once, one goroutine each (the fan-out row), and then
+//
+//	ok=OK s=SECONDS
 package main
 
 import (
@@ -12,6 +16,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -48,8 +53,32 @@ func main() {
 	n := flag.Int("n", 2000, "timed connections")
 	w := flag.Int("W", 50, "untimed connections first")
 	size := flag.Int("s", 32, "bytes echoed")
+	fan := flag.Int("c", 0, "connections at once, one goroutine each (instead of -n in a row)")
 	flag.Parse()
 	addr := net.JoinHostPort(*ip, fmt.Sprint(*port))
+	if *fan > 0 {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok := 0
+		for i := 0; i < *fan; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				err := op(addr, i, *size)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					ok++
+				} else if i < 3 {
+					fmt.Fprintln(os.Stderr, "connection", i, ":", err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		fmt.Printf("ok=%d s=%.3f\n", ok, time.Since(t0).Seconds())
+		return
+	}
 	for i := 0; i < *w; i++ {
 		if err := op(addr, i, *size); err != nil {
 			fmt.Fprintln(os.Stderr, "warm-up:", err)
