@@ -114,8 +114,16 @@ impl Table {
     pub fn update(&mut self, inode: u64, f: impl FnOnce(&mut Entry)) {
         if !self.sockets.contains_key(&inode) {
             if self.order.len() >= MAX_ENTRIES {
-                if let Some(old) = self.order.pop_front() {
+                // The oldest entry goes, unless a handshake still runs on it (its connect's
+                // answers depend on it): those go to the back, a few at most are skipped.
+                for _ in 0..64 {
+                    let Some(old) = self.order.pop_front() else { break };
+                    if self.sockets.get(&old).is_some_and(|e| e.connecting || e.handshake.is_some()) {
+                        self.order.push_back(old);
+                        continue;
+                    }
                     self.sockets.remove(&old);
+                    break;
                 }
             }
             self.order.push_back(inode);
@@ -160,8 +168,9 @@ pub struct Supervisor {
     workers: AtomicUsize,
     /// The filter traps `getsockopt(SO_ERROR)` (`bpf::Filter::go`).
     so_error_trapped: bool,
-    /// Which executables (device, inode) are Go programs, as seen once.
-    go: Mutex<HashMap<(u64, u64), bool>>,
+    /// Which executables (device, inode, modification and change times) are Go programs, as
+    /// seen once.
+    go: Mutex<HashMap<(u64, u64, i64, i64), bool>>,
     /// The process the program's tree descends from: 0 when the supervisor is its subreaper
     /// (the three-process launch), else the program's first process (the detached one), or -1
     /// once that has ended (its pid may name an unrelated process from then on).
@@ -209,7 +218,12 @@ impl Supervisor {
         }
         let exe = format!("/proc/{tgid}/exe");
         let Ok(meta) = std::fs::metadata(&exe) else { return false };
-        let key = (meta.dev(), meta.ino());
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+            meta.ctime_nsec() + meta.ctime() * 1_000_000_000,
+        );
         if let Some(&go) = self.go.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return go;
         }

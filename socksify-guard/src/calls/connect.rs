@@ -152,8 +152,16 @@ fn tcp_connect(
                 call.sup.with_table(|t| t.update(ino, |e| e.connecting = true));
             }
             let tgid = call.tgid();
-            if until.is_none() && sys::nonblocking(fd) && ino.is_some() && call.sup.is_go(tgid) {
-                return in_background(call, sock, chain, tgid, target, shown, ino);
+            // The end must be able to wake the program (`wake_writers`: MPTCP and old kernels
+            // may lack the option).
+            if let Some(ino) = ino {
+                if until.is_none()
+                    && sys::nonblocking(fd)
+                    && call.sup.is_go(tgid)
+                    && notsent_lowat(fd).is_some()
+                {
+                    return in_background(call, sock, chain, tgid, target, shown, ino);
+                }
             }
             Outcome::Slow(Box::new(move |sup| {
                 let r = chain_connect(sup, chain, tgid, &sock, &target, shown, until);
@@ -168,10 +176,10 @@ fn tcp_connect(
 
 /// A Go program's non-blocking connect: `EINPROGRESS` at once, as the kernel answers, and the
 /// chain built on a worker thread meanwhile. Go's runtime waits for the socket to be writable,
-/// then asks `getsockopt(SO_ERROR)` and `getpeername` before it writes a byte: while the chain
-/// is built they answer what the kernel answers during a connect (0, and `ENOTCONN`: Go waits
-/// again), and at the end the socket is woken (`wake_writers`) and they answer the result.
-/// No thread of the program ever waits in the supervisor.
+/// then asks `getsockopt(SO_ERROR)` before it writes a byte: while the chain is built that
+/// answers `EINPROGRESS` (Go's connect loop waits again; any other caller fails rather than
+/// write into the handshake), and at the end the socket is woken (`wake_writers`) and it
+/// answers the result. No thread of the program ever waits in the supervisor.
 fn in_background(
     call: &mut Call,
     sock: OwnedFd,
@@ -179,9 +187,8 @@ fn in_background(
     tgid: libc::pid_t,
     target: TargetAddr,
     shown: SocketAddr,
-    ino: Option<u64>,
+    ino: u64,
 ) -> Outcome {
-    let Some(ino) = ino else { return errno_reply(libc::EBADF) };
     let handshake = Arc::new(Handshake::default());
     call.sup.with_table(|t| {
         t.update(ino, |e| {
@@ -191,33 +198,66 @@ fn in_background(
     });
     let id = call.n.id;
     Outcome::Slow(Box::new(move |sup| {
-        let _ = sup.listener.respond(id, Reply::Error(libc::EINPROGRESS));
-        let errno = match chain_connect(sup, chain, tgid, &sock, &target, shown, None) {
+        // However the job ends (a panic included), the socket's connect ends with it.
+        let mut end = BackgroundEnd {
+            sup,
+            ino,
+            fd: sock.as_raw_fd(),
+            handshake: &handshake,
+            errno: libc::ECONNREFUSED,
+        };
+        if sup.listener.respond(id, Reply::Error(libc::EINPROGRESS)).is_err() {
+            // The caller is gone (killed): nobody waits for this chain.
+            end.errno = libc::EINTR;
+            return Outcome::Done;
+        }
+        end.errno = match chain_connect(sup, chain, tgid, &sock, &target, shown, None) {
             Reply::Error(e) => e,
             _ => 0,
         };
-        handshake.finish(errno);
-        sup.with_table(|t| t.update(ino, |e| e.connecting = false));
-        wake_writers(sock.as_raw_fd());
         Outcome::Done
     }))
 }
 
-/// Wakes whoever waits for the socket to be writable (an edge for an edge-triggered `epoll`),
-/// changing nothing: TCP_NOTSENT_LOWAT set to the value it has makes the kernel run the
-/// socket's write-space callback.
-fn wake_writers(fd: i32) {
+/// The end of a background handshake, when its job ends: the result recorded, the entry no
+/// longer connecting, and the socket woken.
+struct BackgroundEnd<'a> {
+    sup: &'a Supervisor,
+    ino: u64,
+    fd: i32,
+    handshake: &'a Arc<Handshake>,
+    errno: i32,
+}
+
+impl Drop for BackgroundEnd<'_> {
+    fn drop(&mut self) {
+        self.handshake.finish(self.errno);
+        self.sup.with_table(|t| t.update(self.ino, |e| e.connecting = false));
+        wake_writers(self.fd);
+    }
+}
+
+fn notsent_lowat(fd: i32) -> Option<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let got = sys::syscall!(
+    sys::syscall!(
         libc::SYS_getsockopt,
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_NOTSENT_LOWAT,
         &mut v as *mut libc::c_int,
         &mut len as *mut libc::socklen_t
-    );
-    if got.is_ok() {
+    )
+    .ok()
+    .map(|_| v)
+}
+
+/// Wakes whoever waits for the socket to be writable (an edge for an edge-triggered `epoll`),
+/// changing nothing: TCP_NOTSENT_LOWAT set to the value it has makes the kernel run the
+/// socket's write-space callback.
+fn wake_writers(fd: i32) {
+    if let Some(v) = notsent_lowat(fd) {
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let _ = sys::syscall!(
             libc::SYS_setsockopt,
             fd,
@@ -230,40 +270,39 @@ fn wake_writers(fd: i32) {
 }
 
 /// `getsockopt(fd, SOL_SOCKET, SO_ERROR, …)` (trapped only with that level and name): on a
-/// socket whose chain is built in the background (`in_background`), 0 while it is (as the
-/// kernel answers during a connect), then once the errno the connect failed with; on any
-/// other socket, and after a chain that worked, the kernel's own answer.
+/// socket whose chain is built in the background (`in_background`), `EINPROGRESS` while it is,
+/// then once the errno the connect failed with; on any other socket, and after a chain that
+/// worked, the kernel's own answer.
 pub fn so_error(call: &mut Call) -> Outcome {
     if !call.sup.any_entries() {
         return reply(Reply::Continue);
     }
     let Ok(sock) = call.take_fd(call.arg(0) as i32) else { return reply(Reply::Continue) };
     let Ok(ino) = sys::inode(sock.as_raw_fd()) else { return reply(Reply::Continue) };
-    let Some(handshake) = call.sup.with_table(|t| t.get(ino).and_then(|e| e.handshake.clone())) else {
+    if !call.sup.with_table(|t| t.get(ino).is_some_and(|e| e.handshake.is_some())) {
         return reply(Reply::Continue);
-    };
-    let errno = match handshake.result() {
-        None => 0,
-        Some(e) => {
-            // Answered once: the kernel clears a socket's error when it reports it.
-            call.sup.with_table(|t| {
-                t.update(ino, |e| {
-                    if e.handshake.as_ref().is_some_and(|h| Arc::ptr_eq(h, &handshake)) {
-                        e.handshake = None;
-                    }
-                })
-            });
-            if e == 0 {
-                return reply(Reply::Continue);
-            }
-            e
-        }
-    };
+    }
+    // The length first, as the kernel checks it: a bad one loses nothing.
     let (val, len_ptr) = (call.arg(3), call.arg(4));
     let len = match call.read_u32(len_ptr) {
         Ok(n) if (n as i32) < 0 => return errno_reply(libc::EINVAL),
         Ok(n) => (n as usize).min(4),
         Err(e) => return errno_reply(e),
+    };
+    // Taken under the table's lock: the errno is answered once, as the kernel clears a
+    // socket's error when it reports it.
+    let answer = call.sup.with_table(|t| {
+        let h = t.get(ino).and_then(|e| e.handshake.clone())?;
+        let done = h.result();
+        if done.is_some() {
+            t.update(ino, |e| e.handshake = None);
+        }
+        Some(done)
+    });
+    let errno = match answer {
+        None | Some(Some(0)) => return reply(Reply::Continue),
+        Some(None) => libc::EINPROGRESS,
+        Some(Some(e)) => e,
     };
     let written = call
         .write(val, &errno.to_ne_bytes()[..len])

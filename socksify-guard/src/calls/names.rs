@@ -113,8 +113,11 @@ pub fn sockname(call: &mut Call, peer: bool) -> Outcome {
     let Ok(ino) = sys::inode(sock.as_raw_fd()) else { return reply(Reply::Continue) };
     let entry = call.sup.with_table(|t| t.get(ino).cloned());
     let Some(entry) = entry else { return reply(Reply::Continue) };
-    if peer && entry.connecting {
-        return errno_reply(libc::ENOTCONN); // the handshake is under way: not connected yet
+    if peer
+        && (entry.connecting || entry.handshake.as_ref().is_some_and(|h| h.result().is_some_and(|e| e != 0)))
+    {
+        // The handshake is under way, or failed: not connected.
+        return errno_reply(libc::ENOTCONN);
     }
     let Some(known) = (if peer { entry.peer } else { entry.local }) else { return reply(Reply::Continue) };
     let bytes = addr::encode(addr::for_family(known, family));
