@@ -151,10 +151,8 @@ impl Session {
     /// descriptor, or a duplicate of it in any process, is open: for a session that outlives
     /// the process it is named after.
     pub fn hold(&self) -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsRawFd;
         let dir = std::fs::File::open(&self.dir)?;
-        // SAFETY: flock on a descriptor we own; the lock goes with its open file description.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !lock_now(&dir) {
             return Err(io::Error::last_os_error());
         }
         Ok(dir.into())
@@ -424,12 +422,17 @@ fn is_writable_dir(dir: &Path) -> bool {
     dir.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
 }
 
+/// Takes the exclusive lock of an open session directory without waiting: false (errno set)
+/// when another open file description has it. The lock goes with the description.
+fn lock_now(dir: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns.
+    unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// True when a process holds the session in `dir` (`Session::hold`).
 fn held(dir: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(d) = std::fs::File::open(dir) else { return false };
-    // SAFETY: flock on a descriptor we own, released when it closes.
-    unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    std::fs::File::open(dir).is_ok_and(|d| !lock_now(&d))
 }
 
 /// Removes sessions of this user whose creator is gone (killed before it could clean up) and

@@ -677,14 +677,9 @@ fn wait_for_exit(pid: libc::pid_t) {
     if pid <= 0 {
         return;
     }
-    // SAFETY: pidfd_open, then poll it: readable when the process has ended.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
-        if fd >= 0 {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            while libc::poll(&mut pfd, 1, -1) < 0 {}
-            libc::close(fd);
-        }
+    // A pidfd is readable when the process has ended.
+    if let Ok(fd) = sys::syscall!(libc::SYS_pidfd_open, pid, 0) {
+        wait_for(sys::owned(fd).as_raw_fd(), libc::POLLIN);
     }
 }
 

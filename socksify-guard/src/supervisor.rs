@@ -57,7 +57,7 @@ pub struct Entry {
     /// A proxied connect is under way (another connect: EALREADY; getpeername: ENOTCONN).
     pub connecting: bool,
     /// A Go program's proxied connect, answered `EINPROGRESS` at once and run in the
-    /// background: its `getsockopt(SO_ERROR)` waits for this.
+    /// background: its `getsockopt(SO_ERROR)` answers from this.
     pub handshake: Option<Arc<Handshake>>,
 }
 

@@ -189,13 +189,9 @@ fn in_background(
     shown: SocketAddr,
     ino: u64,
 ) -> Outcome {
+    // (`tcp_connect` has marked the entry connecting already.)
     let handshake = Arc::new(Handshake::default());
-    call.sup.with_table(|t| {
-        t.update(ino, |e| {
-            e.connecting = true;
-            e.handshake = Some(handshake.clone());
-        })
-    });
+    call.sup.with_table(|t| t.update(ino, |e| e.handshake = Some(handshake.clone())));
     let id = call.n.id;
     Outcome::Slow(Box::new(move |sup| {
         // However the job ends (a panic included), the socket's connect ends with it.
