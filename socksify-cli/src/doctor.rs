@@ -53,18 +53,60 @@ fn reach(config: &Config, i: usize) -> Result<Socket, String> {
         sys::connect_timeout(socket.as_raw_fd(), &addr, config.timeouts.connect)
             .map_err(|e| e.to_string())?;
     } else {
-        let before = Chain::new(config.proxies[..i].to_vec(), ChainMode::Strict, i, config.timeouts);
+        let before =
+            checking(Chain::new(config.proxies[..i].to_vec(), ChainMode::Strict, i, config.timeouts));
         before.connect(socket.as_raw_fd(), &config.proxies[i].target()).map_err(|e| e.to_string())?;
     }
     Ok(socket)
 }
 
+/// `chain` sharing what the check has found out about its hops (a hop that drops a handshake in
+/// one write is probed once, not on every connection the check makes through it).
+fn checking(chain: Chain) -> Chain {
+    static MEMORY: std::sync::OnceLock<std::sync::Arc<socksify_core::memory::HopMemory>> =
+        std::sync::OnceLock::new();
+    let memory = MEMORY.get_or_init(|| std::sync::Arc::new(socksify_core::memory::HopMemory::private()));
+    chain.remembering(memory.clone(), 0, std::time::Duration::ZERO)
+}
+
 /// Whether hop `i` (reached through the ones before it) accepts `cmd`.
 fn accepts(config: &Config, i: usize, cmd: Command) -> Result<(), String> {
     let socket = socket_for(&config.proxies[0]);
-    let chain = Chain::new(config.proxies[..=i].to_vec(), ChainMode::Strict, i + 1, config.timeouts);
+    let chain =
+        checking(Chain::new(config.proxies[..=i].to_vec(), ChainMode::Strict, i + 1, config.timeouts));
     let any = TargetAddr::Ip("0.0.0.0:0".parse().expect("literal"));
     chain.establish(socket.as_raw_fd(), cmd, &any).map(drop).map_err(|e| e.to_string())
+}
+
+/// Whether SOCKS5 hop `i` takes its greeting, authentication and request in one write (one
+/// round trip instead of two or three): a UDP ASSOCIATE sent so, which every SOCKS5 server
+/// answers at once, with success or a refusal — or by closing the connection (ssh -D): the
+/// request reached it too (the hop took the greeting first, in `check_hops`).
+fn one_write(config: &Config, i: usize, paint: &Paint) -> String {
+    let proxy = &config.proxies[i];
+    if !proxy.can_pipeline() {
+        return "no (GSSAPI's exchange goes step by step)".to_owned();
+    }
+    if !config.socks5_pipelining {
+        return "not tried (socks5_pipelining = false)".to_owned();
+    }
+    let socket = match reach(config, i) {
+        Ok(s) => s,
+        Err(e) => return format!("not known ({e})"),
+    };
+    let mut stream = FdStream::new(socket.as_raw_fd());
+    stream.set_timeout(Some(config.timeouts.read));
+    let any = TargetAddr::Ip("0.0.0.0:0".parse().expect("literal"));
+    match proxy.request_pipelined(&mut stream, Command::UdpAssociate, &any, true) {
+        Ok(_) | Err(socksify_core::SocksError::Socks5(_) | socksify_core::SocksError::Closed) => {
+            paint.ok("yes")
+        }
+        Err(socksify_core::SocksError::NotPipelined) => {
+            "no (it reads the greeting alone: each connection asks it step by step, one more round trip)"
+                .to_owned()
+        }
+        Err(e) => format!("not known ({e})"),
+    }
 }
 
 /// A spinner on stderr while `f` runs, when stderr is a terminal.
@@ -238,8 +280,17 @@ fn check_hops(config: &Config, paint: &Paint) -> bool {
             ProxyKind::Socks5 => (verdict(Command::Bind), verdict(Command::UdpAssociate)),
         });
         let connect = if greeted { paint.ok("yes") } else { "no".to_owned() };
+        let one_write = match proxy.kind {
+            ProxyKind::Socks5 if greeted => {
+                format!(
+                    "; one write: {}",
+                    spinning(&format!("hop {}: one write", i + 1), || one_write(config, i, paint))
+                )
+            }
+            _ => String::new(),
+        };
         println!(
-            "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: {connect}; BIND: {bind}; UDP ASSOCIATE: {udp}",
+            "hop {} {proxy}: {} in {:.1} ms; methods: {methods}; CONNECT: {connect}; BIND: {bind}; UDP ASSOCIATE: {udp}{one_write}",
             i + 1,
             paint.ok("reachable"),
             rtt.as_secs_f64() * 1000.0

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::TargetAddr;
 use crate::error::SocksError;
-use crate::memory::{self, HopMemory};
+use crate::memory::{self, HopMemory, Pipelining};
 use crate::proxy::{fill_unspecified, Command, Host, Proxy};
 use crate::sys::{self, FdStream};
 
@@ -94,6 +94,15 @@ pub struct Established {
     pub first_hop: SocketAddr,
 }
 
+/// What the caller of `Chain::connect_known` knows of its socket already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// AF_INET or AF_INET6.
+    pub family: libc::c_int,
+    /// Its file flags (F_GETFL), if just read: the connect puts exactly these back.
+    pub flags: Option<libc::c_long>,
+}
+
 /// Connect and read timeouts: the first for the TCP connection to the first hop, the second for
 /// each hop's whole handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +129,10 @@ pub struct Chain {
     /// `isolate`: SOCKS5 hops without credentials get a username and password of the
     /// process's own (see `isolation_credentials`).
     isolate: bool,
+    /// SOCKS5 hops get their handshake in one write where they take it (`pipelining`).
+    pipeline: bool,
+    /// Each hop's `Pipelining` as this process found it (`memory` has the session's).
+    verdicts: Vec<std::sync::atomic::AtomicU8>,
 }
 
 /// A chain's share of the session's memory.
@@ -153,12 +166,14 @@ fn kills_hop(e: &SocksError, last_request: bool) -> bool {
         | SocksError::GssapiProtection(_)
         | SocksError::BadDomain(_) => false,
         SocksError::Timeout => !last_request,
+        SocksError::NotPipelined => false,
         _ => true,
     }
 }
 
 impl Chain {
     pub fn new(proxies: Vec<Proxy>, mode: ChainMode, chain_len: usize, timeouts: Timeouts) -> Self {
+        let n = proxies.len();
         Chain {
             proxies,
             mode,
@@ -167,6 +182,8 @@ impl Chain {
             next: AtomicUsize::new(0),
             memory: None,
             isolate: false,
+            pipeline: true,
+            verdicts: proxies_verdicts(n),
         }
     }
 
@@ -183,6 +200,60 @@ impl Chain {
     pub fn isolating(mut self, isolate: bool) -> Self {
         self.isolate = isolate;
         self
+    }
+
+    /// The same chain, sending each SOCKS5 hop that takes it its whole handshake in one write
+    /// (`enabled`, the default), or every hop step by step.
+    pub fn pipelining(mut self, enabled: bool) -> Self {
+        self.pipeline = enabled;
+        self
+    }
+
+    /// What is known of hop `i`'s pipelining: this process's finding, else the session's.
+    pub fn pipelining_of(&self, i: usize) -> Pipelining {
+        let own = Pipelining::from_byte(self.verdicts[i].load(Ordering::Relaxed));
+        match (&self.memory, own) {
+            (Some(r), Pipelining::Unknown) => r.memory.pipelining(r.keys[i]),
+            _ => own,
+        }
+    }
+
+    fn found_pipelining(&self, i: usize, verdict: Pipelining) {
+        self.verdicts[i].store(verdict as u8, Ordering::Relaxed);
+        if let Some(r) = &self.memory {
+            r.memory.set_pipelining(r.keys[i], verdict);
+        }
+    }
+
+    /// Hop `i`'s handshake for `cmd` to `target`: in one write where the hop takes it (a probe
+    /// while that is not known), else step by step.
+    fn ask(
+        &self,
+        i: usize,
+        stream: &mut FdStream,
+        cmd: Command,
+        target: &TargetAddr,
+    ) -> Result<TargetAddr, SocksError> {
+        let hop = self.hop(i);
+        if !self.pipeline || !hop.can_pipeline() {
+            return hop.request(stream, cmd, target);
+        }
+        let known = self.pipelining_of(i);
+        match known {
+            Pipelining::Refuses => hop.request(stream, cmd, target),
+            Pipelining::Takes | Pipelining::Unknown => {
+                let r = hop.request_pipelined(stream, cmd, target, known == Pipelining::Unknown);
+                match &r {
+                    Err(SocksError::NotPipelined) => self.found_pipelining(i, Pipelining::Refuses),
+                    // The request's reply came (a refusal is a reply too).
+                    Ok(_) | Err(SocksError::Socks5(_)) if known == Pipelining::Unknown => {
+                        self.found_pipelining(i, Pipelining::Takes)
+                    }
+                    _ => {}
+                }
+                r
+            }
+        }
     }
 
     /// Hop `i` as it is asked: with the process's own credentials under `isolate`.
@@ -257,6 +328,18 @@ impl Chain {
         self.establish_until(fd, Command::Connect, target, until)
     }
 
+    /// `connect_until` for a socket whose family and file flags the caller knows already (they
+    /// are not asked of the kernel again).
+    pub fn connect_known(
+        &self,
+        fd: RawFd,
+        known: Known,
+        target: &TargetAddr,
+        until: Option<Instant>,
+    ) -> Result<Established, ChainError> {
+        self.establish_known(fd, Some(known), Command::Connect, target, until)
+    }
+
     /// `establish`, giving up at `until` if it comes before the configured timeouts.
     pub fn establish_until(
         &self,
@@ -265,10 +348,24 @@ impl Chain {
         target: &TargetAddr,
         until: Option<Instant>,
     ) -> Result<Established, ChainError> {
+        self.establish_known(fd, None, cmd, target, until)
+    }
+
+    fn establish_known(
+        &self,
+        fd: RawFd,
+        known: Option<Known>,
+        cmd: Command,
+        target: &TargetAddr,
+        until: Option<Instant>,
+    ) -> Result<Established, ChainError> {
         if self.proxies.is_empty() {
             return Err(ChainError::Empty);
         }
-        let family = sys::family(fd).map_err(ChainError::Socket)?;
+        let known = match known {
+            Some(k) => k,
+            None => Known { family: sys::family(fd).map_err(ChainError::Socket)?, flags: None },
+        };
         // Hops the session remembers as dead are left out first (never in strict mode, which
         // uses every hop); when too few are left, they are tried after all.
         let mut remembered = match self.mode {
@@ -294,13 +391,18 @@ impl Chain {
                     return Err(ChainError::NotEnoughAlive { needed, alive, last });
                 }
             };
-            match self.attempt(fd, family, &path, cmd, target, until) {
+            match self.attempt(fd, known, &path, cmd, target, until) {
                 Ok(est) => {
                     self.remember_alive(&est.path);
                     return Ok(est);
                 }
                 // A signal ended the wait (`sys::interruptible`): no other hop is tried.
                 Err((_, e)) if sys::interrupted() => return Err(e),
+                // A hop dropped the handshake sent in one write: the same hops again, that one
+                // step by step now (`ask` has noted it).
+                Err((_, ChainError::Hop { source: SocksError::NotPipelined, .. })) => {
+                    let _ = sys::disconnect(fd);
+                }
                 Err((Some((culprit, kills)), e)) => {
                     // A hop that only ran out of the caller's own time is not dead.
                     if kills && until.is_none_or(|u| Instant::now() < u) {
@@ -372,7 +474,7 @@ impl Chain {
     fn attempt(
         &self,
         fd: RawFd,
-        family: libc::c_int,
+        known: Known,
         path: &[usize],
         cmd: Command,
         target: &TargetAddr,
@@ -384,17 +486,25 @@ impl Chain {
             None => t,
         };
         let first = path[0];
-        let first_addr = resolve(&self.proxies[first], family)
+        let first_addr = resolve(&self.proxies[first], known.family)
             .map_err(|e| (Some((first, kills_hop(&e, false))), self.hop_error(first, Stage::Resolve, e)))?;
-        sys::connect_timeout(fd, &first_addr, within(self.timeouts.connect))
-            .map_err(|e| (Some((first, true)), self.hop_error(first, Stage::Reach, e.into())))?;
+        sys::connect_timeout_flags(fd, &first_addr, within(self.timeouts.connect), known.flags).map_err(
+            |e| match e.raw_os_error() {
+                // The program's socket cannot connect at all (connected or listening already,
+                // its own connect under way, not an internet socket): the kernel's answer to
+                // the program, no fault of the hop's, and nothing to undo.
+                Some(libc::EISCONN | libc::EALREADY | libc::EINVAL | libc::EAFNOSUPPORT | libc::ENOTSOCK) => {
+                    (None, ChainError::Socket(e))
+                }
+                _ => (Some((first, true)), self.hop_error(first, Stage::Reach, e.into())),
+            },
+        )?;
 
         let mut stream = FdStream::new(fd);
         for pair in path.windows(2) {
             let (hop, next) = (pair[0], pair[1]);
             stream.set_timeout(Some(within(self.timeouts.read)));
-            if let Err(e) = self.hop(hop).request(&mut stream, Command::Connect, &self.proxies[next].target())
-            {
+            if let Err(e) = self.ask(hop, &mut stream, Command::Connect, &self.proxies[next].target()) {
                 // A proxy that answered with a refusal works; the hop it could not reach doesn't.
                 let culprit = if e.is_refusal() { next } else { hop };
                 let kills = kills_hop(&e, false);
@@ -404,7 +514,7 @@ impl Chain {
 
         let last = *path.last().expect("a path has at least one hop");
         stream.set_timeout(Some(within(self.timeouts.read)));
-        let bound = self.hop(last).request(&mut stream, cmd, target).map_err(|e| {
+        let bound = self.ask(last, &mut stream, cmd, target).map_err(|e| {
             let culprit = if e.is_refusal() { None } else { Some((last, kills_hop(&e, true))) };
             (culprit, self.hop_error(last, Stage::Request(cmd, target.clone()), e))
         })?;
@@ -419,6 +529,10 @@ impl Chain {
         };
         Ok(Established { path: path.to_vec(), bound, first_hop: first_addr })
     }
+}
+
+fn proxies_verdicts(n: usize) -> Vec<std::sync::atomic::AtomicU8> {
+    (0..n).map(|_| std::sync::atomic::AtomicU8::new(Pipelining::Unknown as u8)).collect()
 }
 
 thread_local! {
@@ -557,6 +671,90 @@ mod tests {
         let proxies = (0..n).map(|i| format!("socks5://127.0.0.{}:1080", i + 1).parse().unwrap()).collect();
         Chain::new(proxies, mode, len, Timeouts::default())
     }
+
+    /// A SOCKS5 server on loopback for `conns` connections, taking greeting and request in
+    /// one `recv` each time as microsocks 1.0 does (`drops`: whatever followed the greeting in
+    /// that `recv` is lost) or not; answers every CONNECT with success. Returns its address
+    /// and what each connection's first `recv` held.
+    fn one_recv_server(drops: bool, conns: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut firsts = Vec::new();
+            for _ in 0..conns {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 512];
+                std::thread::sleep(Duration::from_millis(20)); // all of a pipelined write has come
+                let n = c.read(&mut buf).unwrap();
+                firsts.push(buf[..n].to_vec());
+                c.write_all(&[5, 0]).unwrap();
+                let greeting = 2 + buf[1] as usize;
+                if drops || n == greeting {
+                    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    match c.read(&mut buf) {
+                        Ok(n) if n > 0 => {}
+                        _ => continue, // the client gave up on this connection
+                    }
+                }
+                c.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 9]).unwrap();
+            }
+            firsts
+        });
+        (addr, t)
+    }
+
+    fn connect_through(c: &Chain) -> Result<Established, ChainError> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.connect(std::os::fd::AsRawFd::as_raw_fd(&s), &TargetAddr::Ip("192.0.2.7:80".parse().unwrap()))
+    }
+
+    #[test]
+    fn a_hop_that_takes_a_handshake_in_one_write_gets_it_every_time() {
+        let (addr, server) = one_recv_server(false, 2);
+        let c = Chain::new(
+            vec![format!("socks5://{addr}").parse().unwrap()],
+            ChainMode::Strict,
+            1,
+            Timeouts::default(),
+        );
+        connect_through(&c).unwrap();
+        assert_eq!(c.pipelining_of(0), Pipelining::Takes);
+        connect_through(&c).unwrap();
+        let firsts = server.join().unwrap();
+        assert!(firsts.iter().all(|f| f.len() == 3 + 10), "greeting and request together: {firsts:?}");
+    }
+
+    #[test]
+    fn a_hop_that_drops_it_is_asked_again_step_by_step_and_remembered() {
+        let (addr, server) = one_recv_server(true, 3);
+        let memory = Arc::new(HopMemory::private());
+        let proxies: Vec<Proxy> = vec![format!("socks5://{addr}").parse().unwrap()];
+        let c = Chain::new(proxies.clone(), ChainMode::Strict, 1, Timeouts::default()).remembering(
+            memory.clone(),
+            0,
+            Duration::from_secs(30),
+        );
+        let t = Instant::now();
+        connect_through(&c).expect("the stepwise retry");
+        assert!(t.elapsed() < Duration::from_secs(3), "one probe: {:?}", t.elapsed());
+        assert_eq!(c.pipelining_of(0), Pipelining::Refuses);
+        assert!(c.remembered_dead().is_empty(), "not dead");
+        // Another process of the session knows it from the memory: no probe at all.
+        let other = Chain::new(proxies, ChainMode::Strict, 1, Timeouts::default()).remembering(
+            memory,
+            0,
+            Duration::from_secs(30),
+        );
+        let t = Instant::now();
+        connect_through(&other).unwrap();
+        assert!(t.elapsed() < PIPELINE_WAIT_NONE, "{:?}", t.elapsed());
+        let firsts = server.join().unwrap();
+        assert_eq!(firsts.iter().map(Vec::len).collect::<Vec<_>>(), [13, 3, 3]);
+    }
+
+    /// Less than a probe's wait.
+    const PIPELINE_WAIT_NONE: Duration = Duration::from_millis(900);
 
     #[test]
     fn strict_uses_every_hop_even_dead_ones() {

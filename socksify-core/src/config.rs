@@ -115,6 +115,7 @@ struct RawConfig {
     dead_hop_s: Option<Spanned<i64>>,
     log_format: Option<LogFormat>,
     isolate: Option<bool>,
+    socks5_pipelining: Option<bool>,
     gssapi_service: Option<Spanned<String>>,
     direct: Option<Vec<Spanned<String>>>,
     fake_ipv4_range: Option<Spanned<String>>,
@@ -170,6 +171,9 @@ pub struct Config {
     /// Each process its own SOCKS5 username/password (Tor then gives it a circuit of its own),
     /// for proxies whose URL has none.
     pub isolate: bool,
+    /// SOCKS5 hops get greeting, authentication and request in one write where they take it
+    /// (found out once per session); false: every hop step by step.
+    pub socks5_pipelining: bool,
     /// The Kerberos service of every `socks5+gssapi://` hop: `rcmd` (Dante's), another service
     /// name, or a whole principal (`rcmd/proxy.example@REALM`).
     pub gssapi_service: String,
@@ -231,6 +235,7 @@ impl Default for Config {
             dead_hop: DEFAULT_DEAD_HOP,
             log_format: LogFormat::Text,
             isolate: false,
+            socks5_pipelining: true,
             gssapi_service: crate::proxy::DEFAULT_GSSAPI_SERVICE.to_owned(),
             direct: DEFAULT_DIRECT.iter().map(|s| DirectRule::parse(s).expect("valid default")).collect(),
             fake_ipv4_range: DEFAULT_FAKE_IPV4.parse().expect("valid default"),
@@ -343,6 +348,9 @@ impl Config {
         t.push_str(&format!("log_format = {}\n", quote(&mode(&self.log_format))));
         if self.isolate {
             t.push_str("isolate = true\n");
+        }
+        if !self.socks5_pipelining {
+            t.push_str("socks5_pipelining = false\n");
         }
         if self.gssapi_service != crate::proxy::DEFAULT_GSSAPI_SERVICE {
             t.push_str(&format!("gssapi_service = {}\n", quote(&self.gssapi_service)));
@@ -615,6 +623,7 @@ impl Config {
             dead_hop,
             log_format: raw.log_format.unwrap_or_default(),
             isolate: raw.isolate.unwrap_or(false),
+            socks5_pipelining: raw.socks5_pipelining.unwrap_or(true),
             gssapi_service,
             direct,
             fake_ipv4_range,
@@ -668,13 +677,17 @@ impl Config {
 
     /// The default chain (the top-level `[[proxy]]` list).
     pub fn chain(&self) -> Chain {
-        Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts).isolating(self.isolate)
+        Chain::new(self.proxies.clone(), self.chain, self.chain_len, self.timeouts)
+            .isolating(self.isolate)
+            .pipelining(self.socks5_pipelining)
     }
 
     /// Every chain, by `Via::Chain` index: the default one first, then `chains` in order.
     pub fn chains(&self) -> Vec<Chain> {
         let named = self.chains.iter().map(|c| {
-            Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts).isolating(self.isolate)
+            Chain::new(c.proxies.clone(), c.mode, c.chain_len, self.timeouts)
+                .isolating(self.isolate)
+                .pipelining(self.socks5_pipelining)
         });
         std::iter::once(self.chain()).chain(named).collect()
     }
@@ -993,9 +1006,10 @@ url = "socks4://relay.example:9050"
 
     #[test]
     fn toml_output_reads_back_the_same() {
-        let text = "chain = \"round_robin\"\nchain_len = 2\ndns = \"local\"\nudp = \"block\"\nbind = \"off\"\nquiet = true\ndead_hop_s = 5\nlog_format = \"json\"\nisolate = true\ndirect = [\"10.0.0.0/8:22\"]\n[[proxy]]\nurl = \"socks5://us%40er:p%3Ass@[::1]:1\"\n[[proxy]]\nurl = \"http://h:8\"\n";
+        let text = "chain = \"round_robin\"\nchain_len = 2\ndns = \"local\"\nudp = \"block\"\nbind = \"off\"\nquiet = true\ndead_hop_s = 5\nlog_format = \"json\"\nisolate = true\nsocks5_pipelining = false\ndirect = [\"10.0.0.0/8:22\"]\n[[proxy]]\nurl = \"socks5://us%40er:p%3Ass@[::1]:1\"\n[[proxy]]\nurl = \"http://h:8\"\n";
         let c = Config::parse(text, "t").unwrap();
         assert_eq!((c.dead_hop.as_secs(), c.log_format, c.isolate), (5, LogFormat::Json, true));
+        assert!(!c.socks5_pipelining);
         let again = Config::parse(&c.to_toml(), "t2").unwrap();
         assert_eq!(again, c);
         let e = Config::parse("dead_hop_s = -1\n", "t").unwrap_err();
@@ -1003,6 +1017,7 @@ url = "socks4://relay.example:9050"
         assert!(Config::parse("log_format = \"xml\"\n", "t").is_err());
         let d = Config::default();
         assert_eq!((d.dead_hop.as_secs(), d.log_format, d.isolate), (30, LogFormat::Text, false));
+        assert!(d.socks5_pipelining);
     }
 
     #[test]

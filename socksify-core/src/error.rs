@@ -46,6 +46,12 @@ pub enum SocksError {
     /// refused "none" without naming one).
     #[error("{}", gssapi_protection(.0))]
     GssapiProtection(Option<crate::gssapi::Protection>),
+    /// The proxy answered the greeting of a handshake sent in one write (greeting,
+    /// authentication and request) but not its request within the probe: it reads the
+    /// greeting alone and drops what follows (microsocks 1.0 does), or it refused the one
+    /// method offered. The chain asks it again step by step, and the session remembers.
+    #[error("the proxy did not take a handshake sent in one write; asking it step by step")]
+    NotPipelined,
 }
 
 fn gssapi_protection(level: &Option<crate::gssapi::Protection>) -> String {
@@ -85,6 +91,7 @@ impl SocksError {
             SocksError::Http(401 | 403 | 407) => libc::EACCES,
             SocksError::Http(504 | 408) => libc::ETIMEDOUT,
             SocksError::Http(_) => libc::ECONNREFUSED,
+            SocksError::NotPipelined => libc::ETIMEDOUT,
         }
     }
 

@@ -5,10 +5,14 @@
 //! the session. Nothing in it can widen what goes where: a forged entry only makes a process
 //! skip a hop (or try it), never go direct.
 //!
+//! It also remembers, per SOCKS5 hop, whether the hop takes a handshake sent in one write
+//! (`Pipelining`), so that a hop that does not is found out once per session.
+//!
 //! Layout: a magic at 8; round-robin counters (one `u64` per chain, `RR_COUNTERS` of them) from
-//! `RR_AT`; dead-hop slots of 16 bytes (a hop's key, never 0, then the `CLOCK_MONOTONIC`
-//! millisecond until which it is dead, 0 for alive) from `DEAD_AT` to the end, found by open
-//! addressing from the key.
+//! `RR_AT`; pipelining slots of 16 bytes (a hop's key, then its `Pipelining`) from `PIPE_AT`;
+//! dead-hop slots of 16 bytes (a hop's key, never 0, then the `CLOCK_MONOTONIC` millisecond
+//! until which it is dead, 0 for alive) from `DEAD_AT` to the end. Both kinds of slot are
+//! found by open addressing from the key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,10 +20,12 @@ use std::time::Duration;
 use crate::proxy::Proxy;
 
 pub const MEMORY_LEN: usize = 4096;
-pub const MEMORY_MAGIC: &[u8; 8] = b"SFYHOPS1";
+pub const MEMORY_MAGIC: &[u8; 8] = b"SFYHOPS2";
 const RR_AT: usize = 64;
 const RR_COUNTERS: usize = 32;
-const DEAD_AT: usize = RR_AT + RR_COUNTERS * 8;
+const PIPE_AT: usize = RR_AT + RR_COUNTERS * 8;
+const PIPE_SLOTS: usize = 32;
+const DEAD_AT: usize = PIPE_AT + PIPE_SLOTS * 16;
 const DEAD_SLOTS: usize = (MEMORY_LEN - DEAD_AT) / 16;
 /// How many slots a key may be found in, from its home slot on.
 const PROBES: usize = 16;
@@ -163,6 +169,68 @@ impl HopMemory {
     }
 }
 
+/// Whether a SOCKS5 hop takes its greeting, authentication and request in one write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pipelining {
+    /// Not tried yet: the next handshake sent in one write is a probe.
+    Unknown = 0,
+    /// It answered one: no probe any more.
+    Takes = 1,
+    /// It dropped one (or refused the one method offered): step by step.
+    Refuses = 2,
+}
+
+impl Pipelining {
+    pub fn from_byte(b: u8) -> Pipelining {
+        Pipelining::from_word(b as u64)
+    }
+
+    fn from_word(w: u64) -> Pipelining {
+        match w {
+            1 => Pipelining::Takes,
+            2 => Pipelining::Refuses,
+            _ => Pipelining::Unknown,
+        }
+    }
+}
+
+impl HopMemory {
+    fn pipe_slot(&self, key: u64, k: usize) -> (&AtomicU64, &AtomicU64) {
+        let i = (key as usize).wrapping_add(k) % PIPE_SLOTS;
+        (self.word(PIPE_AT + i * 16), self.word(PIPE_AT + i * 16 + 8))
+    }
+
+    /// What the session knows of hop `key`'s pipelining.
+    pub fn pipelining(&self, key: u64) -> Pipelining {
+        for k in 0..PIPE_SLOTS {
+            let (slot_key, verdict) = self.pipe_slot(key, k);
+            match slot_key.load(Ordering::Acquire) {
+                0 => return Pipelining::Unknown,
+                found if found == key => return Pipelining::from_word(verdict.load(Ordering::Acquire)),
+                _ => {}
+            }
+        }
+        Pipelining::Unknown
+    }
+
+    /// Hop `key` was found to take (or not) a handshake in one write. A full page forgets the
+    /// home slot's hop (the worst: one more probe).
+    pub fn set_pipelining(&self, key: u64, verdict: Pipelining) {
+        for k in 0..PIPE_SLOTS {
+            let (slot_key, slot_verdict) = self.pipe_slot(key, k);
+            match slot_key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return slot_verdict.store(verdict as u64, Ordering::Release),
+                Err(found) if found == key => return slot_verdict.store(verdict as u64, Ordering::Release),
+                Err(_) => {}
+            }
+        }
+        let (slot_key, slot_verdict) = self.pipe_slot(key, 0);
+        slot_verdict.store(Pipelining::Unknown as u64, Ordering::Release);
+        slot_key.store(key, Ordering::Release);
+        slot_verdict.store(verdict as u64, Ordering::Release);
+    }
+}
+
 /// A hop's key in the memory: FNV-1a of what names it (scheme, user, host, port), never 0.
 pub fn hop_key(proxy: &Proxy) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -219,6 +287,26 @@ mod tests {
         assert_eq!(m.dead_until(newcomer, 0), Some(5000));
         assert_eq!(m.dead_until(keys[0], 0), None, "the nearest deadline was forgotten");
         assert_eq!(m.dead_until(keys[1], 0), Some(1001));
+    }
+
+    #[test]
+    fn pipelining_verdicts_are_per_hop_and_a_full_page_forgets_one() {
+        let m = HopMemory::private();
+        assert_eq!(m.pipelining(9), Pipelining::Unknown);
+        m.set_pipelining(9, Pipelining::Refuses);
+        m.set_pipelining(10, Pipelining::Takes);
+        assert_eq!((m.pipelining(9), m.pipelining(10)), (Pipelining::Refuses, Pipelining::Takes));
+        m.set_pipelining(9, Pipelining::Takes);
+        assert_eq!(m.pipelining(9), Pipelining::Takes);
+        for k in 100..100 + PIPE_SLOTS as u64 {
+            m.set_pipelining(k, Pipelining::Refuses);
+        }
+        let known =
+            (100..100 + PIPE_SLOTS as u64).filter(|&k| m.pipelining(k) == Pipelining::Refuses).count();
+        assert!(known >= PIPE_SLOTS - 2, "{known}");
+        // The dead-hop slots are elsewhere in the page.
+        m.mark_dead(9, 500);
+        assert_eq!(m.dead_until(9, 0), Some(500));
     }
 
     #[test]

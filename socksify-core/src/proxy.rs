@@ -305,6 +305,27 @@ impl Proxy {
         }
     }
 
+    /// True when this hop's whole handshake can go in one write (`request_pipelined`): SOCKS5
+    /// with no authentication or a username and password (GSSAPI's exchange depends on what
+    /// the proxy answers). SOCKS4, SOCKS4a and HTTP CONNECT send one message anyway.
+    pub fn can_pipeline(&self) -> bool {
+        self.kind == ProxyKind::Socks5 && self.gssapi.is_none()
+    }
+
+    /// `request` with the greeting, authentication and request in one write (see
+    /// `v5::request_pipelined`; `probe` while the hop is not known to take it). For a hop that
+    /// `can_pipeline`.
+    pub fn request_pipelined<S: Read + Write + Peek>(
+        &self,
+        stream: &mut S,
+        cmd: Command,
+        target: &TargetAddr,
+        probe: bool,
+    ) -> Result<TargetAddr, SocksError> {
+        debug_assert!(self.can_pipeline());
+        v5::request_pipelined(stream, self.creds.as_ref(), cmd, target, probe)
+    }
+
     /// The SOCKS5 greeting and authentication alone; returns the method the proxy chose.
     pub fn negotiate<S: Read + Write>(&self, stream: &mut S) -> Result<u8, SocksError> {
         let Some(principal) = self.gssapi_principal() else {

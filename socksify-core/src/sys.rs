@@ -204,6 +204,11 @@ pub fn interruptible<T>(stop: fn() -> bool, f: impl FnOnce() -> T) -> T {
 /// Waits until `fd` is ready for `events` or `deadline` passes (then `TimedOut`). Interrupted
 /// waits resume with the time that is left (unless `interruptible` says otherwise).
 pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<()> {
+    wait_events(fd, events, deadline).map(drop)
+}
+
+/// `wait`, returning the events that happened (`revents`: POLLERR and POLLHUP included).
+pub fn wait_events(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<libc::c_short> {
     loop {
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
         let ts = deadline.map(|d| {
@@ -213,7 +218,7 @@ pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::
         let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
         match syscall!(libc::SYS_ppoll, &mut pfd as *mut libc::pollfd, 1, ts_ptr, std::ptr::null::<u8>(), 0) {
             Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(pfd.revents),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 if ON_SIGNAL.with(|c| c.get()).is_some_and(|stop| stop()) {
                     // Not `Interrupted`: readers such as `read_exact` would simply try again.
@@ -229,8 +234,21 @@ pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::
 /// Connects `fd` to `addr` within `timeout`, whatever the socket's blocking mode. A blocking
 /// socket is switched to non-blocking for the wait and its exact flags are put back.
 pub fn connect_timeout(fd: RawFd, addr: &SocketAddr, timeout: Duration) -> io::Result<()> {
+    connect_timeout_flags(fd, addr, timeout, None)
+}
+
+/// `connect_timeout` for a socket whose file flags (F_GETFL) the caller has just read.
+pub fn connect_timeout_flags(
+    fd: RawFd,
+    addr: &SocketAddr,
+    timeout: Duration,
+    flags: Option<libc::c_long>,
+) -> io::Result<()> {
     let addr = SockAddr::from(*addr);
-    let flags = get_flags(fd)?;
+    let flags = match flags {
+        Some(f) => f,
+        None => get_flags(fd)?,
+    };
     let blocking = flags & libc::O_NONBLOCK as libc::c_long == 0;
     if blocking {
         set_flags(fd, flags | libc::O_NONBLOCK as libc::c_long)?;
@@ -238,7 +256,13 @@ pub fn connect_timeout(fd: RawFd, addr: &SocketAddr, timeout: Duration) -> io::R
     let result = match syscall!(libc::SYS_connect, fd, addr.as_ptr(), addr.len()) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
-            wait(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|()| take_error(fd))
+            // Writable without an error or a hang-up: connected (SO_ERROR is 0 then).
+            wait_events(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|ev| {
+                match ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) {
+                    0 => Ok(()),
+                    _ => take_error(fd),
+                }
+            })
         }
         Err(e) => Err(e),
     };
@@ -380,6 +404,23 @@ impl Read for FdStream {
 impl crate::wire::Peek for FdStream {
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_waiting(buf, libc::MSG_PEEK)
+    }
+
+    fn readable(&mut self) -> io::Result<()> {
+        wait(self.fd, libc::POLLIN, self.deadline)
+    }
+
+    fn ready_within(&mut self, wait_for: Duration) -> io::Result<bool> {
+        let probe = Instant::now() + wait_for;
+        match self.deadline {
+            // The stream's own deadline comes first: its timeout is the answer.
+            Some(d) if d <= probe => wait(self.fd, libc::POLLIN, Some(d)).map(|()| true),
+            _ => match wait(self.fd, libc::POLLIN, Some(probe)) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
+                Err(e) => Err(e),
+            },
+        }
     }
 }
 

@@ -1,17 +1,21 @@
 //! SOCKS5 (RFC 1928) with username/password authentication (RFC 1929).
 //!
-//! The greeting and the request are never sent in one write: microsocks reads the greeting with
-//! a single `recv` and discards whatever follows it. Each reply is read with at most two reads:
-//! the fixed head, then the rest whose length the head announces.
+//! A hop whose method is known in advance gets its greeting, authentication and request in one
+//! write (`request_pipelined`: one round trip). Some servers read the greeting with a single
+//! `recv` and discard whatever follows it (microsocks 1.0): the chain finds out by a probe and
+//! asks those step by step (`negotiate`, then `request`), one write and one reply at a time.
+//! Each reply is read with at most two reads: the fixed head, then the rest whose length the
+//! head announces.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::addr::{validate_domain, TargetAddr};
 use crate::error::{Socks5Reply, SocksError};
 use crate::gssapi::{self, Mechanism, METHOD_GSSAPI};
 use crate::proxy::{Command, Credentials};
-use crate::wire::{self, read_exact, Msg};
+use crate::wire::{self, read_exact, Msg, Peek};
 
 pub const VERSION: u8 = 5;
 pub const METHOD_NO_AUTH: u8 = 0x00;
@@ -66,17 +70,26 @@ pub fn negotiate_with<S: Read + Write>(
 }
 
 fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> Result<(), SocksError> {
+    let mut msg = Msg::new();
+    push_auth(&mut msg, creds)?;
+    msg.send(stream)?;
+    read_auth_status(stream)
+}
+
+/// RFC 1929's sub-negotiation request.
+fn push_auth(msg: &mut Msg, creds: &Credentials) -> Result<(), SocksError> {
     let (user, pass) = (creds.user.as_bytes(), creds.pass.as_bytes());
     if user.is_empty() || user.len() > 255 || pass.len() > 255 {
         return Err(SocksError::Unsupported(
             "a SOCKS5 username must be 1 to 255 bytes and a password at most 255",
         ));
     }
-    let mut msg = Msg::new();
     msg.byte(AUTH_VERSION).byte(user.len() as u8).push(user);
     msg.byte(pass.len() as u8).push(pass);
-    msg.send(stream)?;
+    Ok(())
+}
 
+fn read_auth_status<S: Read>(stream: &mut S) -> Result<(), SocksError> {
     let mut status = [0u8; 2];
     read_exact(stream, &mut status)?;
     // RFC 1929 says version 1; a few servers answer with 5. Both are accepted.
@@ -89,6 +102,71 @@ fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> Result<
     }
 }
 
+/// The shortest wait for the request's reply, once the greeting's has come, before a handshake
+/// sent in one write is taken for one the proxy dropped (see `request_pipelined`).
+pub const PIPELINE_PROBE_MIN: Duration = Duration::from_millis(1000);
+
+/// How many greeting round trips a probed request's reply may take beyond that minimum.
+const PIPELINE_PROBE_RTTS: u32 = 4;
+
+/// The whole handshake in one write — the greeting offering the one method that will be used
+/// (username/password when `creds` are given, else none), RFC 1929's request with the
+/// credentials, and the request for `cmd` — then the replies in order: one round trip instead
+/// of two (three with authentication).
+///
+/// With `probe`, the proxy is not known to take it yet: once the greeting's reply has come,
+/// the request's reply must come within `PIPELINE_PROBE_MIN` or four times the greeting's round
+/// trip, whichever is longer, else the proxy is taken to have read the greeting alone and
+/// dropped the rest (microsocks 1.0 does), and `NotPipelined` says to ask it again step by
+/// step on a new connection. A refusal of the one method offered with credentials (0xFF) says
+/// the same: step by step, the proxy may pick "no authentication" instead. Without `probe` the
+/// request's reply is waited for as any other.
+pub fn request_pipelined<S: Read + Write + Peek>(
+    stream: &mut S,
+    creds: Option<&Credentials>,
+    cmd: Command,
+    target: &TargetAddr,
+    probe: bool,
+) -> Result<TargetAddr, SocksError> {
+    let method = if creds.is_some() { METHOD_USER_PASS } else { METHOD_NO_AUTH };
+    let mut msg = Msg::new();
+    msg.push(&[VERSION, 1, method]);
+    if let Some(creds) = creds {
+        push_auth(&mut msg, creds)?;
+    }
+    push_request(&mut msg, cmd, target)?;
+    let sent = Instant::now();
+    msg.send(stream)?;
+
+    // One wait, then the answer (not a read that finds nothing first). The greeting's answer
+    // comes alone from servers that answer it before they read the request (Dante does).
+    stream.readable().map_err(wire::transport)?;
+    let mut choice = [0u8; 2];
+    read_exact(stream, &mut choice)?;
+    let rtt = sent.elapsed();
+    check_version(choice[0])?;
+    check_choice(choice[1], method, creds.is_some())?;
+    // What follows the greeting's answer, once for the authentication's and once for the
+    // request's: a proxy that dropped them says nothing more (microsocks 1.0 waits for them).
+    let wait = PIPELINE_PROBE_MIN.max(rtt.saturating_mul(PIPELINE_PROBE_RTTS));
+    let next = |stream: &mut S| -> Result<(), SocksError> {
+        if !probe {
+            return stream.readable().map_err(wire::transport);
+        }
+        match stream.ready_within(wait) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SocksError::NotPipelined),
+            Err(e) => Err(wire::transport(e)),
+        }
+    };
+    if creds.is_some() {
+        next(stream)?;
+        read_auth_status(stream)?;
+    }
+    next(stream)?;
+    read_reply(stream)
+}
+
 /// Sends a request and reads its (first) reply; returns BND.ADDR:BND.PORT.
 pub fn request<S: Read + Write>(
     stream: &mut S,
@@ -96,51 +174,67 @@ pub fn request<S: Read + Write>(
     target: &TargetAddr,
 ) -> Result<TargetAddr, SocksError> {
     let mut msg = Msg::new();
-    msg.push(&[VERSION, cmd as u8, 0]);
-    push_addr(&mut msg, target)?;
+    push_request(&mut msg, cmd, target)?;
     msg.send(stream)?;
     read_reply(stream)
+}
+
+fn push_request(msg: &mut Msg, cmd: Command, target: &TargetAddr) -> Result<(), SocksError> {
+    msg.push(&[VERSION, cmd as u8, 0]);
+    push_addr(msg, target)
 }
 
 /// Reads one reply: the answer to a request, or the second reply of a BIND.
 pub fn read_reply<S: Read>(stream: &mut S) -> Result<TargetAddr, SocksError> {
     // VER REP RSV ATYP and the first byte of the address: enough to know the rest's length.
-    let mut head = [0u8; 5];
-    read_exact(stream, &mut head)?;
+    let mut reply = [0u8; MAX_REPLY];
+    read_exact(stream, &mut reply[..5])?;
+    let len = reply_len(&reply[..5])?;
+    read_exact(stream, &mut reply[5..len])?;
+    parse_reply(&reply[..len])
+}
+
+/// The longest reply: a 255-byte name.
+const MAX_REPLY: usize = 4 + 1 + 255 + 2;
+
+/// The whole length of the reply whose first five bytes are `head`, or the error it carries.
+fn reply_len(head: &[u8]) -> Result<usize, SocksError> {
     check_version(head[0])?;
     if head[1] != 0 {
         return Err(SocksError::Socks5(Socks5Reply(head[1])));
     }
-    let mut rest = [0u8; 257];
     match head[3] {
-        ATYP_IPV4 => {
-            let rest = &mut rest[..5];
-            read_exact(stream, rest)?;
-            let ip = wire::ipv4(&[head[4], rest[0], rest[1], rest[2]]);
-            Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), wire::port(&rest[3..]))))
-        }
-        ATYP_IPV6 => {
-            let rest = &mut rest[..17];
-            read_exact(stream, rest)?;
-            let mut octets = [0u8; 16];
-            octets[0] = head[4];
-            octets[1..].copy_from_slice(&rest[..15]);
-            let ip = wire::ipv6(&octets);
-            Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V6(ip), wire::port(&rest[15..]))))
-        }
-        ATYP_DOMAIN => {
-            let len = head[4] as usize;
-            if len == 0 {
-                return Err(SocksError::BadReply("domain name of length 0"));
-            }
-            let rest = &mut rest[..len + 2];
-            read_exact(stream, rest)?;
-            let name = std::str::from_utf8(&rest[..len])
+        ATYP_IPV4 => Ok(10),
+        ATYP_IPV6 => Ok(22),
+        ATYP_DOMAIN if head[4] == 0 => Err(SocksError::BadReply("domain name of length 0")),
+        ATYP_DOMAIN => Ok(4 + 1 + head[4] as usize + 2),
+        _ => Err(SocksError::BadReply("unknown address type (ATYP)")),
+    }
+}
+
+/// BND.ADDR:BND.PORT of a whole reply (`reply_len` bytes, checked by it).
+fn parse_reply(reply: &[u8]) -> Result<TargetAddr, SocksError> {
+    let n = reply.len();
+    let port = wire::port(&reply[n - 2..]);
+    match reply[3] {
+        ATYP_IPV4 => Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V4(wire::ipv4(&reply[4..8])), port))),
+        ATYP_IPV6 => Ok(TargetAddr::Ip(SocketAddr::new(IpAddr::V6(wire::ipv6(&reply[4..20])), port))),
+        _ => {
+            let name = std::str::from_utf8(&reply[5..n - 2])
                 .map_err(|_| SocksError::BadReply("domain name is not UTF-8"))?;
             validate_domain(name).map_err(|_| SocksError::BadReply("domain name contains NUL"))?;
-            Ok(TargetAddr::Domain(name.to_owned(), wire::port(&rest[len..])))
+            Ok(TargetAddr::Domain(name.to_owned(), port))
         }
-        _ => Err(SocksError::BadReply("unknown address type (ATYP)")),
+    }
+}
+
+/// The method a proxy chose in answer to a greeting that offered only `method`.
+fn check_choice(chosen: u8, method: u8, with_creds: bool) -> Result<(), SocksError> {
+    match chosen {
+        m if m == method => Ok(()),
+        METHOD_NONE_ACCEPTABLE if with_creds => Err(SocksError::NotPipelined),
+        METHOD_NONE_ACCEPTABLE => Err(SocksError::NoAcceptableMethods { offered_auth: false }),
+        other => Err(SocksError::MethodNotOffered(other)),
     }
 }
 
@@ -257,6 +351,61 @@ mod tests {
         assert_eq!(bound, TargetAddr::Ip("10.0.0.1:8080".parse().unwrap()));
         assert_eq!(s.written, [5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 1, 0, 80]);
         assert_eq!(s.reads, 3, "greeting in one read, reply in two");
+    }
+
+    #[test]
+    fn a_pipelined_handshake_is_one_write_and_its_replies_in_order() {
+        let target = TargetAddr::Ip("192.0.2.1:80".parse().unwrap());
+        let mut input = vec![5, 0];
+        input.extend(ok_v4_reply());
+        let mut s = Scripted::new(&input);
+        let bound = request_pipelined(&mut s, None, Command::Connect, &target, true).unwrap();
+        assert_eq!(bound, TargetAddr::Ip("10.0.0.1:8080".parse().unwrap()));
+        assert_eq!(s.written, [5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 1, 0, 80]);
+        assert_eq!(s.unread(), 0);
+
+        // Credentials dropped with the request: the probe ends at the authentication's answer.
+        let mut s = Scripted::new(&[5, 2]);
+        let e = request_pipelined(&mut s, Some(&creds()), Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::NotPipelined), "{e:?}");
+
+        // With credentials: only username/password is offered, and sent at once.
+        let mut input = vec![5, 2, 1, 0];
+        input.extend(ok_v4_reply());
+        input.extend(b"data");
+        let mut s = Scripted::new(&input);
+        request_pipelined(&mut s, Some(&creds()), Command::UdpAssociate, &target, false).unwrap();
+        let mut want = vec![5, 1, 2, 1, 5];
+        want.extend(b"alice");
+        want.push(6);
+        want.extend(b"s3cret");
+        want.extend([5, 3, 0, 1, 192, 0, 2, 1, 0, 80]);
+        assert_eq!(s.written, want);
+        assert_eq!(s.unread(), 4, "not a byte past the reply");
+    }
+
+    #[test]
+    fn a_pipelined_handshake_says_when_the_proxy_dropped_it() {
+        let target = TargetAddr::Domain("example.org".into(), 443);
+        // The greeting's reply, then nothing: the request was dropped (microsocks 1.0).
+        let mut s = Scripted::new(&[5, 0]);
+        let e = request_pipelined(&mut s, None, Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::NotPipelined), "{e:?}");
+        // The one method offered with credentials refused: step by step may still work.
+        let mut s = Scripted::new(&[5, 0xff]);
+        let e = request_pipelined(&mut s, Some(&creds()), Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::NotPipelined), "{e:?}");
+        // Without credentials 0xFF is the answer itself.
+        let mut s = Scripted::new(&[5, 0xff]);
+        let e = request_pipelined(&mut s, None, Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::NoAcceptableMethods { .. }), "{e:?}");
+        // Refusals are replies: the proxy took the handshake.
+        let mut s = Scripted::new(&[5, 2, 1, 1, 5, 0, 0, 1]);
+        let e = request_pipelined(&mut s, Some(&creds()), Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::AuthRejected(1)), "{e:?}");
+        let mut s = Scripted::new(&[5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let e = request_pipelined(&mut s, None, Command::Connect, &target, true).unwrap_err();
+        assert!(matches!(e, SocksError::Socks5(_)), "{e:?}");
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::SocksError;
 
-/// The largest message the client writes: an RFC 1929 request (1 + 1 + 255 + 1 + 255 bytes) or
-/// a SOCKS4a request with a 255-byte user id and a 255-byte name.
-pub(crate) const MAX_MESSAGE: usize = 530;
+/// The largest message the client writes: a SOCKS5 handshake in one write — a greeting (3
+/// bytes), an RFC 1929 request (1 + 1 + 255 + 1 + 255) and a request naming a 255-byte host
+/// (4 + 1 + 255 + 2) — or a SOCKS4a request with a 255-byte user id and a 255-byte name.
+pub(crate) const MAX_MESSAGE: usize = 3 + 513 + 262;
 
 /// A message under construction, on the stack: hooks run on the program's stack and should not
 /// allocate on every connect.
@@ -46,6 +47,18 @@ impl Msg {
 pub trait Peek {
     /// Waits for data and copies what has arrived into `buf` without consuming it; 0 at EOF.
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Waits (until the stream's deadline) for something to read, without reading it.
+    fn readable(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Waits at most `wait` (and never past the stream's own deadline) for something to read:
+    /// false when `wait` ran out first. A stream that cannot tell says true.
+    fn ready_within(&mut self, wait: std::time::Duration) -> io::Result<bool> {
+        let _ = wait;
+        Ok(true)
+    }
 }
 
 /// Reads exactly `buf.len()` bytes: one `read` when the proxy's reply has arrived whole.
@@ -113,6 +126,11 @@ pub(crate) mod testing {
             let n = buf.len().min(self.input.len() - self.pos);
             buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
             Ok(n)
+        }
+
+        /// Something is to be read when the script has bytes left.
+        fn ready_within(&mut self, _: std::time::Duration) -> io::Result<bool> {
+            Ok(self.unread() > 0)
         }
     }
 

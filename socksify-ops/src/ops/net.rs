@@ -88,7 +88,9 @@ pub fn connect(fd: c_int, to: *const sockaddr, len: socklen_t) -> Flow<c_int> {
         }
         return Flow::Bypass; // the kernel's answer: EFAULT, EINVAL, EAFNOSUPPORT, AF_UNIX…
     };
-    match sock::socket_type(fd) {
+    // What the program's socket() said of it, else the kernel's answer.
+    let ty = table::kind(fd).map(|k| k.ty).or_else(|| sock::socket_type(fd));
+    match ty {
         Some(libc::SOCK_STREAM) => tcp_connect(fd, dest, Some((to, len))),
         Some(libc::SOCK_DGRAM) => udp::connect(fd, dest, to, len),
         _ => Flow::Bypass,
@@ -117,10 +119,15 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr, asked: Option<(*const sockaddr, 
             _ => Flow::Bypass,
         },
         Plan::Refuse(e) => Flow::Fail(e),
-        Plan::Chain(target, via) => match pending::connect_again(fd).or_else(|| connected_already(fd)) {
-            Some(errno) => Flow::Fail(errno),
-            None => chain(st, fd, dest, target, via),
-        },
+        Plan::Chain(target, via) => {
+            if let Some(errno) = pending::connect_again(fd) {
+                return Flow::Fail(errno);
+            }
+            // A socket that cannot connect (connected or listening already, its own connect
+            // under way) gets the kernel's answer from the chain's first connect, before any
+            // byte of a handshake is sent.
+            chain(st, fd, dest, target, via)
+        }
     }
 }
 
@@ -143,8 +150,8 @@ fn not_restarted() -> bool {
 /// connected (directly or through the chain) or listening, `EALREADY` while its own connect is
 /// in progress; `None` for a socket that may connect. A chain must never start inside a live
 /// connection (its greeting would go to the peer).
-fn connected_already(fd: c_int) -> Option<c_int> {
-    match sock::tcp_state(fd)? {
+fn connected_already(state: u8) -> Option<c_int> {
+    match state {
         sock::TCP_CLOSE => None,
         sock::TCP_SYN_SENT => Some(libc::EALREADY),
         _ => Some(libc::EISCONN),
@@ -159,15 +166,34 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
     if st.test_panic {
         panic!("SOCKSIFY_TEST_PANIC: connect to {target}");
     }
-    if sock::nonblocking(fd) {
+    let flags = sock::file_flags(fd);
+    if flags.is_some_and(|f| f & libc::O_NONBLOCK != 0) {
+        // Answered now, not by a handshake in the background (a blocking socket's chain gets
+        // the same answer from its first connect).
+        if let Some(errno) = sock::tcp_state(fd).and_then(connected_already) {
+            return Flow::Fail(errno);
+        }
         if let Some(errno) = pending::start(st, fd, dest, target.clone(), via) {
             return Flow::Fail(errno);
         }
     }
     let started = std::time::Instant::now();
-    let until = sock::timeout(fd, libc::SO_SNDTIMEO).map(|t| std::time::Instant::now() + t);
+    // Learnt when the program made the socket (`table::kind`), else asked of the kernel.
+    let kind = table::kind(fd);
+    let until = match kind {
+        Some(k) if k.no_send_timeout => None,
+        _ => sock::timeout(fd, libc::SO_SNDTIMEO),
+    }
+    .map(|t| std::time::Instant::now() + t);
+    let known = kind
+        .map(|k| k.family)
+        .or_else(|| sock::family(fd))
+        .map(|family| socksify_core::chain::Known { family, flags: flags.map(|f| f as libc::c_long) });
     let stop: fn() -> bool = if until.is_some() { || true } else { not_restarted };
-    let result = socksify_core::sys::interruptible(stop, || st.chain(via).connect_until(fd, &target, until));
+    let result = socksify_core::sys::interruptible(stop, || match known {
+        Some(known) => st.chain(via).connect_known(fd, known, &target, until),
+        None => st.chain(via).connect_until(fd, &target, until),
+    });
     let interrupted = socksify_core::sys::take_interrupted() && result.is_err();
     let timed_out = result.is_err() && until.is_some_and(|u| std::time::Instant::now() >= u);
     if interrupted || timed_out {
@@ -176,7 +202,9 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
             return Flow::Fail(if interrupted { libc::EINTR } else { libc::EINPROGRESS });
         }
     }
-    log_result(st, &target, via, &result, started);
+    if !matches!(result, Err(socksify_core::ChainError::Socket(_))) {
+        log_result(st, &target, via, &result, started);
+    }
     match result {
         Ok(est) => {
             let family = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
@@ -189,6 +217,8 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
             });
             Flow::Done(0)
         }
+        // The socket could not connect at all: as it was, and as quiet as the kernel.
+        Err(socksify_core::ChainError::Socket(e)) => Flow::Fail(socksify_core::error::io_errno(&e)),
         Err(e) => {
             // Leave the socket unconnected rather than half-way into a chain.
             let _ = socksify_core::sys::disconnect(fd);

@@ -115,6 +115,7 @@ reals! {
     load epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int = sys!(libc::SYS_epoll_ctl, epfd, op, fd, event);
     load close(fd: c_int) -> c_int = sys!(libc::SYS_close, fd);
     load close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int = sys!(libc::SYS_close_range, first, last, flags);
+    load socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int = sys!(libc::SYS_socket, domain, ty, protocol);
     load bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int = sys!(libc::SYS_bind, fd, addr, len);
     load listen(fd: c_int, backlog: c_int) -> c_int = sys!(libc::SYS_listen, fd, backlog);
     load accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = sys!(libc::SYS_accept4, fd, addr, len, 0);

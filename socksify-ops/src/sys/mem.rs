@@ -33,7 +33,10 @@ fn checked_copy(pairs: &[(*const u8, *mut u8, usize)]) -> bool {
         let n = pairs.len();
         // SAFETY: process_vm_readv on this process: the kernel checks every byte of both sides.
         let r = unsafe {
-            call(libc::SYS_process_vm_readv, args!(super::pid(), local.as_ptr(), n, remote.as_ptr(), n, 0))
+            call(
+                libc::SYS_process_vm_readv,
+                args!(super::pid_for_copies(), local.as_ptr(), n, remote.as_ptr(), n, 0),
+            )
         };
         if r == total as libc::c_long {
             return true;

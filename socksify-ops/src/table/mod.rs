@@ -258,6 +258,9 @@ static RELAYED: Bits = Bits::new();
 static DIRECT: Bits = Bits::new();
 /// Datagram sockets the library has seen send to the guard's DNS stub: never direct again.
 static STUB: Bits = Bits::new();
+/// What the library learnt of a socket when the program made it (`note_kind`): one byte per
+/// descriptor number, following dup and close as the bits above do.
+static KINDS: Kinds = Kinds::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
 /// How many handshakes run in the background: the waiting calls look further only when some do.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -293,18 +296,133 @@ pub fn mark_direct(fd: c_int, direct: bool) {
 }
 
 /// `new` is now a duplicate of `old` (dup, dup2, dup3, F_DUPFD): it has the same DIRECT and STUB
-/// bits, whatever the table knows of either. Two atomic operations: every dup pays them.
+/// bits and kind, whatever the table knows of either. Three atomic operations: every dup pays
+/// them.
 pub fn follow_bits(old: c_int, new: c_int) {
     if new >= 0 && old != new {
         copy_bit(&DIRECT, old, new);
         copy_bit(&STUB, old, new);
+        KINDS.copy(old, new);
     }
 }
 
-/// `fd` is closed: it is nobody's DIRECT or STUB socket any more.
+/// `fd` is closed: it is nobody's DIRECT or STUB socket any more, and of no kind.
 pub fn forget_bits(fd: c_int) {
     DIRECT.clear(fd);
     STUB.clear(fd);
+    KINDS.clear(fd);
+}
+
+/// An internet socket as the program made it: what a connect needs to know of it, without
+/// asking the kernel again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// AF_INET or AF_INET6.
+    pub family: c_int,
+    /// SOCK_STREAM or SOCK_DGRAM.
+    pub ty: c_int,
+    /// No SO_SNDTIMEO set since (through the library's `setsockopt`).
+    pub no_send_timeout: bool,
+}
+
+/// The program made socket `fd` with `socket(domain, ty, _)` (or got it from `accept` of one
+/// such): internet stream and datagram sockets are remembered, anything else is forgotten.
+///
+/// What is remembered is only ever a shortcut for an internet socket's own path (connect,
+/// datagrams): a number closed and reused behind the library's back (raw system calls) can
+/// make it wrong, and then that call fails or takes the slower path — never the gate, which
+/// only an answer of the kernel's opens (`gated::is_local`).
+pub fn note_kind(fd: c_int, domain: c_int, ty: c_int) {
+    KINDS.set(fd, domain, ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+}
+
+/// What `note_kind` remembered of `fd`.
+pub fn kind(fd: c_int) -> Option<Kind> {
+    KINDS.get(fd)
+}
+
+/// The program set a socket option of `fd`: a send timeout ends what its kind says of it.
+pub fn option_set(fd: c_int, level: c_int, name: c_int) {
+    if level == libc::SOL_SOCKET && matches!(name, libc::SO_SNDTIMEO | SO_SNDTIMEO_NEW) {
+        KINDS.timeout_set(fd);
+    }
+}
+
+/// SO_SNDTIMEO with a 64-bit time (asm-generic's SO_SNDTIMEO_NEW).
+const SO_SNDTIMEO_NEW: c_int = 67;
+
+/// One byte a descriptor number below `bits::BITS`: 0 for nothing known; else VALID, the family
+/// and type codes, and NO_TIMEOUT.
+struct Kinds {
+    bytes: [std::sync::atomic::AtomicU8; KIND_SLOTS],
+}
+
+const KIND_SLOTS: usize = 65536;
+const VALID: u8 = 0x80;
+const INET6: u8 = 0x01;
+const DGRAM: u8 = 0x02;
+const NO_TIMEOUT: u8 = 0x04;
+
+impl Kinds {
+    const fn new() -> Kinds {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const ZERO: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+        Kinds { bytes: [ZERO; KIND_SLOTS] }
+    }
+
+    fn slot(&self, fd: c_int) -> Option<&std::sync::atomic::AtomicU8> {
+        usize::try_from(fd).ok().and_then(|i| self.bytes.get(i))
+    }
+
+    fn set(&self, fd: c_int, domain: c_int, ty: c_int) {
+        let code = match (domain, ty) {
+            (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_DGRAM) => {
+                let v6 = if domain == libc::AF_INET6 { INET6 } else { 0 };
+                let dgram = if ty == libc::SOCK_DGRAM { DGRAM } else { 0 };
+                VALID | v6 | dgram | NO_TIMEOUT
+            }
+            _ => 0,
+        };
+        if let Some(b) = self.slot(fd) {
+            b.store(code, Ordering::Release);
+        }
+    }
+
+    fn get(&self, fd: c_int) -> Option<Kind> {
+        let code = self.slot(fd)?.load(Ordering::Acquire);
+        (code & VALID != 0).then_some(Kind {
+            family: if code & INET6 != 0 { libc::AF_INET6 } else { libc::AF_INET },
+            ty: if code & DGRAM != 0 { libc::SOCK_DGRAM } else { libc::SOCK_STREAM },
+            no_send_timeout: code & NO_TIMEOUT != 0,
+        })
+    }
+
+    fn clear(&self, fd: c_int) {
+        if let Some(b) = self.slot(fd) {
+            b.store(0, Ordering::Release);
+        }
+    }
+
+    fn clear_range(&self, first: c_int, last: c_int) {
+        let lo = first.max(0) as usize;
+        let hi = (i64::from(last) + 1).clamp(0, KIND_SLOTS as i64) as usize;
+        for b in self.bytes.get(lo..hi.max(lo)).unwrap_or_default() {
+            b.store(0, Ordering::Release);
+        }
+    }
+
+    fn copy(&self, old: c_int, new: c_int) {
+        let code = self.slot(old).map_or(0, |b| b.load(Ordering::Acquire));
+        if let Some(b) = self.slot(new) {
+            b.store(code, Ordering::Release);
+        }
+    }
+
+    fn timeout_set(&self, fd: c_int) {
+        if let Some(b) = self.slot(fd) {
+            b.fetch_and(!NO_TIMEOUT, Ordering::AcqRel);
+        }
+    }
 }
 
 fn copy_bit(bits: &Bits, old: c_int, new: c_int) {
@@ -615,6 +733,7 @@ pub enum Closing {
 pub fn closing(fd: c_int) -> Closing {
     DIRECT.clear(fd);
     STUB.clear(fd);
+    KINDS.clear(fd);
     if !known(fd) {
         return Closing::Program;
     }
@@ -632,6 +751,7 @@ pub fn closing(fd: c_int) -> Closing {
 pub fn closing_range(first: c_int, last: c_int) -> Vec<c_int> {
     DIRECT.clear_range(first, last);
     STUB.clear_range(first, last);
+    KINDS.clear_range(first, last);
     with(|t| {
         let gone: Vec<c_int> = t.by_fd.keys().copied().filter(|fd| (first..=last).contains(fd)).collect();
         for fd in gone {

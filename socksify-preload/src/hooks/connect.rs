@@ -11,7 +11,9 @@ use socksify_ops::table;
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the real connect with the caller's arguments.
     let real = || unsafe { real::connect(fd, addr, len) };
-    if gated::is_local(fd) {
+    // A socket the program made as an internet one (`table::kind`) is not asked its family
+    // again; only the kernel's answer sends a connect through the gate.
+    if table::kind(fd).is_none() && gated::is_local(fd) {
         return gated::connect(fd, addr, len, real);
     }
     if runtime::inside() && !net::reentrant_connect_allowed(fd, addr, len) {

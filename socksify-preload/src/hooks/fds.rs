@@ -16,6 +16,21 @@ hook! {
     }
 }
 
+/// socket(2): what the program made is remembered (`table::note_kind`), so that its connects
+/// and datagrams need not ask the kernel again. One atomic store.
+///
+/// # Safety
+/// The arguments of socket(2).
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: the real socket with the caller's arguments.
+    let r = unsafe { real::socket(domain, ty, protocol) };
+    if r >= 0 {
+        table::note_kind(r, domain, ty);
+    }
+    r
+}
+
 /// A duplicate made by `real`: the table follows it.
 fn dup_hook(old: c_int, new: c_int, cloexec: bool, real: impl FnOnce() -> c_int) -> c_int {
     if !table::known(old) && !table::known(new) {

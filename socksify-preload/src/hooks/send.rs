@@ -118,6 +118,7 @@ pub unsafe extern "C" fn setsockopt(
     // SAFETY: the real setsockopt with the caller's arguments.
     let r = unsafe { real::setsockopt(fd, level, name, value, len) };
     if r == 0 {
+        socksify_ops::table::option_set(fd, level, name);
         runtime::after(|| net::after_setsockopt(fd, level, name, value));
     }
     r
