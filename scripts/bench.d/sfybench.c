@@ -305,8 +305,10 @@ static int read_socks5_reply(int fd, unsigned char *rep, long op, const char *wh
     return (int)got;
 }
 
-/* Connects to the proxy and does the no-auth greeting. Returns the fd or -1. */
-static int socks5_open(long op)
+/* Connects to the proxy and sends the no-auth greeting with `req` (a request, or
+ * nothing) in one write, as a hand-written client does: one round trip. Reads the
+ * method selection; the caller reads the request's reply. Returns the fd or -1. */
+static int socks5_open_with(long op, const unsigned char *req, size_t req_len)
 {
     int fd = socket(g_proxy.ss_family, SOCK_STREAM, 0);
     if (fd < 0)
@@ -316,9 +318,11 @@ static int socks5_open(long op)
         close(fd);
         return failed(op, "connect to the proxy", e);
     }
-    static const unsigned char greeting[3] = {5, 1, 0};
+    unsigned char msg[3 + 4 + 1 + 255 + 2] = {5, 1, 0};
+    if (req_len)
+        memcpy(msg + 3, req, req_len);
     unsigned char sel[2];
-    if (write_all(fd, greeting, sizeof greeting) < 0) {
+    if (write_all(fd, msg, 3 + req_len) < 0) {
         int e = errno;
         close(fd);
         return failed(op, "write greeting", e);
@@ -333,6 +337,12 @@ static int socks5_open(long op)
         return report(op, "method selection %u %u (wanted 5 0)", sel[0], sel[1]);
     }
     return fd;
+}
+
+/* The greeting alone (the request follows once the reply has come). */
+static int socks5_open(long op)
+{
+    return socks5_open_with(op, NULL, 0);
 }
 
 /* Appends ATYP + DST.ADDR + DST.PORT for the target (or for `sa` if given). */
@@ -367,16 +377,12 @@ static size_t put_dest(unsigned char *p, const struct sockaddr_storage *sa, cons
 
 static int op_socks5(long op)
 {
-    int fd = socks5_open(op);
-    if (fd < 0)
-        return -1;
+    /* Greeting and CONNECT in one write: the floor pays one round trip. */
     unsigned char req[4 + 1 + 255 + 2] = {5, 1, 0};
     size_t len = 3 + put_dest(req + 3, &g_target, g_name, g_port);
-    if (write_all(fd, req, len) < 0) {
-        int e = errno;
-        close(fd);
-        return failed(op, "write CONNECT", e);
-    }
+    int fd = socks5_open_with(op, req, len);
+    if (fd < 0)
+        return -1;
     unsigned char rep[262];
     if (read_socks5_reply(fd, rep, op, "CONNECT reply") < 0) {
         close(fd);

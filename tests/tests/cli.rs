@@ -268,6 +268,7 @@ fn the_library_exports_only_its_hooks() {
         "sendmsg",
         "sendto",
         "setsockopt",
+        "socket",
         "syscall",
         "epoll_ctl",
         "getsockopt",
