@@ -131,8 +131,8 @@ pub struct Chain {
     isolate: bool,
     /// SOCKS5 hops get their handshake in one write where they take it (`pipelining`).
     pipeline: bool,
-    /// Each hop's `Pipelining` as this process found it (`memory` has the session's).
-    verdicts: Vec<std::sync::atomic::AtomicU8>,
+    /// Each hop's `Pipelining` (a `memory::verdict` word) where there is no session memory.
+    verdicts: Vec<std::sync::atomic::AtomicU64>,
 }
 
 /// A chain's share of the session's memory.
@@ -209,24 +209,35 @@ impl Chain {
         self
     }
 
-    /// What is known of hop `i`'s pipelining: this process's finding, else the session's.
+    /// What is known of hop `i`'s pipelining: the session's, or this process's without one.
     pub fn pipelining_of(&self, i: usize) -> Pipelining {
-        let own = Pipelining::from_byte(self.verdicts[i].load(Ordering::Relaxed));
-        match (&self.memory, own) {
-            (Some(r), Pipelining::Unknown) => r.memory.pipelining(r.keys[i]),
-            _ => own,
+        let now = memory::now_ms();
+        match &self.memory {
+            Some(r) => r.memory.pipelining(r.keys[i], now),
+            None => memory::verdict::read(&self.verdicts[i], now),
+        }
+    }
+
+    /// Takes the probe of hop `i` (for as long as a whole handshake may last, and more).
+    fn claim_probe(&self, i: usize) -> bool {
+        let now = memory::now_ms();
+        let until = now + 2 * (self.timeouts.connect + self.timeouts.read).as_millis() as u64;
+        match &self.memory {
+            Some(r) => r.memory.claim_probe(r.keys[i], now, until),
+            None => memory::verdict::claim(&self.verdicts[i], now, until),
         }
     }
 
     fn found_pipelining(&self, i: usize, verdict: Pipelining) {
-        self.verdicts[i].store(verdict as u8, Ordering::Relaxed);
-        if let Some(r) = &self.memory {
-            r.memory.set_pipelining(r.keys[i], verdict);
+        match &self.memory {
+            Some(r) => r.memory.set_pipelining(r.keys[i], verdict),
+            None => memory::verdict::set(&self.verdicts[i], verdict),
         }
     }
 
-    /// Hop `i`'s handshake for `cmd` to `target`: in one write where the hop takes it (a probe
-    /// while that is not known), else step by step.
+    /// Hop `i`'s handshake for `cmd` to `target`: in one write where the hop takes it, else step
+    /// by step. While nothing is known, one connection at a time probes (in the whole
+    /// session) and the others go step by step.
     fn ask(
         &self,
         i: usize,
@@ -238,22 +249,25 @@ impl Chain {
         if !self.pipeline || !hop.can_pipeline() {
             return hop.request(stream, cmd, target);
         }
-        let known = self.pipelining_of(i);
-        match known {
-            Pipelining::Refuses => hop.request(stream, cmd, target),
-            Pipelining::Takes | Pipelining::Unknown => {
-                let r = hop.request_pipelined(stream, cmd, target, known == Pipelining::Unknown);
+        let probe = match self.pipelining_of(i) {
+            Pipelining::Takes => false,
+            Pipelining::Unknown if self.claim_probe(i) => true,
+            _ => return hop.request(stream, cmd, target),
+        };
+        let r = hop.request_pipelined(stream, cmd, target, probe);
+        if probe {
+            self.found_pipelining(
+                i,
                 match &r {
-                    Err(SocksError::NotPipelined) => self.found_pipelining(i, Pipelining::Refuses),
+                    Err(SocksError::NotPipelined) => Pipelining::Refuses,
                     // The request's reply came (a refusal is a reply too).
-                    Ok(_) | Err(SocksError::Socks5(_)) if known == Pipelining::Unknown => {
-                        self.found_pipelining(i, Pipelining::Takes)
-                    }
-                    _ => {}
-                }
-                r
-            }
+                    Ok(_) | Err(SocksError::Socks5(_)) => Pipelining::Takes,
+                    // Nothing found out: the probe is given back.
+                    Err(_) => Pipelining::Unknown,
+                },
+            );
         }
+        r
     }
 
     /// Hop `i` as it is asked: with the process's own credentials under `isolate`.
@@ -401,7 +415,7 @@ impl Chain {
                 // A hop dropped the handshake sent in one write: the same hops again, that one
                 // step by step now (`ask` has noted it).
                 Err((_, ChainError::Hop { source: SocksError::NotPipelined, .. })) => {
-                    let _ = sys::disconnect(fd);
+                    retry_on(fd);
                 }
                 Err((Some((culprit, kills)), e)) => {
                     // A hop that only ran out of the caller's own time is not dead.
@@ -414,7 +428,7 @@ impl Chain {
                     dead[culprit] = true;
                     last = Some(e);
                     // Ready the same descriptor for the next attempt; an error here shows in it.
-                    let _ = sys::disconnect(fd);
+                    retry_on(fd);
                 }
                 Err((None, e)) => return Err(e),
             }
@@ -531,8 +545,32 @@ impl Chain {
     }
 }
 
-fn proxies_verdicts(n: usize) -> Vec<std::sync::atomic::AtomicU8> {
-    (0..n).map(|_| std::sync::atomic::AtomicU8::new(Pipelining::Unknown as u8)).collect()
+fn proxies_verdicts(n: usize) -> Vec<std::sync::atomic::AtomicU64> {
+    (0..n).map(|_| std::sync::atomic::AtomicU64::new(Pipelining::Unknown as u64)).collect()
+}
+
+thread_local! {
+    /// Told of a descriptor before the chain drops its connection to try again (see
+    /// `telling_retries`).
+    static BEFORE_RETRY: std::cell::Cell<Option<fn(RawFd)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (building chains), calling `before` with the descriptor each time a chain is about
+/// to drop its connection and build it again (another hop, or a hop asked step by step): the
+/// socket is closed for a moment then, which a program watching it may see (epoll's hang-up).
+pub fn telling_retries<R>(before: fn(RawFd), f: impl FnOnce() -> R) -> R {
+    let old = BEFORE_RETRY.with(|c| c.replace(Some(before)));
+    let r = f();
+    BEFORE_RETRY.with(|c| c.set(old));
+    r
+}
+
+/// Drops `fd`'s connection for the next attempt.
+fn retry_on(fd: RawFd) {
+    if let Some(before) = BEFORE_RETRY.with(|c| c.get()) {
+        before(fd);
+    }
+    let _ = sys::disconnect(fd);
 }
 
 thread_local! {

@@ -178,56 +178,102 @@ pub enum Pipelining {
     Takes = 1,
     /// It dropped one (or refused the one method offered): step by step.
     Refuses = 2,
+    /// A connection is finding out now: the others go step by step meanwhile (a burst of
+    /// connections pays one probe, not one each).
+    Probing = 3,
 }
 
-impl Pipelining {
-    pub fn from_byte(b: u8) -> Pipelining {
-        Pipelining::from_word(b as u64)
-    }
+/// A verdict word: the `Pipelining` in its low byte and, for `Probing`, the `now_ms` until
+/// which the probe holds it (a process that died in the middle leaves nothing stuck).
+pub mod verdict {
+    use super::Pipelining;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    fn from_word(w: u64) -> Pipelining {
-        match w {
+    fn decode(w: u64, now: u64) -> Pipelining {
+        match w & 0xff {
             1 => Pipelining::Takes,
             2 => Pipelining::Refuses,
+            3 if w >> 8 > now => Pipelining::Probing,
             _ => Pipelining::Unknown,
         }
+    }
+
+    /// The verdict in `word` at `now` (milliseconds of `now_ms`).
+    pub fn read(word: &AtomicU64, now: u64) -> Pipelining {
+        decode(word.load(Ordering::Acquire), now)
+    }
+
+    /// Takes the probe for `word` until `until` if nobody knows or is finding out: true for
+    /// the one caller that may probe.
+    pub fn claim(word: &AtomicU64, now: u64, until: u64) -> bool {
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            if decode(w, now) != Pipelining::Unknown {
+                return false;
+            }
+            match word.compare_exchange(
+                w,
+                (until << 8) | Pipelining::Probing as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => w = seen,
+            }
+        }
+    }
+
+    /// What a probe found (or `Unknown`, when it found nothing out).
+    pub fn set(word: &AtomicU64, v: Pipelining) {
+        debug_assert!(v != Pipelining::Probing);
+        word.store(v as u64, Ordering::Release);
     }
 }
 
 impl HopMemory {
-    fn pipe_slot(&self, key: u64, k: usize) -> (&AtomicU64, &AtomicU64) {
-        let i = (key as usize).wrapping_add(k) % PIPE_SLOTS;
-        (self.word(PIPE_AT + i * 16), self.word(PIPE_AT + i * 16 + 8))
-    }
-
-    /// What the session knows of hop `key`'s pipelining.
-    pub fn pipelining(&self, key: u64) -> Pipelining {
+    /// The verdict word of hop `key`, its slot taken if it has none (None: every slot is
+    /// another hop's; the home slot is then taken over, the worst being one more probe).
+    fn pipe_word(&self, key: u64, insert: bool) -> Option<&AtomicU64> {
         for k in 0..PIPE_SLOTS {
-            let (slot_key, verdict) = self.pipe_slot(key, k);
+            let i = (key as usize).wrapping_add(k) % PIPE_SLOTS;
+            let (slot_key, word) = (self.word(PIPE_AT + i * 16), self.word(PIPE_AT + i * 16 + 8));
             match slot_key.load(Ordering::Acquire) {
-                0 => return Pipelining::Unknown,
-                found if found == key => return Pipelining::from_word(verdict.load(Ordering::Acquire)),
+                found if found == key => return Some(word),
+                0 if !insert => return None,
+                0 => match slot_key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Some(word),
+                    Err(found) if found == key => return Some(word),
+                    Err(_) => {}
+                },
                 _ => {}
             }
         }
-        Pipelining::Unknown
+        if !insert {
+            return None;
+        }
+        let i = key as usize % PIPE_SLOTS;
+        let (slot_key, word) = (self.word(PIPE_AT + i * 16), self.word(PIPE_AT + i * 16 + 8));
+        word.store(0, Ordering::Release);
+        slot_key.store(key, Ordering::Release);
+        Some(word)
     }
 
-    /// Hop `key` was found to take (or not) a handshake in one write. A full page forgets the
-    /// home slot's hop (the worst: one more probe).
-    pub fn set_pipelining(&self, key: u64, verdict: Pipelining) {
-        for k in 0..PIPE_SLOTS {
-            let (slot_key, slot_verdict) = self.pipe_slot(key, k);
-            match slot_key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return slot_verdict.store(verdict as u64, Ordering::Release),
-                Err(found) if found == key => return slot_verdict.store(verdict as u64, Ordering::Release),
-                Err(_) => {}
-            }
+    /// What the session knows of hop `key`'s pipelining at `now` (`now_ms`).
+    pub fn pipelining(&self, key: u64, now: u64) -> Pipelining {
+        self.pipe_word(key, false).map_or(Pipelining::Unknown, |w| verdict::read(w, now))
+    }
+
+    /// Takes hop `key`'s probe until `until` (see `verdict::claim`).
+    pub fn claim_probe(&self, key: u64, now: u64, until: u64) -> bool {
+        self.pipe_word(key, true).is_some_and(|w| verdict::claim(w, now, until))
+    }
+
+    /// Hop `key` was found to take (or not) a handshake in one write; `Unknown` gives the probe
+    /// back.
+    pub fn set_pipelining(&self, key: u64, v: Pipelining) {
+        if let Some(w) = self.pipe_word(key, true) {
+            verdict::set(w, v);
         }
-        let (slot_key, slot_verdict) = self.pipe_slot(key, 0);
-        slot_verdict.store(Pipelining::Unknown as u64, Ordering::Release);
-        slot_key.store(key, Ordering::Release);
-        slot_verdict.store(verdict as u64, Ordering::Release);
     }
 }
 
@@ -290,19 +336,23 @@ mod tests {
     }
 
     #[test]
-    fn pipelining_verdicts_are_per_hop_and_a_full_page_forgets_one() {
+    fn pipelining_verdicts_are_per_hop_and_one_probe_at_a_time() {
         let m = HopMemory::private();
-        assert_eq!(m.pipelining(9), Pipelining::Unknown);
+        assert_eq!(m.pipelining(9, 0), Pipelining::Unknown);
+        assert!(m.claim_probe(9, 0, 100));
+        assert!(!m.claim_probe(9, 50, 150), "one probe at a time");
+        assert_eq!(m.pipelining(9, 50), Pipelining::Probing);
+        assert_eq!(m.pipelining(9, 100), Pipelining::Unknown, "a probe that never ended");
+        assert!(m.claim_probe(9, 100, 200));
         m.set_pipelining(9, Pipelining::Refuses);
         m.set_pipelining(10, Pipelining::Takes);
-        assert_eq!((m.pipelining(9), m.pipelining(10)), (Pipelining::Refuses, Pipelining::Takes));
-        m.set_pipelining(9, Pipelining::Takes);
-        assert_eq!(m.pipelining(9), Pipelining::Takes);
+        assert_eq!((m.pipelining(9, 0), m.pipelining(10, 0)), (Pipelining::Refuses, Pipelining::Takes));
+        assert!(!m.claim_probe(9, 0, 100), "known");
         for k in 100..100 + PIPE_SLOTS as u64 {
             m.set_pipelining(k, Pipelining::Refuses);
         }
         let known =
-            (100..100 + PIPE_SLOTS as u64).filter(|&k| m.pipelining(k) == Pipelining::Refuses).count();
+            (100..100 + PIPE_SLOTS as u64).filter(|&k| m.pipelining(k, 0) == Pipelining::Refuses).count();
         assert!(known >= PIPE_SLOTS - 2, "{known}");
         // The dead-hop slots are elsewhere in the page.
         m.mark_dead(9, 500);

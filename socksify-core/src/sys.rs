@@ -253,7 +253,7 @@ pub fn connect_timeout_flags(
     if blocking {
         set_flags(fd, flags | libc::O_NONBLOCK as libc::c_long)?;
     }
-    let result = match syscall!(libc::SYS_connect, fd, addr.as_ptr(), addr.len()) {
+    let result = match own_connect(fd, &addr) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
             // Writable without an error or a hang-up: connected (SO_ERROR is 0 then).
@@ -270,6 +270,27 @@ pub fn connect_timeout_flags(
         set_flags(fd, flags)?;
     }
     result
+}
+
+/// Set in the preload library when it has the kernel guard's gate: the chain's connect to its
+/// first hop — an address the library took from the configuration, on the program's socket,
+/// made with the program's own identity either way — is made through the gate instead of
+/// being trapped, checked and made again by the supervisor.
+static OWN_CONNECTS_GATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See `OWN_CONNECTS_GATED`; for the library, once it has mapped the gate.
+pub fn gate_own_connects(gated: bool) {
+    OWN_CONNECTS_GATED.store(gated, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn own_connect(fd: RawFd, addr: &SockAddr) -> io::Result<libc::c_long> {
+    #[cfg(target_arch = "x86_64")]
+    if OWN_CONNECTS_GATED.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: the gate is mapped (the flag says so); connect of a socket address of ours.
+        let r = unsafe { gated(libc::SYS_connect, crate::sys_args!(fd, addr.as_ptr(), addr.len())) };
+        return if r < 0 { Err(io::Error::from_raw_os_error(-r as i32)) } else { Ok(r as libc::c_long) };
+    }
+    syscall!(libc::SYS_connect, fd, addr.as_ptr(), addr.len())
 }
 
 /// The pending error of a socket (SO_ERROR), as a result.

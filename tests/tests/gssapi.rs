@@ -110,7 +110,9 @@ fn check_reports_the_ticket_the_method_and_what_the_hop_accepts() {
     assert!(hop.contains("asks for rcmd@10.77.0.2"), "{text}");
     assert!(hop.contains("protection: none beyond authentication"), "{text}");
     // BIND and UDP ASSOCIATE are really asked, each on a hop authenticated anew.
-    assert!(hop.ends_with("CONNECT: yes; BIND: yes; UDP ASSOCIATE: yes"), "{text}");
+    assert!(hop.contains("CONNECT: yes; BIND: yes; UDP ASSOCIATE: yes; "), "{text}");
+    // GSSAPI's exchange depends on the proxy's answers: never in one write.
+    assert!(hop.ends_with("one write: no (GSSAPI's exchange goes step by step)"), "{text}");
     // No ticket: the hop is reported unhealthy, with what to do.
     let out = kerberos(
         c.command(&[socksify_bin().to_str().unwrap(), "check", "-p", GSSAPI]),

@@ -117,3 +117,85 @@ fn a_duplicate_keeps_the_connection_and_its_peer_when_the_original_closes() {
         c.assert_no_leak();
     }
 }
+
+/// The system calls of one proxied connect of a blocking socket without a timeout, between the
+/// program's `socket` and its `connect`'s return, all processes counted (the kernel guard's
+/// supervisor too): strace of a Python program that connects twice (the first pays what a
+/// process pays once) and marks the second with writes to stderr. Also: the SOCKS5 greeting
+/// and CONNECT leave in one write.
+fn connect_syscalls(mode: &str) -> (usize, String) {
+    let c = Client::new();
+    let trace = std::env::temp_dir().join(format!("sfy-count-{mode}-{}.strace", std::process::id()));
+    let py = "import socket, sys\nfor i in range(2):\n    s = socket.socket()\n    sys.stderr.write('MARK-A\\n'); sys.stderr.flush()\n    s.connect(('10.77.0.2', 7))\n    sys.stderr.write('MARK-B\\n'); sys.stderr.flush()\n    s.sendall(b'x'); assert s.recv(1) == b'x'; s.close()\n";
+    let cfg = c.config(&config_for("socks5://10.77.0.2:1080"));
+    let bin = socksify_bin();
+    let argv = [
+        "strace",
+        "-f",
+        "-qq",
+        "-e",
+        "signal=none",
+        "-o",
+        trace.to_str().unwrap(),
+        bin.to_str().unwrap(),
+        "-q",
+        "--mode",
+        mode,
+        "-f",
+        cfg.to_str().unwrap(),
+        "python3",
+        "-c",
+        py,
+    ];
+    let out = c.run(&argv);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.assert_nothing_leaked();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let _ = std::fs::remove_file(&trace);
+    // The second connection's window: after its MARK-A write, before its MARK-B write.
+    let lines: Vec<&str> = text.lines().collect();
+    let marks: Vec<usize> =
+        lines.iter().enumerate().filter(|(_, l)| l.contains("MARK-")).map(|(i, _)| i).collect();
+    assert_eq!(marks.len(), 4, "{text}");
+    let window = &lines[marks[2] + 1..marks[3]];
+    let calls: Vec<&str> = window.iter().copied().filter(|l| !l.contains("resumed>")).collect();
+    let one_write = calls.iter().any(|l| l.contains("\"\\5\\1\\0\\5\\1\\0\\1\\nM\\0\\2\\0\\7\""));
+    assert!(one_write, "greeting and CONNECT in one write:\n{}", calls.join("\n"));
+    (calls.len(), calls.join("\n"))
+}
+
+#[test]
+fn a_proxied_connect_makes_few_system_calls_in_both_modes() {
+    // Issue 23's goals are 10 and 14; what the library makes today, as a ceiling that only
+    // goes down.
+    let (n, calls) = connect_syscalls("preload");
+    assert!(n <= 13, "{n} system calls in preload mode:\n{calls}");
+    let (n, calls) = connect_syscalls("auto");
+    assert!(n <= 13, "{n} system calls in the default mode:\n{calls}");
+}
+
+/// microsocks 1.0 reads a SOCKS5 greeting alone and drops what follows it: the first
+/// connection of a session finds out (one probe, about a second) and every later one, in any
+/// process of the session, is asked step by step at once.
+#[test]
+fn a_hop_that_drops_a_handshake_in_one_write_is_probed_once_per_session() {
+    let c = Client::new();
+    let fetch = "curl -s -o /dev/null -w '%{http_code}\\n' http://10.77.0.2:8080/hello.txt";
+    let script = format!("{fetch}; {fetch}; {fetch}");
+    for mode in ["preload", "auto"] {
+        let started = std::time::Instant::now();
+        let out = c.socksify(&config_for("socks5://10.77.0.2:1082"), &["--mode", mode, "sh", "-c", &script]);
+        let took = started.elapsed();
+        assert_eq!(stdout_ok(&out), "200\n200\n200\n", "{mode}");
+        assert!(took < std::time::Duration::from_millis(2500), "{mode}: {took:?} (one probe of 1 s at most)");
+        // The session's memory, not a timeout of each connection's.
+        assert!(took > std::time::Duration::from_millis(900), "{mode}: {took:?}: was the hop probed at all?");
+    }
+    // Step by step from the start: no probe.
+    let started = std::time::Instant::now();
+    let cfg = "socks5_pipelining = false\n[[proxy]]\nurl = \"socks5://10.77.0.2:1082\"\n";
+    let out = c.socksify(cfg, &["--mode", "preload", "sh", "-c", &script]);
+    assert_eq!(stdout_ok(&out), "200\n200\n200\n");
+    assert!(started.elapsed() < std::time::Duration::from_millis(900), "{:?}", started.elapsed());
+    c.assert_nothing_leaked();
+}

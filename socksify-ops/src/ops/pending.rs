@@ -51,7 +51,9 @@ pub fn start(
         // KDC, say) goes to the real functions, as from inside a hook.
         let _own = crate::runtime::guard::Guard::enter();
         let started = std::time::Instant::now();
-        let result = st.chain(via).connect(work, &target);
+        let result = socksify_core::chain::telling_retries(table::mark_restarted, || {
+            st.chain(via).connect(work, &target)
+        });
         finish(st, ino, work, dest, target, via, result, started);
     });
     if !spawned {
@@ -212,11 +214,16 @@ pub fn connect_again(fd: c_int) -> Option<c_int> {
 
 /// getsockopt(SO_ERROR): 0 while the handshake runs, then its failure once. A socket that
 /// shows an error or a hang-up meanwhile (the proxy dropped it: epoll reports that through any
-/// mask) waits for the handshake's end, so that the answer is its outcome, never a false 0.
+/// mask), or showed one (the chain dropped the connection to try again: for a moment the socket
+/// was closed), waits for the handshake's end, so that the answer is its outcome, never a
+/// false 0.
 pub fn so_error(fd: c_int) -> Option<c_int> {
     let (outcome, done) = table::pending(fd)?;
     match outcome {
-        Outcome::Running if sock::ready_now(fd, libc::POLLOUT) & (libc::POLLHUP | libc::POLLERR) != 0 => {
+        Outcome::Running
+            if table::restarted(fd)
+                || sock::ready_now(fd, libc::POLLOUT) & (libc::POLLHUP | libc::POLLERR) != 0 =>
+        {
             let _ = socksify_core::sys::wait(done, libc::POLLIN, None);
             so_error(fd)
         }

@@ -28,6 +28,7 @@ pub fn map() {
         Err(_) => false,
     };
     OPEN.store(open, Ordering::Relaxed);
+    socksify_core::sys::gate_own_connects(open);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -176,6 +176,9 @@ pub struct Pending {
     /// The process whose thread runs the handshake: a child forked meanwhile only learns that
     /// it ended (its `done` turns readable), and then leaves the socket to the kernel.
     pub pid: c_int,
+    /// The chain dropped the socket's connection once to try again: the hang-up the program
+    /// may have seen then says nothing (`pending::so_error`).
+    pub restarted: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -555,7 +558,7 @@ pub fn begin_pending(fd: c_int, done: Owned) -> Option<u64> {
         t.internal.insert(done.raw());
         KNOWN.set(done.raw());
         t.by_inode.entry(ino).or_default().pending =
-            Some(Pending { done, outcome: Outcome::Running, pid: crate::sys::pid() });
+            Some(Pending { done, outcome: Outcome::Running, pid: crate::sys::pid(), restarted: false });
         for d in t.fds_of(ino) {
             RELAYED.set(d);
         }
@@ -613,6 +616,22 @@ pub fn pending(fd: c_int) -> Option<(Outcome, c_int)> {
         Some((p.outcome, p.done.raw()))
     })
     .flatten()
+}
+
+/// The chain of a running handshake is about to drop the connection and try again (`fd`: any
+/// descriptor of the socket, the worker's own included).
+pub fn mark_restarted(fd: c_int) {
+    let Some(ino) = sock::inode(fd) else { return };
+    entry_by_inode(ino, |e| {
+        if let Some(p) = e.pending.as_mut() {
+            p.restarted = true;
+        }
+    });
+}
+
+/// True when `fd`'s running handshake dropped its connection once to try again.
+pub fn restarted(fd: c_int) -> bool {
+    entry(fd, |e| e.pending.as_ref().is_some_and(|p| p.restarted)).unwrap_or(false)
 }
 
 /// Takes `fd`'s failure, to report it once.
