@@ -319,7 +319,9 @@ fn check_target(config: &Config, parsed: &TargetAddr, paint: &Paint) -> bool {
     {
         let socket = socket_for(&config.proxies[0]);
         let started = Instant::now();
-        match spinning("connecting to the target", || config.chain().connect(socket.as_raw_fd(), parsed)) {
+        match spinning("connecting to the target", || {
+            checking(config.chain()).connect(socket.as_raw_fd(), parsed)
+        }) {
             Ok(est) => {
                 let path: Vec<String> = est.path.iter().map(|&i| config.proxies[i].to_string()).collect();
                 println!(

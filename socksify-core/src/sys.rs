@@ -256,11 +256,14 @@ pub fn connect_timeout_flags(
     let result = match own_connect(fd, &addr) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
-            // Writable without an error or a hang-up: connected (SO_ERROR is 0 then).
-            wait_events(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|ev| {
-                match ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) {
-                    0 => Ok(()),
-                    _ => take_error(fd),
+            // Ready: the connect is made again, which the kernel answers with its outcome (0,
+            // or the error) and which leaves the socket connected as a blocking connect does (a
+            // later connect says EISCONN, not 0) — one call, as SO_ERROR would be.
+            wait(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|()| {
+                match own_connect(fd, &addr) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::EISCONN) => Ok(()),
+                    Err(e) => Err(e),
                 }
             })
         }
@@ -431,16 +434,18 @@ impl crate::wire::Peek for FdStream {
         wait(self.fd, libc::POLLIN, self.deadline)
     }
 
+    /// At most half of what is left before the stream's deadline: the answer to a probe that
+    /// ran out must leave time for what the caller does next (ask again step by step).
     fn ready_within(&mut self, wait_for: Duration) -> io::Result<bool> {
-        let probe = Instant::now() + wait_for;
-        match self.deadline {
-            // The stream's own deadline comes first: its timeout is the answer.
-            Some(d) if d <= probe => wait(self.fd, libc::POLLIN, Some(d)).map(|()| true),
-            _ => match wait(self.fd, libc::POLLIN, Some(probe)) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
-                Err(e) => Err(e),
-            },
+        let now = Instant::now();
+        let wait_for = match self.deadline {
+            Some(d) => wait_for.min(d.saturating_duration_since(now) / 2),
+            None => wait_for,
+        };
+        match wait(self.fd, libc::POLLIN, Some(now + wait_for)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

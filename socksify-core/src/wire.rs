@@ -53,8 +53,8 @@ pub trait Peek {
         Ok(())
     }
 
-    /// Waits at most `wait` (and never past the stream's own deadline) for something to read:
-    /// false when `wait` ran out first. A stream that cannot tell says true.
+    /// Waits at most `wait` (and well before the stream's own deadline) for something to read:
+    /// false when the wait ran out first. A stream that cannot tell says true.
     fn ready_within(&mut self, wait: std::time::Duration) -> io::Result<bool> {
         let _ = wait;
         Ok(true)
