@@ -256,14 +256,13 @@ pub fn connect_timeout_flags(
     let result = match own_connect(fd, &addr) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
-            // Ready: the connect is made again, which the kernel answers with its outcome (0,
-            // or the error) and which leaves the socket connected as a blocking connect does (a
-            // later connect says EISCONN, not 0) — one call, as SO_ERROR would be.
-            wait(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|()| {
-                match own_connect(fd, &addr) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EISCONN) => Ok(()),
-                    Err(e) => Err(e),
+            // Writable without an error or a hang-up: connected (SO_ERROR is 0 then). The
+            // socket stays "connecting" for the kernel until the next connect, which answers
+            // 0 once: callers that let a program connect again ask TCP_INFO first.
+            wait_events(fd, libc::POLLOUT, Some(Instant::now() + timeout)).and_then(|ev| {
+                match ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) {
+                    0 => Ok(()),
+                    _ => take_error(fd),
                 }
             })
         }

@@ -123,10 +123,12 @@ pub fn tcp_connect(fd: c_int, dest: SocketAddr, asked: Option<(*const sockaddr, 
             if let Some(errno) = pending::connect_again(fd) {
                 return Flow::Fail(errno);
             }
-            // A socket that cannot connect (connected or listening already, its own connect
-            // under way) gets the kernel's answer from the chain's first connect, before any
-            // byte of a handshake is sent.
-            chain(st, fd, dest, target, via)
+            // A socket connected or listening already, or with its own connect under way,
+            // gets the kernel's answer, and no byte of a handshake (it would go to the peer).
+            match sock::tcp_state(fd).and_then(connected_already) {
+                Some(errno) => Flow::Fail(errno),
+                None => chain(st, fd, dest, target, via),
+            }
         }
     }
 }
@@ -168,11 +170,6 @@ fn chain(st: &'static State, fd: c_int, dest: SocketAddr, target: TargetAddr, vi
     }
     let flags = sock::file_flags(fd);
     if flags.is_some_and(|f| f & libc::O_NONBLOCK != 0) {
-        // Answered now, not by a handshake in the background (a blocking socket's chain gets
-        // the same answer from its first connect).
-        if let Some(errno) = sock::tcp_state(fd).and_then(connected_already) {
-            return Flow::Fail(errno);
-        }
         if let Some(errno) = pending::start(st, fd, dest, target.clone(), via) {
             return Flow::Fail(errno);
         }
