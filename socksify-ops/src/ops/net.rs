@@ -361,7 +361,13 @@ pub fn send_hook(fd: c_int, msg: &Msg, flags: c_int, real: impl FnOnce() -> ssiz
 /// A send: UDP to a proxied destination goes through the relay (or is refused); TCP Fast Open
 /// (`MSG_FASTOPEN`), an implicit connect, goes through the chain first.
 pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
-    let ty = sock::socket_type(fd);
+    // What the program's socket() said of it, else the kernel's answer. A stream socket's
+    // addressed send goes to the kernel unproxied (without MSG_FASTOPEN it ignores the
+    // address): that the socket is one, only the kernel's answer says.
+    let mut ty = table::kind(fd).map(|k| k.ty).or_else(|| sock::socket_type(fd));
+    if ty == Some(libc::SOCK_STREAM) && msg.named() && table::kind(fd).is_some() {
+        ty = sock::socket_type(fd);
+    }
     if ty == Some(libc::SOCK_STREAM) {
         if let Some(flow) = pending::data_call(fd, true) {
             return (flow, After::Nothing);

@@ -21,7 +21,9 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     // SAFETY: the real sendto with the caller's arguments.
     let real = || unsafe { real::sendto(fd, buf, n, flags, addr, len) };
-    if gated::is_local(fd) {
+    // An internet socket by its socket() (`table::kind`) is not asked its family again; only
+    // the kernel's answer sends a call through the gate.
+    if table::kind(fd).is_none() && gated::is_local(fd) {
         let sent =
             gated::call_now(libc::SYS_sendto, args!(fd, buf, n, flags, addr, len), 3, || real() as c_long);
         return gated::sent_rest(flags, sent, n, |done| {
@@ -44,7 +46,7 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the real sendmsg with the caller's arguments.
     let real = || unsafe { real::sendmsg(fd, msg, flags) };
-    if gated::is_local(fd) {
+    if table::kind(fd).is_none() && gated::is_local(fd) {
         // SAFETY: the caller's header, as it gave it to sendmsg.
         return unsafe { gated::sendmsg(fd, msg, flags, || real() as c_long) } as ssize_t;
     }
