@@ -255,17 +255,15 @@ impl Chain {
             _ => return hop.request(stream, cmd, target),
         };
         let r = hop.request_pipelined(stream, cmd, target, probe);
-        if probe {
-            self.found_pipelining(
-                i,
-                match &r {
-                    Err(SocksError::NotPipelined) => Pipelining::Refuses,
-                    // The request's reply came (a refusal is a reply too).
-                    Ok(_) | Err(SocksError::Socks5(_)) => Pipelining::Takes,
-                    // Nothing found out: the probe is given back.
-                    Err(_) => Pipelining::Unknown,
-                },
-            );
+        match &r {
+            // Also when it was known to take it (the server behind the hop changed): step by
+            // step from now on, never the same write again.
+            Err(SocksError::NotPipelined) => self.found_pipelining(i, Pipelining::Refuses),
+            // The request's reply came (a refusal is a reply too).
+            Ok(_) | Err(SocksError::Socks5(_)) if probe => self.found_pipelining(i, Pipelining::Takes),
+            // Nothing found out: the probe is given back.
+            Err(_) if probe => self.found_pipelining(i, Pipelining::Unknown),
+            _ => {}
         }
         r
     }
@@ -391,6 +389,7 @@ impl Chain {
             dead[i] = true;
         }
         let mut last: Option<ChainError> = None;
+        let mut stepwise_retries = 0;
         loop {
             let path = match self.select(&dead) {
                 Ok(path) => path,
@@ -413,10 +412,14 @@ impl Chain {
                 // A signal ended the wait (`sys::interruptible`): no other hop is tried.
                 Err((_, e)) if sys::interrupted() => return Err(e),
                 // A hop dropped the handshake sent in one write: the same hops again, that one
-                // step by step now (`ask` has noted it).
-                Err((_, ChainError::Hop { source: SocksError::NotPipelined, .. })) => {
+                // step by step now (`ask` has noted it) — once a hop at most.
+                Err((_, ChainError::Hop { source: SocksError::NotPipelined, .. }))
+                    if stepwise_retries < self.proxies.len() =>
+                {
+                    stepwise_retries += 1;
                     retry_on(fd);
                 }
+                Err((_, e @ ChainError::Hop { source: SocksError::NotPipelined, .. })) => return Err(e),
                 Err((Some((culprit, kills)), e)) => {
                     // A hop that only ran out of the caller's own time is not dead.
                     if kills && until.is_none_or(|u| Instant::now() < u) {
@@ -507,9 +510,14 @@ impl Chain {
                 // The program's socket cannot connect at all (connected or listening already,
                 // its own connect under way, not an internet socket): the kernel's answer to
                 // the program, no fault of the hop's, and nothing to undo.
-                Some(libc::EISCONN | libc::EALREADY | libc::EINVAL | libc::EAFNOSUPPORT | libc::ENOTSOCK) => {
-                    (None, ChainError::Socket(e))
-                }
+                Some(
+                    libc::EISCONN
+                    | libc::EALREADY
+                    | libc::EINVAL
+                    | libc::EAFNOSUPPORT
+                    | libc::ENOTSOCK
+                    | libc::EBADF,
+                ) => (None, ChainError::Socket(e)),
                 _ => (Some((first, true)), self.hop_error(first, Stage::Reach, e.into())),
             },
         )?;

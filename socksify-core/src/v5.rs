@@ -149,7 +149,8 @@ pub fn request_pipelined<S: Read + Write + Peek>(
     // What follows the greeting's answer, once for the authentication's and once for the
     // request's: a proxy that dropped them says nothing more (microsocks 1.0 waits for them).
     let wait = PIPELINE_PROBE_MIN.max(rtt.saturating_mul(PIPELINE_PROBE_RTTS));
-    let next = |stream: &mut S| -> Result<(), SocksError> {
+    let mut probe = probe;
+    let next = |stream: &mut S, probe: bool| -> Result<(), SocksError> {
         if !probe {
             return stream.readable().map_err(wire::transport);
         }
@@ -160,10 +161,13 @@ pub fn request_pipelined<S: Read + Write + Peek>(
         }
     };
     if creds.is_some() {
-        next(stream)?;
+        next(stream, probe)?;
         read_auth_status(stream)?;
+        // The login's answer came: the proxy read past the greeting, so it takes the whole
+        // write; its request's answer may take as long as reaching the destination does.
+        probe = false;
     }
-    next(stream)?;
+    next(stream, probe)?;
     read_reply(stream)
 }
 

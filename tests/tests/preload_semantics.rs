@@ -199,3 +199,22 @@ fn a_hop_that_drops_a_handshake_in_one_write_is_probed_once_per_session() {
     assert!(started.elapsed() < std::time::Duration::from_millis(900), "{:?}", started.elapsed());
     c.assert_nothing_leaked();
 }
+
+/// A UDP socket's number closed and taken by a TCP socket behind the library's back (raw
+/// system calls, `tests/c/reuse.c`): with `udp = "direct"`, what the library remembered of
+/// the UDP socket must not send the TCP connection direct. It is proxied, in both modes;
+/// nothing leaks.
+#[test]
+fn a_number_reused_behind_the_librarys_back_never_takes_the_old_sockets_route() {
+    let bin = std::env::temp_dir().join(format!("socksify-reuse-{}", std::process::id()));
+    let src = repo_root().join("tests/c/reuse.c");
+    let status = Command::new("cc").args(["-Wall", "-O1", "-o"]).arg(&bin).arg(&src).status().expect("cc");
+    assert!(status.success());
+    let cfg = "udp = \"direct\"\n[[proxy]]\nurl = \"socks5://10.77.0.2:1080\"\n";
+    for mode in ["preload", "auto"] {
+        let c = Client::new();
+        let out = c.socksify(cfg, &["--mode", mode, bin.to_str().unwrap(), "10.77.0.2", "7"]);
+        assert_eq!(stdout_ok(&out), "echo: ok\n", "{mode}");
+        c.assert_nothing_leaked();
+    }
+}

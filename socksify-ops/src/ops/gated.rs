@@ -162,7 +162,7 @@ fn resolver_daemon(to: *const sockaddr, len: socklen_t) -> bool {
 /// The program's connect of `fd` to `to`, which the routes send direct: made here through the
 /// gate (`None` without one: the hook then calls the real function, which the guard traps).
 pub fn connect_direct(fd: c_int, to: *const sockaddr, len: socklen_t) -> Option<Flow<c_int>> {
-    if !gate::open() {
+    if !gate::open() || !crate::table::kind_confirmed(fd) {
         return None;
     }
     // SAFETY: the program's own connect, with its own arguments.
@@ -175,7 +175,11 @@ pub fn connect_direct(fd: c_int, to: *const sockaddr, len: socklen_t) -> Option<
 /// function, which the guard traps — it checks control data itself, and a send that waits is a
 /// cancellation point there).
 pub fn send_direct(fd: c_int, msg: &Msg, flags: c_int) -> Option<Flow<ssize_t>> {
-    if !gate::open() || msg.controllen != 0 || flags & libc::MSG_WAITALL != 0 {
+    if !gate::open()
+        || msg.controllen != 0
+        || flags & libc::MSG_WAITALL != 0
+        || !crate::table::kind_confirmed(fd)
+    {
         return None;
     }
     let iov = msg.iov.as_slice();

@@ -15,6 +15,9 @@ pub use state::{state, State};
 /// initialisation is caught half-way by a `fork()` or runs in a signal handler).
 pub fn init() {
     real::resolve_at_load();
+    // Remembered now, by the process that loaded the library (a vfork child would find its
+    // parent's, which shares its memory, rather than leave its own for the parent).
+    let _ = crate::sys::pid_for_copies();
     guard::on_panic(state::report_panic);
     if state::state().is_ok_and(|st| st.guarded) {
         crate::sys::gate::map();

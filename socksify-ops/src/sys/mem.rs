@@ -31,13 +31,17 @@ fn checked_copy(pairs: &[(*const u8, *mut u8, usize)]) -> bool {
             remote[i] = libc::iovec { iov_base: from as *mut libc::c_void, iov_len: n };
         }
         let n = pairs.len();
-        // SAFETY: process_vm_readv on this process: the kernel checks every byte of both sides.
-        let r = unsafe {
-            call(
-                libc::SYS_process_vm_readv,
-                args!(super::pid_for_copies(), local.as_ptr(), n, remote.as_ptr(), n, 0),
-            )
+        let read_as = |pid: libc::c_int| {
+            // SAFETY: process_vm_readv on this process: the kernel checks every byte of both
+            // sides.
+            unsafe { call(libc::SYS_process_vm_readv, args!(pid, local.as_ptr(), n, remote.as_ptr(), n, 0)) }
         };
+        let mut r = read_as(super::pid_for_copies());
+        if r < 0 && matches!(errno(), libc::EPERM | libc::ESRCH) {
+            // The remembered id was not this process's (a vfork child shares its parent's
+            // page): asked again, it is.
+            r = read_as(super::pid());
+        }
         if r == total as libc::c_long {
             return true;
         }

@@ -328,15 +328,29 @@ pub struct Kind {
     pub no_send_timeout: bool,
 }
 
-/// The program made socket `fd` with `socket(domain, ty, _)` (or got it from `accept` of one
-/// such): internet stream and datagram sockets are remembered, anything else is forgotten.
+/// The program made socket `fd` with `socket(domain, ty, _)`: internet stream and datagram
+/// sockets are remembered, anything else is forgotten.
 ///
 /// What is remembered is only ever a shortcut for an internet socket's own path (connect,
 /// datagrams): a number closed and reused behind the library's back (raw system calls) can
-/// make it wrong, and then that call fails or takes the slower path — never the gate, which
-/// only an answer of the kernel's opens (`gated::is_local`).
+/// make it wrong, and then that call fails or takes the slower path — never the gate or an
+/// unproxied call, which only an answer of the kernel's allows (`gated::is_local`,
+/// `kind_confirmed`).
 pub fn note_kind(fd: c_int, domain: c_int, ty: c_int) {
     KINDS.set(fd, domain, ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+}
+
+/// True unless `note_kind`'s type for `fd` is not what the kernel says now (a number reused
+/// behind the library's back): asked of the kernel only where a call is about to go unproxied
+/// or through the gate on the strength of that type.
+pub fn kind_confirmed(fd: c_int) -> bool {
+    match kind(fd) {
+        Some(k) if sock::socket_type(fd) != Some(k.ty) => {
+            forget_bits(fd);
+            false
+        }
+        _ => true,
+    }
 }
 
 /// What `note_kind` remembered of `fd`.
@@ -414,8 +428,10 @@ impl Kinds {
         }
     }
 
+    /// `new` duplicates `old`. A socket with two descriptors may get a send timeout through
+    /// either: neither says "no timeout" any more (the kernel is asked).
     fn copy(&self, old: c_int, new: c_int) {
-        let code = self.slot(old).map_or(0, |b| b.load(Ordering::Acquire));
+        let code = self.slot(old).map_or(0, |b| b.fetch_and(!NO_TIMEOUT, Ordering::AcqRel)) & !NO_TIMEOUT;
         if let Some(b) = self.slot(new) {
             b.store(code, Ordering::Release);
         }
