@@ -263,6 +263,9 @@ impl Chain {
             Ok(_) | Err(SocksError::Socks5(_)) if probe => self.found_pipelining(i, Pipelining::Takes),
             // Nothing found out: the probe is given back.
             Err(_) if probe => self.found_pipelining(i, Pipelining::Unknown),
+            // Known to take it, and now silent: perhaps no longer (a slot taken over, another
+            // server behind the address): the next connection probes again.
+            Err(SocksError::Timeout) => self.found_pipelining(i, Pipelining::Unknown),
             _ => {}
         }
         r
