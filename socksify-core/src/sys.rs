@@ -208,7 +208,7 @@ pub fn wait(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::
 }
 
 /// `wait`, returning the events that happened (`revents`: POLLERR and POLLHUP included).
-pub fn wait_events(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<libc::c_short> {
+fn wait_events(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> io::Result<libc::c_short> {
     loop {
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
         let ts = deadline.map(|d| {

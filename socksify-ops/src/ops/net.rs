@@ -91,11 +91,7 @@ pub fn connect(fd: c_int, to: *const sockaddr, len: socklen_t) -> Flow<c_int> {
     // What the program's socket() said of it, else the kernel's answer. A datagram socket's
     // connect may go unproxied (`udp = "direct"`, a direct route): only the kernel's answer
     // says it is one.
-    let mut ty = table::kind(fd).map(|k| k.ty).or_else(|| sock::socket_type(fd));
-    if ty == Some(libc::SOCK_DGRAM) && !table::kind_confirmed(fd) {
-        ty = sock::socket_type(fd);
-    }
-    match ty {
+    match table::socket_type(fd, |ty| ty == libc::SOCK_DGRAM) {
         Some(libc::SOCK_STREAM) => tcp_connect(fd, dest, Some((to, len))),
         Some(libc::SOCK_DGRAM) => udp::connect(fd, dest, to, len),
         _ => Flow::Bypass,
@@ -369,16 +365,12 @@ pub fn send(fd: c_int, msg: &Msg, flags: c_int) -> (Flow<ssize_t>, After) {
     // What the program's socket() said of it, else the kernel's answer. A stream socket's
     // addressed send goes to the kernel unproxied (without MSG_FASTOPEN it ignores the
     // address): that the socket is one, only the kernel's answer says.
-    let mut ty = table::kind(fd).map(|k| k.ty).or_else(|| sock::socket_type(fd));
-    let unproxied_if_wrong = match ty {
-        Some(libc::SOCK_STREAM) => msg.named(),
+    let ty = table::socket_type(fd, |ty| match ty {
+        libc::SOCK_STREAM => msg.named(),
         // A stream socket's MSG_FASTOPEN is a connect: it must not take a datagram's route.
-        Some(libc::SOCK_DGRAM) => flags & libc::MSG_FASTOPEN != 0,
+        libc::SOCK_DGRAM => flags & libc::MSG_FASTOPEN != 0,
         _ => false,
-    };
-    if unproxied_if_wrong && !table::kind_confirmed(fd) {
-        ty = sock::socket_type(fd);
-    }
+    });
     if ty == Some(libc::SOCK_STREAM) {
         if let Some(flow) = pending::data_call(fd, true) {
             return (flow, After::Nothing);

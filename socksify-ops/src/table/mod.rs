@@ -345,11 +345,25 @@ pub fn note_kind(fd: c_int, domain: c_int, ty: c_int) {
 /// or through the gate on the strength of that type.
 pub fn kind_confirmed(fd: c_int) -> bool {
     match kind(fd) {
-        Some(k) if sock::socket_type(fd) != Some(k.ty) => {
-            forget_bits(fd);
-            false
+        Some(k) => socket_type(fd, |_| true) == Some(k.ty),
+        None => true,
+    }
+}
+
+/// The type of socket `fd`: what its socket() said (`note_kind`), else the kernel's answer —
+/// the kernel's too when `exact(type)` says the call would go unproxied on the strength of
+/// that type (a remembered kind that turns out wrong is forgotten).
+pub fn socket_type(fd: c_int, exact: impl FnOnce(c_int) -> bool) -> Option<c_int> {
+    match kind(fd) {
+        Some(k) if exact(k.ty) => {
+            let ty = sock::socket_type(fd);
+            if ty != Some(k.ty) {
+                forget_bits(fd);
+            }
+            ty
         }
-        _ => true,
+        Some(k) => Some(k.ty),
+        None => sock::socket_type(fd),
     }
 }
 
